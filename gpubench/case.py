@@ -1,0 +1,209 @@
+"""The Case: a frozen, JSON-serialisable description of one training benchmark.
+
+A Case says *what* to run (model, shapes, steps, data, engine, flags); the
+hardware profile it runs against is chosen separately (``--gpu-profile``).
+Its :attr:`Case.id` is stable and readable (``gpt2-small-bf16-ckpt``): it is
+the pytest id and, together with the profile name, the baseline key.
+
+Every value is validated when the Case is built, so a bad flag fails at
+collection time with a message that names the bad value and the valid ones,
+never deep inside a worker subprocess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ATTENTION_KERNELS = ("sdpa", "math")
+DATA_SOURCES = ("learnable", "random")
+ENGINES = ("torch",)
+WARMUP_AUTO = "auto"
+
+
+class CaseError(ValueError):
+    """A Case (or one of its flags) has a value gpubench cannot run."""
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise CaseError(f"{name}={value!r} is not valid; valid values: {', '.join(valid)}")
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CaseError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CaseError(f"{name}={value!r} must be True or False")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Optimisation flags of the training step (the engine reads these)."""
+
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
+    grad_ckpt: bool = False  # activation (gradient) checkpointing per transformer block
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    compile: bool = False  # torch.compile the model
+    attention: str = "sdpa"  # sdpa (F.scaled_dot_product_attention) | math (explicit softmax)
+    fused_adamw: bool = False  # torch.optim.AdamW(fused=True)
+    tf32: bool = False  # allow TF32 matmul/cuDNN on Ampere+ (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        _choice("precision", self.precision, PRECISIONS)
+        _boolean("grad_ckpt", self.grad_ckpt)
+        _positive_int("grad_accum", self.grad_accum)
+        _boolean("compile", self.compile)
+        _choice("attention", self.attention, ATTENTION_KERNELS)
+        _boolean("fused_adamw", self.fused_adamw)
+        _boolean("tf32", self.tf32)
+
+    def id_tokens(self) -> list[str]:
+        """Readable tokens for the case id: precision always, others when not default."""
+        tokens = [self.precision]
+        if self.grad_ckpt:
+            tokens.append("ckpt")
+        if self.grad_accum != 1:
+            tokens.append(f"accum{self.grad_accum}")
+        if self.compile:
+            tokens.append("compile")
+        if self.attention != "sdpa":
+            tokens.append(self.attention)
+        if self.fused_adamw:
+            tokens.append("fused")
+        if self.tf32:
+            tokens.append("tf32")
+        return tokens
+
+
+FLAG_FIELDS = tuple(f.name for f in dataclasses.fields(Flags))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training benchmark: model × shapes × steps × data × engine × flags."""
+
+    model: str  # built-in name (see gpubench.models), "pkg.module:factory", or "hf:<model_type>"
+    batch_size: int = 8  # micro-batch per rank, in sequences
+    seq_len: int = 256  # tokens per sequence
+    steps: int = 20  # measured optimizer steps, after warm-up
+    warmup: int | str = WARMUP_AUTO  # "auto" (detect steady state) or a fixed number of steps
+    max_warmup_steps: int = 50  # cap for automatic warm-up detection
+    data: str = "learnable"  # learnable (seeded Markov stream) | random (uniform tokens)
+    engine: str = "torch"
+    nproc: int = 1  # processes (GPUs) per case; >1 launches through torchrun
+    seed: int = 0
+    lr: float = 3e-4
+    grad_clip: float = 1.0  # max grad norm; the unclipped norm is recorded either way
+    vocab_size: int | None = None  # override the model's vocabulary (data and embedding)
+    expect_params: int | None = None  # declared parameter count, checked (±10 %) in the worker
+    model_config: tuple[tuple[str, Any], ...] = ()  # overrides passed to the model's config
+    timeout_s: float | None = None  # per-case wall-clock limit; None: the session default
+    name: str | None = None  # explicit id, replacing the generated one
+    flags: Flags = field(default_factory=Flags)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise CaseError(f"model={self.model!r} must be a non-empty string")
+        if isinstance(self.flags, Mapping):
+            object.__setattr__(self, "flags", Flags(**self.flags))
+        if isinstance(self.model_config, Mapping):
+            object.__setattr__(self, "model_config", tuple(sorted(self.model_config.items())))
+        else:
+            object.__setattr__(
+                self, "model_config", tuple(tuple(kv) for kv in self.model_config)
+            )
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("seq_len", self.seq_len, minimum=2)
+        _positive_int("steps", self.steps, minimum=2)
+        if self.warmup != WARMUP_AUTO:
+            _positive_int("warmup", self.warmup, minimum=0)
+        _positive_int("max_warmup_steps", self.max_warmup_steps, minimum=0)
+        _choice("data", self.data, DATA_SOURCES)
+        _choice("engine", self.engine, ENGINES)
+        _positive_int("nproc", self.nproc)
+        if self.vocab_size is not None:
+            _positive_int("vocab_size", self.vocab_size, minimum=2)
+        if self.expect_params is not None:
+            _positive_int("expect_params", self.expect_params)
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise CaseError(f"lr={self.lr!r} must be a positive number")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise CaseError(f"timeout_s={self.timeout_s!r} must be positive")
+        from gpubench.models import check_model_spec  # light: no torch import
+
+        check_model_spec(self.model)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """Readable, stable id: model, precision, then every non-default setting."""
+        if self.name:
+            return self.name
+        tokens = [self.model.replace(":", ".").replace("/", ".")]
+        tokens += self.flags.id_tokens()
+        defaults = Case(model=self.model)
+        for fname, short in (("batch_size", "b"), ("seq_len", "s"), ("steps", "n"),
+                             ("nproc", "x"), ("seed", "seed")):
+            value = getattr(self, fname)
+            if value != getattr(defaults, fname):
+                tokens.append(f"{short}{value}")
+        if self.data != defaults.data:
+            tokens.append(self.data)
+        if self.engine != defaults.engine:
+            tokens.append(self.engine)
+        return "-".join(tokens)
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens consumed by one optimizer step on one rank (micro-batches × batch × seq)."""
+        return self.batch_size * self.seq_len * self.flags.grad_accum
+
+    def replace(self, **changes: Any) -> Case:
+        """A copy with fields (or flag fields, by name) changed."""
+        flag_changes = {k: changes.pop(k) for k in list(changes) if k in FLAG_FIELDS}
+        if flag_changes:
+            changes["flags"] = dataclasses.replace(self.flags, **flag_changes)
+        return dataclasses.replace(self, **changes)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model_config"] = dict(self.model_config)
+        data["id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Case:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["flags"] = Flags(**kwargs.get("flags", {}))
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def make_case(**settings: Any) -> Case:
+    """Build a Case from flat keyword settings (flag names mixed with case fields).
+
+    Unknown names raise :class:`CaseError` listing the valid ones.
+    """
+    case_fields = {f.name for f in dataclasses.fields(Case)} - {"flags"}
+    unknown = sorted(set(settings) - case_fields - set(FLAG_FIELDS))
+    if unknown:
+        valid = ", ".join(sorted(case_fields | set(FLAG_FIELDS)))
+        raise CaseError(f"unknown case setting(s) {', '.join(unknown)}; valid settings: {valid}")
+    flag_values = {k: settings.pop(k) for k in list(settings) if k in FLAG_FIELDS}
+    try:
+        flags = Flags(**flag_values)
+    except TypeError as exc:  # pragma: no cover - guarded by the unknown check above
+        raise CaseError(str(exc)) from exc
+    return Case(flags=flags, **settings)

@@ -1,0 +1,137 @@
+"""Both sides of the worker protocol: file layout, atomic JSON, progress events.
+
+The parent writes ``job.json`` in a fresh directory and starts the worker; the
+worker appends progress events to ``progress.jsonl`` and writes
+``result.json`` atomically. Nothing but JSON crosses the boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PHASES = ("starting", "building", "warmup", "measuring", "done")
+
+
+@dataclass(frozen=True)
+class WorkerPaths:
+    """Files of one case's working directory."""
+
+    root: Path
+
+    @property
+    def job(self) -> Path:
+        return self.root / "job.json"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.jsonl"
+
+    @property
+    def stdout(self) -> Path:
+        return self.root / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.root / "stderr.log"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so a reader sees the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, sort_keys=True, allow_nan=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    phase: str
+    step: int = 0
+    total_steps: int | None = None  # None while warm-up length is still unknown
+    tokens_per_s: float | None = None
+    memory_bytes: int | None = None
+    t: float = 0.0  # unix time
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgressEvent:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class ProgressWriter:
+    """Child side: append events, throttled, always writing phase changes."""
+
+    def __init__(self, path: Path | None, min_interval_s: float = 0.25) -> None:
+        self._fh = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115
+        self._min_interval_s = min_interval_s
+        self._last_phase: str | None = None
+        self._last_t = 0.0
+
+    def emit(
+        self,
+        phase: str,
+        step: int = 0,
+        total_steps: int | None = None,
+        tokens_per_s: float | None = None,
+        memory_bytes: int | None = None,
+    ) -> None:
+        if self._fh is None:
+            return
+        now = time.time()
+        if phase == self._last_phase and now - self._last_t < self._min_interval_s:
+            return
+        event = ProgressEvent(phase, step, total_steps, tokens_per_s, memory_bytes, now)
+        self._fh.write(json.dumps(event.to_dict()) + "\n")
+        self._fh.flush()
+        self._last_phase, self._last_t = phase, now
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class ProgressReader:
+    """Parent side: return the complete events appended since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[ProgressEvent]:
+        try:
+            with open(self._path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for the next poll
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(ProgressEvent.from_dict(json.loads(line)))
+            except (ValueError, TypeError):
+                continue  # a garbled line is not worth failing a case over
+        return events
