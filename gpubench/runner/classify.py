@@ -1,0 +1,184 @@
+"""How a worker ended -> a Result. Pure functions: no processes, no files.
+
+The rules, in order:
+
+1. a valid ``result.json`` wins, whatever the exit code (a ``crashed`` Result
+   without a stderr tail gets the parent's);
+2. no result and the parent hit the time limit -> ``timeout``;
+3. no result and stderr that looks like an out-of-memory error -> ``oom``;
+4. no result and death by signal (negative return code) -> ``crashed``, ``Signal``;
+5. no result and any other exit code -> ``crashed``, ``ExitCode`` (or ``NoResult``
+   for a worker that exited 0 without answering).
+
+Results built here carry the parent's environment fingerprint, since the
+worker never sent its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import platform
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gpubench.case import Case
+from gpubench.result import Environment, ErrorInfo, Result
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 40
+STDERR_TAIL_CHARS = 4000
+
+# Substrings of the messages torch, the C++ runtime, Python and the OS print when an
+# allocation fails ("Cannot allocate memory" is ENOMEM, e.g. under RLIMIT_DATA).
+OOM_MARKERS = (
+    "CUDA out of memory",
+    "OutOfMemoryError",
+    "can't allocate memory",
+    "Cannot allocate memory",
+    "std::bad_alloc",
+    "MemoryError",
+)
+
+
+def stderr_tail(
+    text: str, max_lines: int = STDERR_TAIL_LINES, max_chars: int = STDERR_TAIL_CHARS
+) -> str:
+    """The last ``max_lines`` lines of ``text``, cut to its last ``max_chars`` characters."""
+    tail = "\n".join(text.rstrip().splitlines()[-max_lines:])
+    return tail[-max_chars:]
+
+
+def oom_line(stderr: str) -> str | None:
+    """The last stderr line that looks like an out-of-memory error, or None."""
+    for line in reversed(stderr.splitlines()):
+        if any(marker in line for marker in OOM_MARKERS):
+            return line.strip()
+    return None
+
+
+def signal_name(returncode: int) -> str:
+    """``SIGKILL`` for a return code of -9 (how subprocess reports death by signal)."""
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+@functools.cache
+def _fingerprint() -> Environment:
+    try:
+        from gpubench.trackers.environment import fingerprint
+
+        env = fingerprint()
+        if isinstance(env, Environment):
+            return env
+        log.debug("environment fingerprint returned %r, not an Environment", type(env))
+    except Exception:  # a missing or broken fingerprint must never fail a case
+        log.debug("environment fingerprint unavailable; using a minimal one", exc_info=True)
+    return Environment(
+        hostname=socket.gethostname(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+    )
+
+
+def parent_environment() -> Environment:
+    """This process's environment fingerprint (full if available, else host/platform/python)."""
+    return dataclasses.replace(_fingerprint())
+
+
+def parse_worker_result(data: Mapping[str, Any] | None) -> tuple[Result | None, str]:
+    """The worker's Result from its parsed ``result.json``, or None and why not."""
+    if data is None:
+        return None, "no readable result.json"
+    try:
+        return Result.from_dict(data), ""
+    except Exception as exc:  # any schema problem means the worker did not answer
+        return None, f"an invalid result.json ({type(exc).__name__}: {exc})"
+
+
+def classify(
+    case: Case,
+    profile: Mapping[str, Any],
+    *,
+    returncode: int | None,
+    timed_out: bool,
+    result_data: Mapping[str, Any] | None,
+    stderr: str,
+    timeout_s: float | None = None,
+    environment: Callable[[], Environment] = parent_environment,
+) -> Result:
+    """The Result for a finished worker (see the module docstring for the rules).
+
+    ``stderr`` is the worker's stderr (or its end); ``environment`` is called only
+    when the parent has to build the Result itself.
+    """
+    tail = stderr_tail(stderr)
+    result, why_none = parse_worker_result(result_data)
+    if result is not None:
+        return _with_parent_details(result, returncode, tail)
+
+    sig = signal_name(returncode) if returncode is not None and returncode < 0 else None
+    if timed_out:
+        limit = f"{timeout_s:g} s " if timeout_s is not None else ""
+        status = "timeout"
+        error = ErrorInfo(
+            type="Timeout",
+            message=f"the case ran past its {limit}time limit; "
+            "gpubench killed the worker's process group",
+        )
+    elif (line := oom_line(tail)) is not None:
+        status = "oom"
+        error = ErrorInfo(type="OutOfMemory", message=f"the worker ran out of memory: {line}")
+    elif sig is not None:
+        status = "crashed"
+        message = f"the worker was killed by {sig}"
+        if sig == "SIGKILL":
+            message += " (not by gpubench's timeout; it may have been the kernel OOM killer)"
+        error = ErrorInfo(type="Signal", message=message)
+    elif returncode == 0:
+        status = "crashed"
+        error = ErrorInfo(type="NoResult", message=f"the worker exited with 0 but left {why_none}")
+    else:
+        status = "crashed"
+        code = "no exit status" if returncode is None else f"exit code {returncode}"
+        error = ErrorInfo(
+            type="ExitCode", message=f"the worker ended with {code} and left {why_none}"
+        )
+    error.stderr_tail = tail
+    error.exit_code = returncode
+    error.signal = sig
+    return Result(
+        case=case, profile=dict(profile), status=status, error=error, environment=environment()
+    )
+
+
+def launch_failed(
+    case: Case,
+    profile: Mapping[str, Any],
+    reason: str,
+    *,
+    environment: Callable[[], Environment] = parent_environment,
+) -> Result:
+    """The Result for a worker that could not even be started."""
+    error = ErrorInfo(type="LaunchError", message=f"could not start the worker: {reason}")
+    return Result(
+        case=case, profile=dict(profile), status="crashed", error=error, environment=environment()
+    )
+
+
+def _with_parent_details(result: Result, returncode: int | None, tail: str) -> Result:
+    """Add what only the parent knows (exit code, stderr) to the worker's own Result."""
+    if result.status == "crashed" and result.error is None:
+        result.error = ErrorInfo(type="Crashed", message="the worker reported a crash")
+    if result.error is not None:
+        if result.status == "crashed" and not result.error.stderr_tail:
+            result.error.stderr_tail = tail
+        if result.error.exit_code is None:
+            result.error.exit_code = returncode
+    return result

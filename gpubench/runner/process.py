@@ -1,0 +1,331 @@
+"""run_case(): one case in one fresh subprocess, answered by a Result.
+
+The parent writes ``job.json`` to a fresh directory, starts the launcher's
+command in a new session (so the worker and its children form one process
+group), hands progress events to a callback while it waits, and on the time
+limit kills the whole tree: SIGTERM to the group, up to 3 s grace, then
+SIGKILL to the group and to every descendant that left it. Whatever happens
+to the worker, the caller gets a Result, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from gpubench.case import Case
+from gpubench.profiles import HardwareProfile
+from gpubench.result import Result
+from gpubench.runner.classify import classify, launch_failed
+from gpubench.runner.launchers import Launcher, launcher_for
+from gpubench.runner.protocol import ProgressEvent, ProgressReader, WorkerPaths, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+TERM_GRACE_S = 3.0  # timeout: SIGTERM, then this long before SIGKILL
+LEFTOVER_GRACE_S = 1.0  # normal exit: the same for processes the worker left behind
+DESCENDANT_SCAN_INTERVAL_S = 1.0  # how often the running tree is recorded
+REAP_TIMEOUT_S = 10.0  # after SIGKILL; a process stuck in the kernel may take a while
+STDERR_READ_BYTES = 64 * 1024  # enough for the tail classify keeps
+
+
+def run_case(
+    case: Case,
+    profile: HardwareProfile,
+    *,
+    timeout_s: float,
+    nodeid: str | None = None,
+    run_id: str | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    launcher: Launcher | None = None,
+    env: Mapping[str, str] | None = None,
+    workdir: Path | None = None,
+    keep_workdir: bool = False,
+    poll_interval_s: float = 0.1,
+) -> Result:
+    """Run ``case`` against ``profile`` in a fresh worker process and return its Result.
+
+    ``workdir`` replaces the fresh temporary directory (it must be empty or
+    absent); either way it is removed afterwards unless ``keep_workdir``.
+    ``env`` is added on top of this process's environment and the launcher's.
+    Worker failures (crash, signal, timeout, garbage output, failure to start)
+    come back as a Result; only bad arguments raise.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s={timeout_s!r} must be positive")
+    if not poll_interval_s > 0:
+        raise ValueError(f"poll_interval_s={poll_interval_s!r} must be positive")
+    launcher = launcher if launcher is not None else launcher_for(case)
+    paths = WorkerPaths(_make_workdir(workdir))
+    try:
+        write_json_atomic(
+            paths.job,
+            {
+                "case": case.to_dict(),
+                "profile": profile.to_dict(),
+                "nodeid": nodeid,
+                "run_id": run_id,
+            },
+        )
+        outcome = _run_worker(
+            launcher,
+            paths,
+            timeout_s=timeout_s,
+            env=env or {},
+            on_progress=on_progress,
+            poll_interval_s=poll_interval_s,
+        )
+        if outcome.launch_error is not None:
+            result = launch_failed(case, profile.to_dict(), outcome.launch_error)
+        else:
+            result = classify(
+                case,
+                profile.to_dict(),
+                returncode=outcome.returncode,
+                timed_out=outcome.timed_out,
+                result_data=_read_result_data(paths.result),
+                stderr=_read_tail(paths.stderr),
+                timeout_s=timeout_s,
+            )
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(paths.root, ignore_errors=True)
+    result.duration_s = outcome.duration_s
+    result.nodeid = nodeid
+    result.run_id = run_id
+    if result.worker_pid is None:
+        result.worker_pid = outcome.pid
+    if not result.started_at:
+        result.started_at = outcome.started_at
+    return result
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How the worker ended, as the parent saw it."""
+
+    returncode: int | None
+    timed_out: bool
+    pid: int | None
+    started_at: str  # ISO 8601, UTC
+    duration_s: float  # launch to the tree being gone
+    launch_error: str | None = None
+
+
+def _run_worker(
+    launcher: Launcher,
+    paths: WorkerPaths,
+    *,
+    timeout_s: float,
+    env: Mapping[str, str],
+    on_progress: Callable[[ProgressEvent], None] | None,
+    poll_interval_s: float,
+) -> _Outcome:
+    argv = launcher.argv(paths)
+    full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | launcher.env() | dict(env)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    t0 = time.monotonic()
+    with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=full_env,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            command = argv[0] if argv else "(empty command)"
+            reason = f"{command}: {type(exc).__name__}: {exc}"
+            return _Outcome(None, False, None, started_at, time.monotonic() - t0, reason)
+
+    tree = _ProcessTree(proc)
+    relay = _ProgressRelay(paths.progress, on_progress)
+    deadline = t0 + timeout_s
+    next_scan = t0 + DESCENDANT_SCAN_INTERVAL_S
+    timed_out = False
+    try:
+        while True:
+            relay.poll()
+            if proc.poll() is not None:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            if now >= next_scan:
+                tree.record_descendants()
+                next_scan = now + DESCENDANT_SCAN_INTERVAL_S
+            try:
+                proc.wait(timeout=min(poll_interval_s, deadline - now))
+            except subprocess.TimeoutExpired:
+                pass
+    finally:  # also on KeyboardInterrupt: nothing may outlive the case
+        exited = proc.returncode is not None
+        tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
+    relay.poll()
+    return _Outcome(proc.returncode, timed_out, proc.pid, started_at, time.monotonic() - t0)
+
+
+class _ProgressRelay:
+    """Tails progress.jsonl and hands each new event to the callback; a failing callback
+    is logged, never allowed to fail the case."""
+
+    def __init__(self, path: Path, callback: Callable[[ProgressEvent], None] | None) -> None:
+        self._reader = ProgressReader(path) if callback is not None else None
+        self._callback = callback
+        self._failures = 0
+
+    def poll(self) -> None:
+        if self._reader is None or self._callback is None:
+            return
+        for event in self._reader.poll():
+            try:
+                self._callback(event)
+            except Exception:
+                self._failures += 1
+                if self._failures == 1:
+                    log.warning("on_progress callback failed; the case goes on", exc_info=True)
+                else:
+                    log.debug("on_progress callback failed again", exc_info=True)
+
+
+class _ProcessTree:
+    """The worker, its process group, and every descendant seen running.
+
+    A descendant that called ``setsid`` has left the group; it is still killed
+    if it was recorded while its parent was alive. The group id cannot be
+    handed to a new process while any member of the group is alive, so
+    signalling it never reaches a stranger.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+        self._pgid = proc.pid  # start_new_session: the worker leads its own group
+        self._seen: dict[int, psutil.Process] = {}
+        try:
+            self._worker: psutil.Process | None = psutil.Process(proc.pid)
+        except psutil.Error:
+            self._worker = None  # already gone
+
+    def record_descendants(self, roots: Iterable[psutil.Process] | None = None) -> None:
+        """Remember every current descendant of ``roots`` (default: the worker)."""
+        if roots is None:
+            if self._worker is None or self._proc.poll() is not None:
+                return  # an exited worker's children are orphans: nothing to walk
+            roots = [self._worker]
+        for root in list(roots):
+            try:
+                children = root.children(recursive=True)
+            except psutil.Error:
+                continue
+            for child in children:
+                self._seen.setdefault(child.pid, child)
+
+    def end(self, grace_s: float) -> None:
+        """Terminate whatever is still running, SIGKILL it after ``grace_s``, reap the worker."""
+        self.record_descendants()
+        alive = self._alive()
+        if alive:
+            self._signal(alive, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+                alive = self._alive()
+            if alive:
+                self.record_descendants(alive)  # children forked during the grace period
+                self._signal(self._alive(), signal.SIGKILL)
+        try:
+            self._proc.wait(timeout=REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning(
+                "worker pid %d still running %.0f s after SIGKILL", self._proc.pid, REAP_TIMEOUT_S
+            )
+
+    def _alive(self) -> list[psutil.Process]:
+        procs = dict(self._seen)
+        if self._worker is not None and self._proc.poll() is None:
+            procs[self._worker.pid] = self._worker
+        procs.update(self._group_members())
+        return [p for p in procs.values() if _is_alive(p)]
+
+    def _group_members(self) -> dict[int, psutil.Process]:
+        try:
+            os.killpg(self._pgid, 0)
+        except ProcessLookupError:
+            return {}  # the common case after a clean exit: one syscall, no scan
+        except PermissionError:
+            pass
+        members = {}
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == self._pgid:
+                    members[proc.pid] = proc
+            except OSError:
+                continue
+        return members
+
+    def _signal(self, procs: list[psutil.Process], sig: signal.Signals) -> None:
+        try:
+            os.killpg(self._pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for proc in procs:
+            try:
+                proc.send_signal(sig)  # psutil refuses if the pid was reused
+            except psutil.Error:
+                continue
+
+
+def _is_alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie (a zombie is dead; only its parent's wait() is missing)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def _make_workdir(workdir: Path | None) -> Path:
+    if workdir is None:
+        return Path(tempfile.mkdtemp(prefix="gpubench-"))
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        raise ValueError(f"workdir {workdir} is not empty; a case needs a fresh directory")
+    return workdir
+
+
+def _read_result_data(path: Path) -> dict[str, Any] | None:
+    """The worker's result.json as a dict; None when missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_tail(path: Path, max_bytes: int = STDERR_READ_BYTES) -> str:
+    """The end of a log file, decoded leniently; empty when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - max_bytes))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
