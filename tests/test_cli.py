@@ -1,0 +1,129 @@
+"""The ``gpubench`` console script: ``gpubench profiles`` as a function, a module and a command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpubench.cli import main
+from gpubench.profiles import GiB, HardwareProfile, builtin_profiles
+
+COLUMNS = (
+    "name",
+    "kind",
+    "memory GiB",
+    "bf16 TFLOP/s",
+    "fp32 TFLOP/s",
+    "bandwidth GB/s",
+    "$/h",
+)
+
+
+def test_profiles_prints_a_table_and_the_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["profiles", "--rootdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    for column in COLUMNS:
+        assert column in header
+    table_rows = {line.split()[0]: line.split() for line in rows[: len(builtin_profiles())]}
+    assert set(table_rows) == set(builtin_profiles())
+    assert table_rows["h100-sxm"][1:] == ["cuda", "79.6", "989.5", "67.0", "3350", "3.78"]
+    assert table_rows["cpu"][1:] == ["cpu", "8.0", "-", "-", "-", "-"]
+    sources = out.split("Sources:\n", 1)[1]
+    for profile in builtin_profiles().values():
+        assert f"  {profile.name}: {profile.source}" in sources
+
+
+def test_profiles_json_round_trips_through_from_dict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["profiles", "--json", "--rootdir", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    profiles = [HardwareProfile.from_dict(item) for item in data]
+    assert {p.name: p for p in profiles} == builtin_profiles()
+
+
+def test_profiles_include_user_profiles_from_rootdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gpubench.profiles.cpu]\nmemory = "2GiB"\n\n'
+        '[tool.gpubench.profiles.my-3090]\nmemory = "24GiB"\nbf16_tflops = 71\n',
+        encoding="utf-8",
+    )
+    assert main(["profiles", "--json", "--rootdir", str(tmp_path)]) == 0
+    by_name = {item["name"]: item for item in json.loads(capsys.readouterr().out)}
+    assert by_name["cpu"]["memory_bytes"] == 2 * GiB
+    assert by_name["my-3090"]["bf16_flops"] == 71e12
+    assert main(["profiles", "--rootdir", str(tmp_path)]) == 0
+    assert "User-defined or overridden here: cpu, my-3090" in capsys.readouterr().out
+
+
+def test_bad_user_profile_is_one_line_on_stderr_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gpubench.profiles.mine]\nmemory = "8GiB"\nflops = 1\n', encoding="utf-8"
+    )
+    assert main(["profiles", "--rootdir", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("gpubench profiles: error: ")
+    assert "unknown key 'flops'" in captured.err and "valid keys: memory" in captured.err
+
+
+def test_profiles_file_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = tmp_path / "hw.toml"
+    extra.write_text('[profiles.box]\nmemory = "4GiB"\nkind = "cpu"\n', encoding="utf-8")
+    assert main(["profiles", "--json", "--rootdir", str(tmp_path), "--file", str(extra)]) == 0
+    names = [item["name"] for item in json.loads(capsys.readouterr().out)]
+    assert names[-1] == "box"
+
+
+def test_usage_errors_return_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["no-such-command"]) == 2
+    assert "usage: gpubench" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+
+
+def _console_script() -> str | None:
+    beside_python = Path(sys.executable).with_name("gpubench")
+    return str(beside_python) if beside_python.exists() else shutil.which("gpubench")
+
+
+def test_installed_console_script_runs(tmp_path: Path) -> None:
+    script = _console_script()
+    if script is None:
+        pytest.skip("the gpubench console script is not installed (pip install -e .)")
+    done = subprocess.run(
+        [script, "profiles", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    names = [item["name"] for item in json.loads(done.stdout)]
+    assert names == list(builtin_profiles())
+
+
+def test_python_dash_m_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gpubench.cli", "profiles"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "h100-sxm" in done.stdout and "Sources:" in done.stdout
