@@ -1,0 +1,77 @@
+"""Trackers: context managers that measure one thing each while a case trains.
+
+Each tracker is used as ``with tracker:`` (or ``with tracker.track():``) and read
+through getters afterwards; the engine combines them with :class:`contextlib.ExitStack`.
+Clean-up (stopping a sampler thread, a final sample) is always in ``finally``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T", bound="Tracker")
+
+SAMPLER_STACK_BYTES = 512 * 1024  # a sampler loop needs little stack; the default is 8 MiB
+
+
+def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
+    """Start a sampler thread with a small stack.
+
+    Under the worker's ``RLIMIT_DATA`` cap a thread's stack counts as data, so
+    an 8 MiB default stack would eat a small profile's capacity (or fail to
+    start at all) before training allocates anything.
+    """
+    previous = threading.stack_size(SAMPLER_STACK_BYTES)
+    try:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+    finally:
+        threading.stack_size(previous)
+    return thread
+
+
+class Tracker:
+    """Base: ``start()``/``stop()`` wrapped as a context manager, ``stop()`` always runs."""
+
+    def start(self) -> None:
+        """Begin measuring (subclasses override)."""
+
+    def stop(self) -> None:
+        """Stop measuring and release resources; must be safe to call twice."""
+
+    @contextmanager
+    def track(self: T) -> Iterator[T]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def __enter__(self: T) -> T:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+from gpubench.trackers.host import ProcessTreeRSS  # noqa: E402
+from gpubench.trackers.memory import DeviceMemoryTracker  # noqa: E402
+from gpubench.trackers.timing import SteadyStateDetector, StepTimer  # noqa: E402
+
+__all__ = [
+    "DeviceMemoryTracker",
+    "ProcessTreeRSS",
+    "SteadyStateDetector",
+    "StepTimer",
+    "Tracker",
+]

@@ -1,0 +1,218 @@
+"""Trackers: steady-state detection, Stats, step timing, host RSS, device memory, fingerprint."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from gpubench.result import Environment, Stats
+from gpubench.trackers import DeviceMemoryTracker, ProcessTreeRSS, SteadyStateDetector, StepTimer
+from gpubench.trackers import memory as memory_module
+from gpubench.trackers.environment import fingerprint, git_state
+
+# -- SteadyStateDetector -------------------------------------------------------------------------
+
+
+def feed(detector: SteadyStateDetector, times: list[float]) -> int | None:
+    """Add ``times`` one by one; the 1-based index of the first steady answer, or None."""
+    for i, t in enumerate(times, start=1):
+        if detector.add(t):
+            return i
+    return None
+
+
+def test_detector_settles_after_a_decaying_warmup() -> None:
+    # 0.5 s decaying towards a flat 0.1 s (compile, allocator growth, caches warming)
+    warmup = [0.1 + 0.4 * 0.5**i for i in range(12)]
+    flat = [0.1, 0.101, 0.099, 0.1, 0.102, 0.098, 0.1, 0.1, 0.101, 0.099] * 2
+    detector = SteadyStateDetector(window=5, max_cv=0.10, max_drift=0.10)
+    first = feed(detector, warmup + flat)
+    assert first is not None
+    assert detector.steady and detector.steady_at == first
+    # not while the decay is still visible: both windows must be flat and agree
+    assert first >= 10
+    series = warmup + flat
+    last, previous = series[first - 5 : first], series[first - 10 : first - 5]
+    assert max(last) / min(last) < 1.3
+    assert abs(sorted(last)[2] - sorted(previous)[2]) / sorted(previous)[2] <= 0.10
+
+
+def test_detector_needs_two_full_windows() -> None:
+    detector = SteadyStateDetector(window=5)
+    assert feed(detector, [0.1] * 9) is None
+    assert detector.add(0.1) is True
+    assert detector.steady_at == 10
+
+
+def test_detector_never_settles_on_a_noisy_series() -> None:
+    # alternating fast/slow steps: CV ~ 0.25, far above 10 %
+    noisy = [0.1 if i % 2 else 0.16 for i in range(200)]
+    detector = SteadyStateDetector()
+    assert feed(detector, noisy) is None
+    assert not detector.steady
+
+
+def test_detector_rejects_a_level_shift() -> None:
+    # each window is flat, but the median moved 30 %: drift, not steady yet
+    detector = SteadyStateDetector(window=5)
+    assert feed(detector, [0.1] * 5 + [0.13] * 5) is None
+    assert detector.add(0.13) is False  # previous window [0.1]*4 + [0.13]: median 0.1
+    # the previous window's median moves to 0.13 once most of it is at the new level
+    assert feed(detector, [0.13] * 4) == 2
+
+
+def test_detector_validates_window() -> None:
+    with pytest.raises(ValueError, match="window"):
+        SteadyStateDetector(window=1)
+
+
+# -- Stats ---------------------------------------------------------------------------------------
+
+
+def test_stats_of_a_series() -> None:
+    stats = Stats.of([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert stats.n == 5
+    assert stats.median == 3.0
+    assert stats.min == 1.0 and stats.max == 5.0
+    assert stats.p10 == pytest.approx(1.4)
+    assert stats.p90 == pytest.approx(4.6)
+    assert stats.mean == 3.0
+    assert stats.cv == pytest.approx(stats.stdev / 3.0)
+    assert stats.noisy
+    assert not Stats.of([1.0, 1.0, 1.0]).noisy
+    with pytest.raises(ValueError):
+        Stats.of([])
+
+
+# -- StepTimer -----------------------------------------------------------------------------------
+
+
+def test_step_timer_on_cpu_keeps_every_step() -> None:
+    timer = StepTimer("cpu")
+    assert timer.timing == "perf_counter"
+    for _ in range(3):
+        with timer:
+            time.sleep(0.01)
+    with timer.track():
+        pass
+    assert len(timer.times_s) == 4
+    assert all(t >= 0.009 for t in timer.times_s[:3])
+    assert timer.last_s == timer.times_s[-1] < 0.01
+
+
+def test_step_timer_without_a_step() -> None:
+    with pytest.raises(RuntimeError):
+        _ = StepTimer("cpu").last_s
+
+
+# -- ProcessTreeRSS ------------------------------------------------------------------------------
+
+CHILD_MIB = 200
+CHILD = (
+    "import sys, time\n"
+    f"block = bytearray({CHILD_MIB} * 2**20)\n"
+    "for i in range(0, len(block), 4096): block[i] = 1  # touch every page: resident\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_process_tree_rss_sees_a_childs_memory() -> None:
+    with ProcessTreeRSS(interval_s=0.02) as rss:
+        alone = rss.sample()
+        child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(0.15)  # several sampler ticks while the child holds its block
+        finally:
+            child.terminate()
+            child.wait(timeout=10)
+    assert rss.peak_bytes is not None
+    assert rss.peak_bytes - alone >= 0.8 * CHILD_MIB * 2**20
+    assert rss.samples >= 3
+
+
+def test_process_tree_rss_stops_its_thread() -> None:
+    rss = ProcessTreeRSS(interval_s=0.01)
+    with rss.track():
+        thread = rss._thread
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive()
+    assert rss.peak_bytes is not None and rss.peak_bytes > 0
+
+
+# -- DeviceMemoryTracker -------------------------------------------------------------------------
+
+
+def test_device_memory_on_cpu_is_all_none() -> None:
+    with DeviceMemoryTracker("cpu") as tracker:
+        assert tracker.current_allocated_bytes() is None
+    assert tracker.peak_allocated_bytes is None
+    assert tracker.peak_reserved_bytes is None
+    assert tracker.nvml_peak_used_bytes is None
+
+
+def fake_pynvml(processes: list[tuple[int, int | None]]) -> types.ModuleType:
+    module = types.ModuleType("pynvml")
+    entries = [types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in processes]
+    module.nvmlDeviceGetComputeRunningProcesses = lambda handle: entries  # type: ignore[attr-defined]
+    return module
+
+
+def test_nvml_process_memory_is_filtered_by_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([(1, 10), (42, 300), (7, None)]))
+    assert memory_module.nvml_process_used_bytes("handle", 42) == 300
+    assert memory_module.nvml_process_used_bytes("handle", 99) is None  # not listed
+    assert memory_module.nvml_process_used_bytes("handle", 7) is None  # no figure
+    assert memory_module.nvml_process_used_bytes(None, 42) is None  # no NVML
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+
+def test_fingerprint_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    import gpubench
+
+    monkeypatch.chdir(tmp_path)  # not a git work tree
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    env = fingerprint(cpu_only=True)
+    assert isinstance(env, Environment)
+    assert env.hostname and env.platform and env.python
+    assert env.torch == torch.__version__
+    assert env.cuda == torch.version.cuda
+    assert env.gpubench == gpubench.__version__
+    assert env.cpu and env.device == env.cpu
+    assert env.cpu_count >= 1 and env.device_count == 1
+    assert env.host_memory_bytes > 2**28
+    assert env.device_memory_bytes == env.host_memory_bytes
+    assert env.torch_threads == torch.get_num_threads()
+    assert env.allocator_conf == "expandable_segments:True"
+    assert env.git_commit is None and env.git_dirty is None
+    assert not torch.cuda.is_initialized()
+
+
+def test_git_state_of_a_repository(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    try:
+        git("init", "-q")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("git is not available")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
+    (tmp_path / "tracked.txt").write_text("a")
+    (tmp_path / "untracked.txt").write_text("a")
+    commit, dirty = git_state(tmp_path)
+    assert commit is not None and re.fullmatch(r"[0-9a-f]{40}", commit)
+    assert dirty is False  # untracked files do not count
+    git("add", "tracked.txt")
+    assert git_state(tmp_path) == (commit, True)
