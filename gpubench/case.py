@@ -117,9 +117,7 @@ class Case:
         if isinstance(self.model_config, Mapping):
             object.__setattr__(self, "model_config", tuple(sorted(self.model_config.items())))
         else:
-            object.__setattr__(
-                self, "model_config", tuple(tuple(kv) for kv in self.model_config)
-            )
+            object.__setattr__(self, "model_config", tuple(tuple(kv) for kv in self.model_config))
         _positive_int("batch_size", self.batch_size)
         _positive_int("seq_len", self.seq_len, minimum=2)
         _positive_int("steps", self.steps, minimum=2)
@@ -150,8 +148,13 @@ class Case:
         tokens = [self.model.replace(":", ".").replace("/", ".")]
         tokens += self.flags.id_tokens()
         defaults = Case(model=self.model)
-        for fname, short in (("batch_size", "b"), ("seq_len", "s"), ("steps", "n"),
-                             ("nproc", "x"), ("seed", "seed")):
+        for fname, short in (
+            ("batch_size", "b"),
+            ("seq_len", "s"),
+            ("steps", "n"),
+            ("nproc", "x"),
+            ("seed", "seed"),
+        ):
             value = getattr(self, fname)
             if value != getattr(defaults, fname):
                 tokens.append(f"{short}{value}")

@@ -124,8 +124,11 @@ class Metrics:
         """Largest device-memory figure measured (NVML, reserved or allocated)."""
         figures = [
             b
-            for b in (self.nvml_peak_used_bytes, self.peak_reserved_bytes,
-                      self.peak_allocated_bytes)
+            for b in (
+                self.nvml_peak_used_bytes,
+                self.peak_reserved_bytes,
+                self.peak_allocated_bytes,
+            )
             if b is not None
         ]
         return max(figures) if figures else None
@@ -241,6 +244,9 @@ class Result:
     @property
     def profile_name(self) -> str:
         return str(self.profile.get("name", "?"))
+
+    def __repr__(self) -> str:
+        return f"<Result {self.describe()}>"
 
     def describe(self) -> str:
         """One line for assertion messages and logs."""

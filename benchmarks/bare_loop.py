@@ -1,0 +1,63 @@
+"""The bare, hand-written training loop gpubench is compared against.
+
+Same model (built by gpubench.models so the weights and shapes are identical),
+same data stream, same AdamW settings and grad clipping as the torch engine;
+none of the harness: no trackers, no progress, no result file. Prints one JSON
+line: median tokens/s over the measured steps and the seconds from model build
+to the last step.
+
+    python benchmarks/bare_loop.py '{"model": "gpt-mini", "batch_size": 8, ...}'
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gpubench.case import make_case
+from gpubench.data.synthetic import TokenStream
+from gpubench.models import build_model
+
+
+def main() -> None:
+    case = make_case(**json.loads(sys.argv[1]))
+    torch.manual_seed(case.seed)
+    started = time.perf_counter()
+    built = build_model(case, "cpu")
+    stream = TokenStream(
+        case.data, built.vocab_size, case.batch_size, case.seq_len, case.seed, "cpu"
+    )
+    params = [p for p in built.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=case.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    built.module.train()
+    step_times = []
+    for _ in range(int(case.warmup) + case.steps):
+        t0 = time.perf_counter()
+        x, y = stream.next_batch()
+        logits = built.logits(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, case.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+        step_times.append(time.perf_counter() - t0)
+    train_s = time.perf_counter() - started
+    measured = step_times[int(case.warmup) :]
+    print(
+        json.dumps(
+            {
+                "tokens_per_s": case.tokens_per_step / statistics.median(measured),
+                "train_s": train_s,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

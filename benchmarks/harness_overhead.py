@@ -1,0 +1,149 @@
+"""Benchmark of gpubench itself: what does the harness cost?
+
+1. Throughput ratio: tokens/s of the same model, data, optimizer and step count
+   trained by gpubench (a worker process started by the runner) and by a bare
+   hand-written loop (``bare_loop.py``, also a fresh process). Target >= 0.98.
+2. Fixed cost per case: seconds a gpubench case spends outside
+   "model build -> last step" beyond what a bare script spends there
+   (python start + ``import torch`` + its own set-up), i.e. the harness's own
+   imports, job/result files, fingerprint, trackers and polling.
+
+Runs alternate (gpubench, bare, bare, gpubench, ...) so a drifting machine
+biases neither side. Usage:
+
+    python benchmarks/harness_overhead.py --repeats 5 --out docs/benchmarks/harness-overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from gpubench.case import make_case  # noqa: E402
+from gpubench.profiles import resolve_profile  # noqa: E402
+from gpubench.runner import run_case  # noqa: E402
+
+
+def run_gpubench(case_kwargs: dict, timeout_s: float) -> dict:
+    case = make_case(**case_kwargs)
+    result = run_case(case, resolve_profile("cpu"), timeout_s=timeout_s)
+    if result.status != "ok":
+        raise SystemExit(f"gpubench case failed: {result.describe()}")
+    m = result.metrics
+    assert m.tokens_per_s is not None and m.wall_time_s is not None
+    assert result.duration_s is not None
+    return {
+        "tokens_per_s": m.tokens_per_s.median,
+        "duration_s": result.duration_s,
+        "train_s": m.wall_time_s,
+        "outside_s": result.duration_s - m.wall_time_s,
+    }
+
+
+def run_bare(case_kwargs: dict) -> dict:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, str(HERE / "bare_loop.py"), json.dumps(case_kwargs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    duration = time.perf_counter() - started
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "tokens_per_s": data["tokens_per_s"],
+        "duration_s": duration,
+        "train_s": data["train_s"],
+        "outside_s": duration - data["train_s"],
+    }
+
+
+def python_and_torch_startup_s(repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gpt-mini")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    case_kwargs = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "precision": "fp32",
+    }
+    runs: dict[str, list[dict]] = {"gpubench": [], "bare": []}
+    for i in range(args.repeats):
+        order = ("gpubench", "bare") if i % 2 == 0 else ("bare", "gpubench")
+        for side in order:
+            run = (
+                run_gpubench(case_kwargs, args.timeout)
+                if side == "gpubench"
+                else run_bare(case_kwargs)
+            )
+            runs[side].append(run)
+            print(
+                f"repeat {i + 1} {side:8s} {run['tokens_per_s']:10,.0f} tok/s "
+                f"outside training {run['outside_s']:.2f} s",
+                flush=True,
+            )
+
+    def med(side: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[side])
+
+    ratio = med("gpubench", "tokens_per_s") / med("bare", "tokens_per_s")
+    fixed = med("gpubench", "outside_s") - med("bare", "outside_s")
+    startup = python_and_torch_startup_s()
+    summary = {
+        "command": "python benchmarks/harness_overhead.py " + " ".join(argv or sys.argv[1:]),
+        "case": case_kwargs,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "throughput_ratio": ratio,
+        "gpubench_tokens_per_s_median": med("gpubench", "tokens_per_s"),
+        "bare_tokens_per_s_median": med("bare", "tokens_per_s"),
+        "fixed_cost_per_case_s": fixed,
+        "python_and_import_torch_s": startup,
+        "runs": runs,
+    }
+    print(f"\nthroughput ratio gpubench/bare: {ratio:.3f} (target >= 0.98)")
+    print(
+        f"fixed cost per case beyond python + import torch: {fixed:.2f} s "
+        f"(python + import torch alone: {startup:.2f} s)"
+    )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

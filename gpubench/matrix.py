@@ -1,0 +1,103 @@
+"""Declaring cases: one readable matrix over model size × optimisation flags.
+
+    @gpubench.matrix(model=["gpt2-small", "gpt2-medium"], precision=["fp32", "bf16"],
+                     grad_ckpt=[False, True], batch_size=8, seq_len=512)
+    def test_ladder(gpubench_result):
+        assert gpubench_result.fits, gpubench_result.describe()
+
+A list or tuple value is an axis; any other value is fixed for every case.
+The decorator marks the test; the plugin parametrizes it over the cases ×
+the ``--gpu-profile`` profiles at collection (ids ``gpt2-small-bf16-ckpt-cpu``).
+Importing this module does not import pytest.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gpubench.case import Case, CaseError, make_case
+
+MARKER = "gpubench_cases"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """An ordered, duplicate-free set of Cases, usable as a test decorator."""
+
+    cases: tuple[Case, ...]
+    requires_gpu: bool = False  # skip (with a reason) on the cpu profile
+
+    def __post_init__(self) -> None:
+        seen: dict[str, Case] = {}
+        for case in self.cases:
+            if case.id in seen and seen[case.id] != case:
+                raise CaseError(
+                    f"two different cases share the id {case.id!r}; give one a name= "
+                    "or vary a setting that appears in the id"
+                )
+            seen[case.id] = case
+        object.__setattr__(self, "cases", tuple(seen.values()))
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __add__(self, other: Matrix) -> Matrix:
+        return Matrix(self.cases + other.cases, self.requires_gpu or other.requires_gpu)
+
+    @property
+    def ids(self) -> list[str]:
+        return [case.id for case in self.cases]
+
+    def where(self, keep: Callable[[Case], bool]) -> Matrix:
+        """The cases for which ``keep(case)`` is true (e.g. drop a pointless combination)."""
+        return Matrix(tuple(c for c in self.cases if keep(c)), self.requires_gpu)
+
+    def __call__(self, func: F) -> F:
+        import pytest  # the decorator is only ever used in test modules
+
+        return pytest.mark.gpubench_cases(self)(func)  # type: ignore[no-any-return]
+
+
+def _is_axis(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def matrix(*, requires_gpu: bool = False, **settings: Any) -> Matrix:
+    """The cartesian product of every list-valued setting, the others fixed.
+
+    Settings are Case fields and flag names (see :func:`gpubench.case.make_case`);
+    a bad name or value raises :class:`CaseError` at import, i.e. at collection.
+    """
+    if "model" not in settings:
+        raise CaseError("matrix() needs model= (a name, 'pkg.module:factory' or 'hf:<type>')")
+    names = list(settings)
+    axes: list[Iterable[Any]] = []
+    for name in names:
+        value = settings[name]
+        if _is_axis(value):
+            if not value:
+                raise CaseError(f"matrix axis {name}= is empty")
+            axes.append(value)
+        else:
+            axes.append((value,))
+    cases = tuple(
+        make_case(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*axes)
+    )
+    return Matrix(cases, requires_gpu=requires_gpu)
+
+
+def single_case(*, requires_gpu: bool = False, **settings: Any) -> Matrix:
+    """A single case (a matrix whose settings are all fixed)."""
+    for name, value in settings.items():
+        if _is_axis(value):
+            raise CaseError(
+                f"single_case() takes single values; {name}={value!r} is a list (use matrix)"
+            )
+    return matrix(requires_gpu=requires_gpu, **settings)

@@ -1,0 +1,260 @@
+"""pytest glue: options, the marker, fixtures and session hooks. The work is in
+:mod:`gpubench.session`; every hook here is a short hand-off.
+
+Registered through the ``pytest11`` entry point, so it is active in every
+pytest run of an environment that has gpubench installed: nothing here may
+cost anything (no NVML, no files) until a gpubench case is collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpubench.case import Case, CaseError
+from gpubench.compat import check_case_on_profile
+from gpubench.matrix import MARKER, Matrix
+from gpubench.profiles import HardwareProfile, ProfileError
+from gpubench.progress import LiveProgress
+from gpubench.result import Result
+from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, SessionOptions
+from gpubench.storage import new_run_id
+
+SESSION_KEY = pytest.StashKey[BenchSession]()
+RESULT_FIXTURE = "gpubench_result"
+
+
+# -- options (validated at the edge) ---------------------------------------------------------
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise pytest.UsageError(
+            f"--gpubench-timeout={value!r}: expected a positive number of seconds"
+        )
+    return seconds
+
+
+def _profile_list(value: str) -> str:
+    items = [item.strip() for item in value.split(",")]
+    if not value.strip() or any(not item for item in items):
+        raise pytest.UsageError(
+            f"--gpu-profile={value!r}: expected NAME[,NAME...] (see `gpubench profiles`)"
+        )
+    return ",".join(items)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpubench", "gpubench: declarative GPU training benchmarks")
+    group.addoption(
+        "--gpu-profile",
+        dest="gpubench_profiles",
+        metavar="NAME[,NAME...]",
+        type=_profile_list,
+        default=None,
+        help="hardware profile(s) every case runs against: a built-in name (`gpubench "
+        "profiles`), a user profile, NAME:MEMORY to cap memory (cpu:4GiB), or auto "
+        f"(default: {DEFAULT_PROFILE}).",
+    )
+    group.addoption(
+        "--gpubench-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"wall-clock limit per case; the worker's process group is killed "
+        f"(default: {DEFAULT_TIMEOUT_S:.0f}).",
+    )
+    group.addoption(
+        "--gpubench-dir",
+        default="reports",
+        metavar="DIR",
+        help="where runs write <run-id>/results.jsonl and the `latest` link, relative to "
+        "the rootdir (default: reports).",
+    )
+    group.addoption(
+        "--gpubench-profiles-file",
+        default=None,
+        metavar="TOML",
+        help="extra user profiles ([profiles.NAME] tables), besides pyproject's "
+        "[tool.gpubench.profiles.NAME].",
+    )
+    group.addoption(
+        "--gpubench-keep-workdirs",
+        action="store_true",
+        help="keep each case's worker directory (job, logs, progress) for debugging.",
+    )
+    group.addoption(
+        "--gpubench-no-progress",
+        action="store_true",
+        help="do not draw the live progress line.",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after the terminal reporter and capture manager exist
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(matrix): the gpubench cases of a test (use @gpubench.matrix(...)).",
+    )
+    workerinput = getattr(config, "workerinput", None)
+    run_id = workerinput["gpubench_run_id"] if workerinput else new_run_id()
+    reports_dir = Path(config.getoption("gpubench_dir"))
+    if not reports_dir.is_absolute():
+        reports_dir = config.rootpath / reports_dir
+    profiles_file = config.getoption("gpubench_profiles_file")
+    options = SessionOptions(
+        profiles=config.getoption("gpubench_profiles") or DEFAULT_PROFILE,
+        timeout_s=config.getoption("gpubench_timeout"),
+        reports_dir=reports_dir,
+        run_id=run_id,
+        rootdir=config.rootpath,
+        profiles_file=Path(profiles_file) if profiles_file else None,
+        keep_workdirs=config.getoption("gpubench_keep_workdirs"),
+    )
+    session = BenchSession(options, progress=_make_progress(config, workerinput is not None))
+    config.stash[SESSION_KEY] = session
+    if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
+        _resolve_profiles(session)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(run_id), "gpubench-xdist")
+
+
+def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress | None:
+    if in_xdist_worker:
+        return None  # xdist workers have no terminal
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is None:
+        return None
+    writer = config.get_terminal_writer()
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def suspend_capture() -> contextlib.AbstractContextManager[None]:
+        if capture is None:
+            return contextlib.nullcontext()
+        return capture.global_and_fixture_disabled()  # type: ignore[no-any-return]
+
+    live = writer.hasmarkup and not config.getoption("gpubench_no_progress")
+    return LiveProgress(
+        writer,
+        live=live,
+        verbose=config.get_verbosity() > 0,
+        suspend_capture=suspend_capture,
+        write_line=reporter.write_line,
+    )
+
+
+def _resolve_profiles(session: BenchSession) -> list[HardwareProfile]:
+    try:
+        return session.profiles
+    except ProfileError as exc:
+        raise pytest.UsageError(f"--gpu-profile: {exc}") from None
+
+
+class _XdistHooks:
+    """Give every xdist worker the controller's run id: one results.jsonl per run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def pytest_configure_node(self, node: object) -> None:
+        node.workerinput["gpubench_run_id"] = self.run_id  # type: ignore[attr-defined]
+
+
+# -- collection: cases × profiles -----------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    markers = list(metafunc.definition.iter_markers(MARKER))
+    if not markers or "gpubench_case" not in metafunc.fixturenames:
+        return
+    matrix = Matrix(())
+    for marker in markers:
+        if len(marker.args) != 1 or not isinstance(marker.args[0], Matrix):
+            pytest.fail(f"@{MARKER} takes one gpubench.matrix(...)", pytrace=False)
+        matrix = matrix + marker.args[0]
+    profiles = _resolve_profiles(metafunc.config.stash[SESSION_KEY])
+    params = []
+    for case in matrix:
+        for profile in profiles:
+            marks = []
+            if matrix.requires_gpu and profile.is_cpu:
+                marks.append(
+                    pytest.mark.skip(
+                        reason=f"declared for GPU profiles; profile {profile.name!r} has no GPU"
+                    )
+                )
+            else:
+                try:
+                    check_case_on_profile(case, profile)
+                except CaseError as exc:
+                    pytest.fail(str(exc), pytrace=False)
+            params.append(pytest.param(case, profile, id=f"{case.id}-{profile.name}", marks=marks))
+    metafunc.parametrize(["gpubench_case", "gpubench_profile"], params)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    bench = session.config.stash.get(SESSION_KEY, None)
+    if bench is None or bench.progress is None:
+        return
+    bench.progress.clock.total = sum(
+        1
+        for item in session.items
+        if RESULT_FIXTURE in getattr(item, "fixturenames", ())
+        and not item.get_closest_marker("skip")
+    )
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture
+def gpubench_case() -> Case:
+    """The Case of this test (set by @gpubench.matrix)."""
+    pytest.fail("no gpubench case: decorate the test with @gpubench.matrix(...)", pytrace=False)
+
+
+@pytest.fixture
+def gpubench_profile() -> HardwareProfile:
+    """The HardwareProfile of this test (from --gpu-profile)."""
+    pytest.fail("no gpubench profile: decorate the test with @gpubench.matrix(...)", pytrace=False)
+
+
+@pytest.fixture
+def gpubench_result(
+    request: pytest.FixtureRequest, gpubench_case: Case, gpubench_profile: HardwareProfile
+) -> Iterator[Result]:
+    """Run the case in its own worker process and hand its Result to the test.
+
+    An OOM, a timeout or a crash is a Result with that status, not an error:
+    the test decides what passes."""
+    bench = request.config.stash[SESSION_KEY]
+    result = bench.run(gpubench_case, gpubench_profile, nodeid=request.node.nodeid)
+    for name, value in (
+        ("gpubench_status", result.status),
+        ("gpubench_tokens_per_s", result.tokens_per_s),
+        ("gpubench_peak_memory_bytes", result.peak_memory_bytes),
+        ("gpubench_run_id", result.run_id),
+    ):
+        request.node.user_properties.append((name, value))
+    yield result
+
+
+# -- end of session ---------------------------------------------------------------------------
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    if getattr(config, "workerinput", None) is not None:
+        return
+    bench = config.stash.get(SESSION_KEY, None)
+    if bench is None:
+        return
+    results = bench.results()
+    if not results:
+        return
+    from gpubench.summary import format_summary  # pandas: only when there is a table
+
+    terminalreporter.write_sep("=", "gpubench summary")
+    for line in format_summary(results).splitlines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"results: {bench.store.results_path}")

@@ -1,0 +1,59 @@
+"""The end-of-session table: one row per case, the figures a person would copy out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from gpubench.result import Result
+
+
+def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        m = r.metrics
+        tps = m.tokens_per_s
+        peak = r.peak_memory_bytes
+        rows.append(
+            {
+                "case": r.case.id,
+                "profile": r.profile_name,
+                "status": r.status,
+                "tok/s": f"{tps.median:,.0f}" if tps else "-",
+                "p10-p90": f"{tps.p10:,.0f}-{tps.p90:,.0f}" if tps else "-",
+                "cv%": (f"{100 * tps.cv:.1f}" + ("!" if tps.noisy else "")) if tps else "-",
+                "step ms": f"{1000 * m.step_time_s.median:.1f}" if m.step_time_s else "-",
+                "peak GiB": f"{peak / 2**30:.2f}" if peak else "-",
+                "mem": _memory_source(r),
+                "loss": (
+                    f"{m.loss_start:.3f}->{m.loss_end:.3f}"
+                    if m.loss_start is not None and m.loss_end is not None
+                    else "-"
+                ),
+                "params": f"{m.n_params / 1e6:,.1f}M" if m.n_params else "-",
+                "time s": f"{r.duration_s:.1f}" if r.duration_s is not None else "-",
+                "test": (r.nodeid or "").rsplit("::", 1)[-1],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _memory_source(result: Result) -> str:
+    m = result.metrics
+    if m.nvml_peak_used_bytes is not None:
+        return "nvml"
+    if m.peak_reserved_bytes is not None:
+        return "cuda-reserved"
+    if m.peak_rss_bytes is not None:
+        return "host-rss"
+    return "-"
+
+
+def format_summary(results: Sequence[Result]) -> str:
+    if not results:
+        return "no gpubench cases ran"
+    text = summary_frame(results).to_string(index=False)
+    if any(r.metrics.noisy for r in results):
+        text += "\n! = coefficient of variation above 5 %: a noisy measurement"
+    return text

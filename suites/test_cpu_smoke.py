@@ -1,0 +1,57 @@
+"""CPU smoke suite: the whole pipeline on a small GPT in a few minutes on 2 cores.
+
+    pytest suites/test_cpu_smoke.py --gpu-profile cpu
+
+Runs on any profile (on a GPU it is a quick sanity check of the install). Each
+case trains gpt-mini (~3.4M parameters) on the learnable synthetic stream in its
+own worker process, so it also checks that training is healthy.
+"""
+
+from __future__ import annotations
+
+import gpubench
+from gpubench import HardwareProfile, Result
+
+SMOKE = dict(model="gpt-mini", batch_size=8, seq_len=128, steps=12, max_warmup_steps=10)
+
+# precision × activation checkpointing: the two switches every memory plan starts with
+PRECISION_BY_CHECKPOINTING = gpubench.matrix(
+    **SMOKE, precision=["fp32", "bf16"], grad_ckpt=[False, True]
+)
+# the other engine flags, one at a time against the fp32 baseline
+ONE_FLAG_AT_A_TIME = (
+    gpubench.single_case(**SMOKE, grad_accum=2)
+    + gpubench.single_case(**SMOKE, attention="math")
+    + gpubench.single_case(**SMOKE, fused_adamw=True)
+)
+
+
+@PRECISION_BY_CHECKPOINTING
+def test_precision_and_checkpointing(gpubench_result: Result, gpubench_profile: HardwareProfile):
+    _assert_healthy(gpubench_result, gpubench_profile)
+
+
+@ONE_FLAG_AT_A_TIME
+def test_engine_flags(gpubench_result: Result, gpubench_profile: HardwareProfile):
+    _assert_healthy(gpubench_result, gpubench_profile)
+
+
+@gpubench.single_case(
+    model="gpt-mini", batch_size=8, seq_len=128, steps=60, warmup=2, lr=1e-3, name="gpt-mini-learns"
+)
+def test_loss_falls_on_the_learnable_stream(gpubench_result: Result):
+    """A model that cannot learn a 4-successor Markov chain is broken, whatever its tok/s."""
+    assert gpubench_result.fits, gpubench_result.describe()
+    m = gpubench_result.metrics
+    assert m.loss_end < 0.8 * m.loss_start, gpubench_result.describe()
+
+
+def _assert_healthy(result: Result, profile: HardwareProfile) -> None:
+    assert result.fits, result.describe()
+    m = result.metrics
+    assert m.tokens_per_s is not None and m.tokens_per_s.median > 0
+    assert m.measured_steps == result.case.steps
+    assert m.nonfinite_steps == 0
+    assert m.loss_decreased, result.describe()
+    peak = result.peak_memory_bytes
+    assert peak is not None and peak > 0

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpubench.case import Case, CaseError, Flags, make_case
+from gpubench.result import Result, Stats
+
+
+def test_id_names_model_precision_and_non_default_flags() -> None:
+    assert make_case(model="gpt2-small", precision="bf16", grad_ckpt=True).id == (
+        "gpt2-small-bf16-ckpt"
+    )
+    assert make_case(model="gpt2-small").id == "gpt2-small-fp32"
+    case = make_case(model="gpt2-medium", grad_accum=4, attention="math", batch_size=16)
+    assert case.id == "gpt2-medium-fp32-accum4-math-b16"
+    assert make_case(model="gpt-tiny", name="custom").id == "custom"
+
+
+def test_id_of_external_model_is_pytest_friendly() -> None:
+    assert make_case(model="my_models.zoo:build").id == "my_models.zoo.build-fp32"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"precision": "fp8"}, "precision='fp8' is not valid; valid values: fp32, bf16, fp16"),
+        ({"attention": "flash"}, "valid values: sdpa, math"),
+        ({"grad_accum": 0}, "grad_accum=0 must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size=2.5"),
+        ({"grad_ckpt": "yes"}, "grad_ckpt='yes' must be True or False"),
+        ({"data": "wikitext"}, "valid values: learnable, random"),
+        ({"engine": "jax"}, "engine='jax'"),
+        ({"warmup": "sometimes"}, "warmup='sometimes'"),
+        ({"precison": "bf16"}, "unknown case setting(s) precison; valid settings:"),
+    ],
+)
+def test_bad_values_name_the_value_and_the_valid_ones(settings: dict, message: str) -> None:
+    with pytest.raises(CaseError) as excinfo:
+        make_case(model="gpt-tiny", **settings)
+    assert message in str(excinfo.value)
+
+
+def test_case_round_trips_through_json() -> None:
+    case = make_case(
+        model="gpt-tiny", precision="bf16", grad_accum=2, model_config={"n_layer": 1}, warmup=3
+    )
+    again = Case.from_dict(json.loads(case.to_json()))
+    assert again == case
+    assert again.id == case.id
+    assert dict(again.model_config) == {"n_layer": 1}
+
+
+def test_replace_accepts_flag_names() -> None:
+    case = make_case(model="gpt-tiny").replace(precision="bf16", batch_size=2)
+    assert case.flags == Flags(precision="bf16")
+    assert case.batch_size == 2
+    assert case.tokens_per_step == 2 * case.seq_len
+
+
+def test_stats_percentiles_and_cv() -> None:
+    stats = Stats.of([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert stats.median == 3.0
+    assert stats.p10 == pytest.approx(1.4)
+    assert stats.p90 == pytest.approx(4.6)
+    assert stats.cv == pytest.approx(stats.stdev / 3.0)
+    assert Stats.of([2.0, 2.0]).cv == 0.0
+
+
+def test_result_round_trip_and_schema_check() -> None:
+    result = Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status="oom")
+    data = json.loads(result.to_json())
+    assert Result.from_dict(data).status == "oom"
+    assert not Result.from_dict(data).fits
+    data["schema_version"] = 99
+    with pytest.raises(ValueError, match="schema_version=99"):
+        Result.from_dict(data)
+    with pytest.raises(ValueError, match="status='exploded'"):
+        Result(case=result.case, profile={}, status="exploded")

@@ -1,0 +1,345 @@
+"""The plugin end to end, the way pytest plugins test themselves: pytester runs a
+throw-away test file through pytest and we match its output and its results.jsonl.
+
+Cases here are gpt-tiny for a handful of steps: each one is a real worker
+process (python + torch import, ~3 s on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+# pytester restores sys.modules after each in-process run; numpy (under pandas) cannot be
+# imported twice in one process, so load the summary table's modules before any run.
+import gpubench.summary  # noqa: F401
+
+pytest_plugins = ("pytester",)
+
+TINY = 'model="gpt-tiny", batch_size=4, seq_len=32, steps=3, warmup=1'
+
+
+def _results(pytester: pytest.Pytester) -> list[dict]:
+    path = pytester.path / "reports" / "latest" / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows for ``text``: colours dropped; \\n, \\r, cursor up (ESC[1A)
+    and cursor forward (ESC[nC) applied, written characters overwriting."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines: list[list[str]] = [[]]
+    row = col = 0
+    for token in re.findall(r"\x1b\[\d*[AC]|.|\n", text, flags=re.S):
+        if token == "\n":
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append([])
+        elif token == "\r":
+            col = 0
+        elif token.startswith("\x1b"):
+            count = int(token[2:-1] or 1)
+            if token.endswith("A"):
+                row = max(0, row - count)
+            else:
+                col += count
+        else:
+            line = lines[row]
+            line.extend(" " * (col - len(line) + 1) if col >= len(line) else [])
+            line[col] = token
+            col += 1
+    return ["".join(line).rstrip() for line in lines]
+
+
+def test_ids_are_case_then_profile_for_every_profile(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_ids="""
+        import gpubench
+
+        @gpubench.matrix(model=["gpt2-small", "gpt2-medium"], precision=["fp32", "bf16"],
+                         grad_ckpt=[False, True])
+        def test_ladder(gpubench_result):
+            pass
+        """
+    )
+    result = pytester.runpytest("--collect-only", "-q", "--gpu-profile", "cpu,rtx5080")
+    result.stdout.fnmatch_lines(
+        [
+            "test_ids.py::test_ladder[gpt2-small-fp32-cpu]",
+            "test_ids.py::test_ladder[gpt2-small-fp32-rtx5080]",
+            "test_ids.py::test_ladder[gpt2-small-fp32-ckpt-cpu]",
+            "test_ids.py::test_ladder[gpt2-small-bf16-ckpt-rtx5080]",
+            "test_ids.py::test_ladder[gpt2-medium-bf16-ckpt-rtx5080]",
+            "16 tests collected*",
+        ]
+    )
+
+
+def test_each_case_runs_in_its_own_process_and_an_oom_does_not_spill(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_isolation=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY}, name="first")
+        def test_first(gpubench_result):
+            assert gpubench_result.status == "ok", gpubench_result.describe()
+
+        # 4096 x 128 tokens x 256-way float32 logits = 512 MiB per copy: above the cap.
+        @gpubench.single_case(model="gpt-tiny", batch_size=4096, seq_len=128, steps=3,
+                              warmup=1, name="too-big")
+        def test_too_big(gpubench_result):
+            assert gpubench_result.status == "oom", gpubench_result.describe()
+            assert "allocate" in gpubench_result.error.message.lower()
+
+        @gpubench.single_case({TINY}, name="after-oom")
+        def test_after_oom(gpubench_result):
+            assert gpubench_result.status == "ok", gpubench_result.describe()
+            assert gpubench_result.metrics.tokens_per_s.median > 0
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu:512MiB", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    records = _results(pytester)
+    assert [r["case"]["id"] for r in records] == ["first", "too-big", "after-oom"]
+    assert [r["status"] for r in records] == ["ok", "oom", "ok"]
+    pids = [r["worker_pid"] for r in records]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert records[0]["nodeid"] == "test_isolation.py::test_first[first-cpu]"
+    assert records[0]["profile"]["memory_bytes"] == 512 * 2**20
+    result.stdout.fnmatch_lines(
+        [
+            "*= gpubench summary =*",
+            "*case*profile*status*tok/s*",
+            "*too-big*cpu*oom*",
+            "results: *results.jsonl",
+        ]
+    )
+
+
+def test_a_hung_case_times_out_and_a_killed_case_crashes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        badmodels="""
+        import os, signal, sys, time
+
+        def hang():
+            time.sleep(3600)
+
+        def die():
+            print("about to die by SIGKILL", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        test_bad="""
+        import gpubench
+
+        @gpubench.single_case(model="badmodels:hang", vocab_size=256, steps=2)
+        def test_hang(gpubench_result):
+            assert gpubench_result.status == "timeout"
+
+        @gpubench.single_case(model="badmodels:die", vocab_size=256, steps=2)
+        def test_die(gpubench_result):
+            assert gpubench_result.status == "crashed"
+            assert gpubench_result.error.signal == "SIGKILL"
+            assert "about to die" in gpubench_result.error.stderr_tail
+        """,
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu", "--gpubench-timeout", "8")
+    result.assert_outcomes(passed=2)
+    hung = _results(pytester)[0]
+    assert hung["status"] == "timeout" and hung["duration_s"] < 20
+    pid = hung["worker_pid"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize(
+    ("args", "source", "expected"),
+    [
+        (
+            ["--gpu-profile", "rtx9090"],
+            "",
+            ["*rtx9090*", "*rtx5080*"],
+        ),
+        (
+            ["--gpu-profile", "cpu,"],
+            "",
+            ["*--gpu-profile='cpu,': expected NAME*"],
+        ),
+        (
+            ["--gpubench-timeout", "soon"],
+            "",
+            ["*--gpubench-timeout='soon': expected a positive number of seconds*"],
+        ),
+        (
+            ["--gpu-profile", "cpu"],
+            '@gpubench.matrix(model="gpt2-smal")\ndef test_x(gpubench_result): pass',
+            ["*gpt2-smal*", "*gpt2-small*"],
+        ),
+        (
+            ["--gpu-profile", "cpu"],
+            '@gpubench.matrix(model="gpt-tiny", precision="fp16")\n'
+            "def test_x(gpubench_result): pass",
+            ["*precision='fp16' cannot run on profile 'cpu'*valid on cpu: fp32, bf16*"],
+        ),
+    ],
+    ids=["unknown-profile", "empty-profile", "bad-timeout", "unknown-model", "fp16-on-cpu"],
+)
+def test_bad_input_fails_before_any_case_runs(
+    pytester: pytest.Pytester, args: list[str], source: str, expected: list[str]
+) -> None:
+    pytester.makepyfile(test_bad="import gpubench\n\n" + (source or "def test_x(): pass"))
+    result = pytester.runpytest(*args)
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
+    output = "\n".join(result.outlines + result.errlines)
+    for pattern in expected:
+        assert any(__import__("fnmatch").fnmatch(line, pattern) for line in output.splitlines()), (
+            f"{pattern!r} not in:\n{output}"
+        )
+    assert not (pytester.path / "reports").exists()
+
+
+def test_gpu_suites_skip_on_cpu_with_a_reason(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_gpu="""
+        import gpubench
+
+        @gpubench.matrix(model="gpt2-small", precision=["bf16", "fp16"], requires_gpu=True)
+        def test_ladder(gpubench_result):
+            pass
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*declared for GPU profiles; profile 'cpu' has no GPU*"])
+
+
+@pytest.mark.parametrize(
+    ("verbosity", "expected_line"),
+    [
+        ("-v", r"^test_live\.py::test_one\[[^\]]+\] PASSED +\[100%\]$"),
+        ("-rN", r"^test_live\.py \. +\[100%\]$"),
+        ("-q", r"^\. +\[100%\]$"),
+    ],
+    ids=["verbose", "default", "quiet"],
+)
+def test_live_progress_leaves_pytests_lines_as_they_were(
+    pytester: pytest.Pytester, verbosity: str, expected_line: str
+) -> None:
+    pytester.makepyfile(
+        test_live=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY})
+        def test_one(gpubench_result):
+            assert gpubench_result.fits
+        """
+    )
+    # pytester splits output with str.splitlines(), which treats \\r as a line break:
+    # run pytest directly and keep the raw bytes a terminal would receive.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--gpu-profile",
+            "cpu",
+            verbosity,
+            "--color=yes",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout.decode(errors="replace")
+    raw = proc.stdout.decode()
+    assert "[gpubench 0/1 done] gpt-tiny-fp32-b4-s32-n3@cpu measuring step" in _strip_ansi(raw)
+    # What the terminal shows once the live line is erased: pytest's lines, as without it.
+    screen = [line for line in _screen(raw) if line]
+    assert sum(bool(re.search(expected_line, line)) for line in screen) == 1, "\n".join(screen)
+    assert not any("[gpubench" in line for line in screen), "\n".join(screen)
+
+
+def test_without_a_terminal_verbose_prints_one_line_per_case(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY})
+        def test_one(gpubench_result):
+            pass
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu", "-v")
+    result.stdout.fnmatch_lines(
+        ["gpubench: gpt-tiny-fp32-b4-s32-n3 on cpu: ok, * tok/s*1/1 done*", "*PASSED*"]
+    )
+    quiet = pytester.runpytest("--gpu-profile", "cpu", "-q")
+    quiet.stdout.fnmatch_lines(["1 passed*"])
+    assert not any(line.startswith("gpubench:") for line in quiet.outlines)
+
+
+def test_xdist_workers_share_one_run(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_spread=f"""
+        import gpubench
+
+        @gpubench.matrix({TINY}, seed=[1, 2])
+        def test_seeds(gpubench_result):
+            assert gpubench_result.fits
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu", "-n", "2")
+    result.assert_outcomes(passed=2)
+    records = _results(pytester)
+    assert sorted(r["case"]["seed"] for r in records) == [1, 2]
+    assert len({r["run_id"] for r in records}) == 1
+    runs = [p for p in (pytester.path / "reports").iterdir() if p.name != "latest"]
+    assert len(runs) == 1
+    result.stdout.fnmatch_lines(["*= gpubench summary =*"])
+
+
+def test_results_survive_a_session_that_dies_mid_way(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_dies=f"""
+        import os
+        import gpubench
+
+        @gpubench.single_case({TINY}, name="done-before")
+        def test_a(gpubench_result):
+            pass
+
+        def test_b():
+            os._exit(3)  # the pytest process itself dies
+        """
+    )
+    result = pytester.runpytest_subprocess("--gpu-profile", "cpu", "-p", "no:cacheprovider")
+    assert result.ret == 3
+    assert [r["case"]["id"] for r in _results(pytester)] == ["done-before"]
+
+
+def test_reports_dir_option(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(
+        test_dir=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY})
+        def test_one(gpubench_result):
+            pass
+        """
+    )
+    out = tmp_path / "elsewhere"
+    pytester.runpytest("--gpu-profile", "cpu", "--gpubench-dir", str(out)).assert_outcomes(passed=1)
+    assert (out / "latest" / "results.jsonl").read_text().count("\n") == 1

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gpubench import make_case
+from gpubench.result import Result
+from gpubench.storage import RunStore, new_run_id, read_results
+
+
+def _result(status: str = "ok") -> Result:
+    return Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status=status)
+
+
+def test_results_are_appended_and_latest_points_at_the_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, new_run_id())
+    store.create()
+    store.append(_result("ok"))
+    store.append(_result("oom"))
+    assert [r.status for r in store.read()] == ["ok", "oom"]
+    latest = tmp_path / "latest"
+    assert latest.is_symlink() and latest.resolve() == store.dir.resolve()
+    second = RunStore(tmp_path, new_run_id() + "-b")
+    second.create()
+    assert latest.resolve() == second.dir.resolve()
+
+
+def test_a_line_cut_short_by_a_killed_writer_loses_only_itself(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "run")
+    store.create()
+    store.append(_result("ok"))
+    with open(store.results_path, "a") as fh:
+        fh.write('{"schema_version": 1, "case": {"mod')
+    assert [r.status for r in read_results(store.results_path)] == ["ok"]
+
+
+def test_appends_from_several_processes_interleave_whole_lines(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "run")
+    store.create()
+    pids = []
+    for _ in range(4):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            for _ in range(25):
+                store.append(_result())
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    assert len(store.read()) == 100
