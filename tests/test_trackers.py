@@ -124,8 +124,8 @@ CHILD = (
 
 
 def test_process_tree_rss_sees_a_childs_memory() -> None:
+    alone = ProcessTreeRSS().sample()
     with ProcessTreeRSS(interval_s=0.02) as rss:
-        alone = rss.sample()
         child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
         try:
             assert child.stdout is not None
@@ -139,12 +139,29 @@ def test_process_tree_rss_sees_a_childs_memory() -> None:
     assert rss.samples >= 3
 
 
+SPIKE = (
+    "from gpubench.trackers import ProcessTreeRSS\n"
+    "with ProcessTreeRSS(interval_s=3600) as rss:\n"
+    "    before = rss.peak_bytes\n"
+    "    block = bytearray(300 * 2**20)\n"
+    "    for i in range(0, len(block), 4096): block[i] = 1\n"
+    "    del block\n"
+    "print((rss.peak_bytes - before) // 2**20)\n"
+)
+
+
+def test_a_peak_between_samples_is_not_missed() -> None:
+    """High-water marks, not samples: a 300 MiB spike freed before any tick still counts.
+    (A fresh interpreter, so no earlier test has already raised the high-water mark.)"""
+    out = subprocess.run([sys.executable, "-c", SPIKE], capture_output=True, text=True, check=True)
+    assert int(out.stdout) >= 0.8 * 300
+
+
 def test_process_tree_rss_stops_its_thread() -> None:
     rss = ProcessTreeRSS(interval_s=0.01)
     with rss.track():
-        thread = rss._thread
-        assert thread is not None and thread.is_alive()
-    assert not thread.is_alive()
+        assert rss._sampler.running
+    assert not rss._sampler.running
     assert rss.peak_bytes is not None and rss.peak_bytes > 0
 
 

@@ -34,6 +34,36 @@ def start_daemon(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
+class PeriodicSampler:
+    """Calls ``sample()`` every ``interval_s`` on a small-stack daemon thread until stopped."""
+
+    def __init__(self, sample: Callable[[], object], interval_s: float, name: str) -> None:
+        self._sample = sample
+        self.interval_s = interval_s
+        self.name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = start_daemon(self._run, self.name)
+
+    def stop(self) -> None:
+        """Stop and join the thread; safe to call twice."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+
 class Tracker:
     """Base: ``start()``/``stop()`` wrapped as a context manager, ``stop()`` always runs."""
 

@@ -1,76 +1,90 @@
-"""Host memory: sampled peak RSS of a process and all its descendants.
+"""Host memory: peak RSS of a process and all its descendants.
 
-The worker's own RSS misses memory held by helpers it starts (torch.compile's
-compile workers, data-loader processes), so the whole tree is summed. RSS of
-shared pages is counted once per process, so the sum can overstate a tree
-that shares a lot; for a training worker that is the safe side.
+The kernel keeps each process's peak resident set itself (``VmHWM`` in
+/proc/<pid>/status, the same figure as ``getrusage().ru_maxrss``), so a peak is
+never missed between samples and nothing has to poll fast. A daemon thread
+reads the high-water marks of the process and its live descendants (compile
+workers, data-loader processes) once a second, and once more at the end; a
+descendant that ended in between still counts through ``RUSAGE_CHILDREN``.
+
+Why not sample plain RSS at a high rate: on a 2-core machine a 20 Hz sampler
+thread (a /proc scan each time) took measurably from a CPU training step whose
+intra-op threads already use both cores (benchmarks/harness_overhead.py).
+
+The tree's figure is the sum of each member's own peak, which can overstate a
+tree whose members peak at different times or share pages; for a training
+worker that is the safe side.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import threading
 
 import psutil
 
-from gpubench.trackers import Tracker, start_daemon
+from gpubench.trackers import PeriodicSampler, Tracker
 
 
-def tree_rss_bytes(process: psutil.Process) -> int:
-    """RSS of ``process`` plus every descendant still alive (0 for the vanished)."""
-    total = 0
+def peak_rss_bytes(pid: int) -> int | None:
+    """The kernel's high-water mark of ``pid``'s resident set (``VmHWM``), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # no /proc (or no VmHWM): the current RSS is the best figure left
+        return int(psutil.Process(pid).memory_info().rss)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def tree_peak_rss_bytes(process: psutil.Process) -> int:
+    """Sum of the peak RSS of ``process`` and every descendant still alive."""
     try:
         members = [process, *process.children(recursive=True)]
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return total
+    return sum(peak_rss_bytes(member.pid) or 0 for member in members)
 
 
 class ProcessTreeRSS(Tracker):
-    """Peak RSS of ``pid`` and its children, sampled every ``interval_s`` by a daemon thread."""
+    """Peak RSS of ``pid``'s process tree: high-water marks read every ``interval_s``."""
 
-    def __init__(self, pid: int | None = None, interval_s: float = 0.05) -> None:
+    def __init__(self, pid: int | None = None, interval_s: float = 1.0) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.interval_s = interval_s
         self.peak_bytes: int | None = None
         self.samples = 0
         self._process = psutil.Process(self.pid)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._sampler = PeriodicSampler(self.sample, interval_s, "gpubench-rss-sampler")
 
     def start(self) -> None:
-        self._stop.clear()
         self.sample()
-        self._thread = start_daemon(self._run, "gpubench-rss-sampler")
+        self._sampler.start()
 
     def stop(self) -> None:
         try:
-            if self._thread is not None:
-                self._stop.set()
-                self._thread.join(timeout=5.0)
-                self._thread = None
+            self._sampler.stop()
         finally:
             self.sample()  # the final state counts too
+            if self.pid == os.getpid():  # descendants that ended: the largest one's peak
+                ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+                own = peak_rss_bytes(self.pid) or 0
+                self._record(own + ended)
 
     def sample(self) -> int:
-        """Take one sample now (also usable between the thread's samples); returns it."""
-        rss = tree_rss_bytes(self._process)
+        """Read the tree's high-water marks now; returns their sum."""
+        total = tree_peak_rss_bytes(self._process)
+        self._record(total)
+        return total
+
+    def _record(self, total: int) -> None:
         with self._lock:
             self.samples += 1
-            if self.peak_bytes is None or rss > self.peak_bytes:
-                self.peak_bytes = rss
-        return rss
-
-    def current_bytes(self) -> int:
-        """RSS of the tree right now (not recorded as a sample)."""
-        return tree_rss_bytes(self._process)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.sample()
+            if self.peak_bytes is None or total > self.peak_bytes:
+                self.peak_bytes = total

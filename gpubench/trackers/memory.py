@@ -10,10 +10,9 @@ On a CPU device every figure is None (host memory is ``ProcessTreeRSS``'s job).
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
-from gpubench.trackers import Tracker, start_daemon
+from gpubench.trackers import PeriodicSampler, Tracker
 
 
 class DeviceMemoryTracker(Tracker):
@@ -29,8 +28,7 @@ class DeviceMemoryTracker(Tracker):
         self._peak_allocated: int | None = None
         self._peak_reserved: int | None = None
         self.nvml_peak_used_bytes: int | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = PeriodicSampler(self._sample_nvml, interval_s, "gpubench-nvml-sampler")
         self._nvml_handle: Any = None
         self._nvml_initialised = False
         self._active = False  # inside the block on a CUDA device
@@ -48,16 +46,12 @@ class DeviceMemoryTracker(Tracker):
         self._active = True
         self._nvml_handle = self._open_nvml()
         if self._nvml_handle is not None:
-            self._stop.clear()
             self._sample_nvml()
-            self._thread = start_daemon(self._run, "gpubench-nvml-sampler")
+            self._sampler.start()
 
     def stop(self) -> None:
         try:
-            if self._thread is not None:
-                self._stop.set()
-                self._thread.join(timeout=5.0)
-                self._thread = None
+            self._sampler.stop()
             if self._active:
                 self._read_torch_peaks()
                 self._active = False
@@ -123,10 +117,6 @@ class DeviceMemoryTracker(Tracker):
             pynvml.nvmlShutdown()
         except Exception:  # best effort: memory figures never fail a case
             pass
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample_nvml()
 
     def _sample_nvml(self) -> None:
         used = nvml_process_used_bytes(self._nvml_handle, self.pid)
