@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from gpubench.case import WARMUP_AUTO, Case
+from gpubench.oom import looks_like_oom
 from gpubench.profiles import HardwareProfile
 from gpubench.result import ErrorInfo, Metrics, Result, Series, Stats
 from gpubench.runner.protocol import ProgressWriter
@@ -59,13 +60,6 @@ PARAM_TOLERANCE = 0.10  # |counted - declared| / declared above this fails the c
 ADAMW_BETAS = (0.9, 0.95)  # nanoGPT / GPT-3 (Brown et al. 2020, appendix B)
 ADAMW_WEIGHT_DECAY = 0.1
 FP16_PATIENCE = 3  # consecutive non-finite fp16 losses the GradScaler may skip before "diverged"
-OOM_MARKERS = (
-    "out of memory",  # CUDA caching allocator, HIP, cuBLAS/cuDNN workspace failures
-    "can't allocate memory",  # c10 DefaultCPUAllocator under RLIMIT_DATA
-    "defaultcpuallocator",
-    "std::bad_alloc",  # C++ allocations inside torch ops
-    "_status_alloc_failed",  # CUBLAS_STATUS_ALLOC_FAILED / CUDNN_STATUS_ALLOC_FAILED
-)
 PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -79,10 +73,7 @@ def is_oom(exc: BaseException) -> bool:
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    if isinstance(exc, RuntimeError):
-        message = str(exc).lower()
-        return any(marker in message for marker in OOM_MARKERS)
-    return False
+    return isinstance(exc, RuntimeError) and looks_like_oom(str(exc))
 
 
 def check_parameter_count(n_params: int, declared: int | None, description: str) -> None:

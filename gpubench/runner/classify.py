@@ -26,23 +26,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gpubench.case import Case
+from gpubench.oom import looks_like_oom
 from gpubench.result import Environment, ErrorInfo, Result
 
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 40
 STDERR_TAIL_CHARS = 4000
-
-# Substrings of the messages torch, the C++ runtime, Python and the OS print when an
-# allocation fails ("Cannot allocate memory" is ENOMEM, e.g. under RLIMIT_DATA).
-OOM_MARKERS = (
-    "CUDA out of memory",
-    "OutOfMemoryError",
-    "can't allocate memory",
-    "Cannot allocate memory",
-    "std::bad_alloc",
-    "MemoryError",
-)
 
 
 def stderr_tail(
@@ -56,7 +46,7 @@ def stderr_tail(
 def oom_line(stderr: str) -> str | None:
     """The last stderr line that looks like an out-of-memory error, or None."""
     for line in reversed(stderr.splitlines()):
-        if any(marker in line for marker in OOM_MARKERS):
+        if looks_like_oom(line):
             return line.strip()
     return None
 
