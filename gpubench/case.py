@@ -137,7 +137,7 @@ class Case:
             raise CaseError(f"timeout_s={self.timeout_s!r} must be positive")
         from gpubench.models import check_model_spec  # light: no torch import
 
-        check_model_spec(self.model)
+        check_model_spec(self.model, dict(self.model_config))
 
     # -- identity ---------------------------------------------------------------------------
     @property

@@ -146,13 +146,6 @@ def test_model_config_override_changes_shape_and_moves_declared_count() -> None:
     assert "n_layer=3" in built.description
 
 
-def test_unknown_model_config_key_names_the_valid_ones() -> None:
-    with pytest.raises(ModelBuildError, match="n_layers") as info:
-        build_model(_tiny(model_config={"n_layers": 3}), "meta")
-    for key in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "dropout", "bias"):
-        assert key in str(info.value)
-
-
 def test_bad_model_config_value_is_a_build_error() -> None:
     with pytest.raises(ModelBuildError, match="divisible"):
         build_model(_tiny(model_config={"n_head": 3}), "meta")
@@ -405,3 +398,21 @@ def test_hf_flags_and_unknown_key() -> None:
         build_model(case.replace(model_config={"n_layers": 1}), "cpu")
     with pytest.raises(ModelBuildError, match="hf:not_a_model_type"):
         build_model(Case(model="hf:not_a_model_type"), "cpu")
+
+
+def test_config_keys_checked_at_collection_match_gptconfig() -> None:
+    import dataclasses
+
+    from gpubench.models.gpt import GPTConfig
+    from gpubench.models.sizes import GPT_CONFIG_KEYS
+
+    assert GPT_CONFIG_KEYS == tuple(f.name for f in dataclasses.fields(GPTConfig))
+
+
+def test_unknown_model_config_key_fails_when_the_case_is_declared() -> None:
+    from gpubench.case import CaseError, make_case
+
+    with pytest.raises(CaseError, match="model_config key\\(s\\) n_layers not known") as info:
+        make_case(model="gpt-tiny", model_config={"n_layers": 3})
+    for key in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "dropout", "bias"):
+        assert key in str(info.value)

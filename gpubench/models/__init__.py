@@ -14,14 +14,20 @@ A Case's ``model`` is one of three forms:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpubench.case import Case, CaseError
-from gpubench.models.sizes import BUILTIN_MODELS, ModelSize, builtin_model_names, gpt_param_count
+from gpubench.models.sizes import (
+    BUILTIN_MODELS,
+    GPT_CONFIG_KEYS,
+    ModelSize,
+    builtin_model_names,
+    gpt_param_count,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -48,13 +54,20 @@ class ModelBuildError(ValueError):
     """The model a Case names cannot be built as asked (bad override, flag, import)."""
 
 
-def check_model_spec(spec: str) -> None:
+def check_model_spec(spec: str, model_config: Mapping[str, Any] | None = None) -> None:
     """Check the *form* of a model spec; raise :class:`CaseError` naming the valid forms.
 
-    Only syntax is checked for factories and ``hf:`` models: importing them
-    would cost torch (or transformers) at collection time.
+    For a built-in size the ``model_config`` keys are checked too. Only syntax
+    is checked for factories and ``hf:`` models: importing them would cost
+    torch (or transformers) at collection time.
     """
     if spec in BUILTIN_MODELS:
+        unknown = sorted(set(model_config or ()) - set(GPT_CONFIG_KEYS))
+        if unknown:
+            raise CaseError(
+                f"model_config key(s) {', '.join(unknown)} not known to built-in {spec!r}; "
+                f"valid keys: {', '.join(GPT_CONFIG_KEYS)}"
+            )
         return
     if isinstance(spec, str) and (HF_SPEC.match(spec) or FACTORY_SPEC.match(spec)):
         return
@@ -127,14 +140,7 @@ def _build_builtin(case: Case, device: torch.device | str) -> BuiltModel:
     from gpubench.models.gpt import GPT, GPTConfig
 
     size = BUILTIN_MODELS[case.model]
-    overrides = dict(case.model_config)
-    valid = [f.name for f in dataclasses.fields(GPTConfig)]
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise ModelBuildError(
-            f"model_config key(s) {', '.join(unknown)} not known to built-in {case.model}; "
-            f"valid keys: {', '.join(valid)}"
-        )
+    overrides = dict(case.model_config)  # keys already checked with the Case
     fields: dict[str, Any] = {**size.config_fields(), **overrides}
     if case.vocab_size is not None:
         fields["vocab_size"] = case.vocab_size  # the data's vocabulary wins

@@ -44,6 +44,11 @@ def gpt_param_count(
     return n_layer * per_block + vocab_size * c + block_size * c + final_norm
 
 
+# GPTConfig's fields, here without torch so Case can check model_config keys at
+# collection; tests/test_models.py pins this to dataclasses.fields(GPTConfig).
+GPT_CONFIG_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSize:
     """One named GPT shape and the parameter count it declares."""
