@@ -21,7 +21,8 @@ from typing import Any
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTENTION_KERNELS = ("sdpa", "math")
 DATA_SOURCES = ("learnable", "random")
-ENGINES = ("torch",)
+ENGINES = ("torch", "deepspeed")
+ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
 
 
@@ -55,6 +56,10 @@ class Flags:
     attention: str = "sdpa"  # sdpa (F.scaled_dot_product_attention) | math (explicit softmax)
     fused_adamw: bool = False  # torch.optim.AdamW(fused=True)
     tf32: bool = False  # allow TF32 matmul/cuDNN on Ampere+ (ignored on CPU)
+    # DeepSpeed engine only (engine="deepspeed"):
+    zero_stage: int = 0  # ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
+    offload_optimizer: bool = False  # optimizer states (and step) on the CPU, ZeRO >= 1
+    offload_params: bool = False  # parameters on the CPU, ZeRO 3
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -64,6 +69,21 @@ class Flags:
         _choice("attention", self.attention, ATTENTION_KERNELS)
         _boolean("fused_adamw", self.fused_adamw)
         _boolean("tf32", self.tf32)
+        if self.zero_stage not in ZERO_STAGES or isinstance(self.zero_stage, bool):
+            raise CaseError(
+                f"zero_stage={self.zero_stage!r} is not valid; valid values: 0, 1, 2, 3"
+            )
+        _boolean("offload_optimizer", self.offload_optimizer)
+        _boolean("offload_params", self.offload_params)
+        if self.offload_optimizer and self.zero_stage < 1:
+            raise CaseError("offload_optimizer=True needs zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise CaseError("offload_params=True needs zero_stage=3")
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        """Whether any flag only the DeepSpeed engine implements is set."""
+        return self.zero_stage > 0 or self.offload_optimizer or self.offload_params
 
     def id_tokens(self) -> list[str]:
         """Readable tokens for the case id: precision always, others when not default."""
@@ -80,6 +100,12 @@ class Flags:
             tokens.append("fused")
         if self.tf32:
             tokens.append("tf32")
+        if self.zero_stage:
+            tokens.append(f"zero{self.zero_stage}")
+        if self.offload_optimizer:
+            tokens.append("offopt")
+        if self.offload_params:
+            tokens.append("offparam")
         return tokens
 
 
@@ -133,6 +159,10 @@ class Case:
             _positive_int("expect_params", self.expect_params)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise CaseError(f"lr={self.lr!r} must be a positive number")
+        if self.flags.uses_deepspeed and self.engine != "deepspeed":
+            raise CaseError(
+                f"zero_stage/offload flags need engine='deepspeed' (engine={self.engine!r})"
+            )
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise CaseError(f"timeout_s={self.timeout_s!r} must be positive")
         from gpubench.models import check_model_spec  # light: no torch import
@@ -185,9 +215,20 @@ class Case:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Case:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["flags"] = Flags(**kwargs.get("flags", {}))
+        """Rebuild a Case; a field this gpubench does not know is an error, never dropped
+        (a silently dropped flag would misdescribe what ran)."""
+        known = {f.name for f in dataclasses.fields(cls)} | {"id"}
+        flags = dict(data.get("flags", {}))
+        unknown = sorted(set(data) - known) + sorted(
+            f"flags.{k}" for k in set(flags) - set(FLAG_FIELDS)
+        )
+        if unknown:
+            raise CaseError(
+                f"case fields {', '.join(unknown)} are unknown to this gpubench; "
+                "was it written by a newer version?"
+            )
+        kwargs = {k: v for k, v in data.items() if k != "id"}
+        kwargs["flags"] = Flags(**flags)
         return cls(**kwargs)
 
     def to_json(self) -> str:

@@ -78,3 +78,10 @@ def test_result_round_trip_and_schema_check() -> None:
         Result.from_dict(data)
     with pytest.raises(ValueError, match="status='exploded'"):
         Result(case=result.case, profile={}, status="exploded")
+
+
+def test_a_case_from_a_newer_gpubench_is_refused_by_name() -> None:
+    data = make_case(model="gpt-tiny").to_dict()
+    data["flags"]["fp4_magic"] = True
+    with pytest.raises(CaseError, match="flags.fp4_magic are unknown to this gpubench"):
+        Case.from_dict(data)
