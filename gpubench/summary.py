@@ -33,7 +33,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 ),
                 "params": f"{m.n_params / 1e6:,.1f}M" if m.n_params else "-",
                 "time s": f"{r.duration_s:.1f}" if r.duration_s is not None else "-",
-                "test": (r.nodeid or "").rsplit("::", 1)[-1],
+                "test": (r.nodeid or "").rsplit("::", 1)[-1].split("[", 1)[0],
             }
         )
     return pd.DataFrame(rows)
