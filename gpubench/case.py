@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,13 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
 def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise CaseError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _positive_number(name: str, value: Any, allow_inf: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not ok or (math.isinf(value) and not allow_inf) or math.isnan(value):
+        kind = "positive number (inf allowed)" if allow_inf else "positive, finite number"
+        raise CaseError(f"{name}={value!r} must be a {kind}")
 
 
 def _boolean(name: str, value: Any) -> None:
@@ -157,14 +165,15 @@ class Case:
             _positive_int("vocab_size", self.vocab_size, minimum=2)
         if self.expect_params is not None:
             _positive_int("expect_params", self.expect_params)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise CaseError(f"lr={self.lr!r} must be a positive number")
+        _positive_number("lr", self.lr)
+        _positive_number("grad_clip", self.grad_clip, allow_inf=True)  # inf: no clipping
+        _positive_int("seed", self.seed, minimum=0)
         if self.flags.uses_deepspeed and self.engine != "deepspeed":
             raise CaseError(
                 f"zero_stage/offload flags need engine='deepspeed' (engine={self.engine!r})"
             )
-        if self.timeout_s is not None and not self.timeout_s > 0:
-            raise CaseError(f"timeout_s={self.timeout_s!r} must be positive")
+        if self.timeout_s is not None:
+            _positive_number("timeout_s", self.timeout_s)
         from gpubench.models import check_model_spec  # light: no torch import
 
         check_model_spec(self.model, dict(self.model_config))
@@ -188,6 +197,19 @@ class Case:
             value = getattr(self, fname)
             if value != getattr(defaults, fname):
                 tokens.append(f"{short}{value}")
+        for fname, short in (
+            ("lr", "lr"),
+            ("grad_clip", "clip"),
+            ("warmup", "warm"),
+            ("max_warmup_steps", "maxwarm"),
+            ("vocab_size", "vocab"),
+        ):
+            value = getattr(self, fname)
+            if value != getattr(defaults, fname):
+                tokens.append(
+                    f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}"
+                )
+        tokens += [f"{key}{value}" for key, value in self.model_config]
         if self.data != defaults.data:
             tokens.append(self.data)
         if self.engine != defaults.engine:

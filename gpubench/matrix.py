@@ -29,7 +29,7 @@ class Matrix:
     """An ordered, duplicate-free set of Cases, usable as a test decorator."""
 
     cases: tuple[Case, ...]
-    requires_gpu: bool = False  # skip (with a reason) on the cpu profile
+    gpu_only: frozenset[str] = frozenset()  # ids of cases declared for GPU profiles
 
     def __post_init__(self) -> None:
         seen: dict[str, Case] = {}
@@ -49,7 +49,10 @@ class Matrix:
         return len(self.cases)
 
     def __add__(self, other: Matrix) -> Matrix:
-        return Matrix(self.cases + other.cases, self.requires_gpu or other.requires_gpu)
+        return Matrix(self.cases + other.cases, self.gpu_only | other.gpu_only)
+
+    def requires_gpu(self, case: Case) -> bool:
+        return case.id in self.gpu_only
 
     @property
     def ids(self) -> list[str]:
@@ -57,7 +60,8 @@ class Matrix:
 
     def where(self, keep: Callable[[Case], bool]) -> Matrix:
         """The cases for which ``keep(case)`` is true (e.g. drop a pointless combination)."""
-        return Matrix(tuple(c for c in self.cases if keep(c)), self.requires_gpu)
+        kept = tuple(c for c in self.cases if keep(c))
+        return Matrix(kept, self.gpu_only.intersection(c.id for c in kept))
 
     def __call__(self, func: F) -> F:
         import pytest  # the decorator is only ever used in test modules
@@ -90,7 +94,7 @@ def matrix(*, requires_gpu: bool = False, **settings: Any) -> Matrix:
     cases = tuple(
         make_case(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*axes)
     )
-    return Matrix(cases, requires_gpu=requires_gpu)
+    return Matrix(cases, frozenset(c.id for c in cases) if requires_gpu else frozenset())
 
 
 def single_case(*, requires_gpu: bool = False, **settings: Any) -> Matrix:

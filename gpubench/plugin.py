@@ -25,6 +25,7 @@ from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, S
 from gpubench.storage import new_run_id
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
+PROGRESS_MODES = ("auto", "live", "lines", "off")
 RESULT_FIXTURE = "gpubench_result"
 
 
@@ -90,9 +91,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep each case's worker directory (job, logs, progress) for debugging.",
     )
     group.addoption(
-        "--gpubench-no-progress",
-        action="store_true",
-        help="do not draw the live progress line.",
+        "--gpubench-progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="live: redraw a status line while each case runs; lines: one line per finished "
+        "case; off: nothing; auto (default): live on a terminal, lines with -v otherwise.",
     )
 
 
@@ -139,11 +142,15 @@ def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress
             return contextlib.nullcontext()
         return capture.global_and_fixture_disabled()  # type: ignore[no-any-return]
 
-    live = writer.hasmarkup and not config.getoption("gpubench_no_progress")
+    mode = config.getoption("gpubench_progress")
+    if mode == "off":
+        return None
+    # A terminal, not colour, decides: cursor movement is what a log file cannot take.
+    live = mode == "live" or (mode == "auto" and bool(reporter.isatty()))
     return LiveProgress(
         writer,
         live=live,
-        verbose=config.get_verbosity() > 0,
+        verbose=mode == "lines" or (mode == "auto" and config.get_verbosity() > 0),
         suspend_capture=suspend_capture,
         write_line=reporter.write_line,
     )
@@ -181,7 +188,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for case in matrix:
         for profile in profiles:
             marks = []
-            if matrix.requires_gpu and profile.is_cpu:
+            if matrix.requires_gpu(case) and profile.is_cpu:
                 marks.append(
                     pytest.mark.skip(
                         reason=f"declared for GPU profiles; profile {profile.name!r} has no GPU"

@@ -68,6 +68,16 @@ class Stats:
         return self.cv > NOISY_CV
 
 
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _percentile(sorted_values: Sequence[float], pct: float) -> float:
     """Linear-interpolated percentile (numpy's default 'linear' method)."""
     if len(sorted_values) == 1:
@@ -263,22 +273,26 @@ class Result:
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "case": self.case.to_dict(),
-            "profile": dict(self.profile),
-            "status": self.status,
-            "metrics": self.metrics.to_dict(),
-            "series": dataclasses.asdict(self.series),
-            "environment": dataclasses.asdict(self.environment),
-            "error": dataclasses.asdict(self.error) if self.error else None,
-            "nodeid": self.nodeid,
-            "run_id": self.run_id,
-            "worker_pid": self.worker_pid,
-            "started_at": self.started_at,
-            "duration_s": self.duration_s,
-            "estimate": self.estimate,
-        }
+        """Strict JSON: a non-finite number (a diverged loss, a skipped fp16 step's
+        grad norm) is written as null, which every JSON reader accepts."""
+        return _finite_or_null(
+            {
+                "schema_version": self.schema_version,
+                "case": self.case.to_dict(),
+                "profile": dict(self.profile),
+                "status": self.status,
+                "metrics": self.metrics.to_dict(),
+                "series": dataclasses.asdict(self.series),
+                "environment": dataclasses.asdict(self.environment),
+                "error": dataclasses.asdict(self.error) if self.error else None,
+                "nodeid": self.nodeid,
+                "run_id": self.run_id,
+                "worker_pid": self.worker_pid,
+                "started_at": self.started_at,
+                "duration_s": self.duration_s,
+                "estimate": self.estimate,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
@@ -305,7 +319,7 @@ class Result:
         )
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=True)
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> Result:

@@ -22,7 +22,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "status": r.status,
                 "tok/s": f"{tps.median:,.0f}" if tps else "-",
                 "p10-p90": f"{tps.p10:,.0f}-{tps.p90:,.0f}" if tps else "-",
-                "cv%": (f"{100 * tps.cv:.1f}" + ("!" if tps.noisy else "")) if tps else "-",
+                "cv%": (f"{100 * tps.cv:.1f}" + ("!" if m.noisy else "")) if tps else "-",
                 "step ms": f"{1000 * m.step_time_s.median:.1f}" if m.step_time_s else "-",
                 "peak GiB": f"{peak / 2**30:.2f}" if peak else "-",
                 "mem": _memory_source(r),
@@ -40,13 +40,17 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
 
 
 def _memory_source(result: Result) -> str:
+    """Which measurement the "peak GiB" figure is (Result.peak_memory_bytes's choice)."""
     m = result.metrics
-    if m.nvml_peak_used_bytes is not None:
-        return "nvml"
-    if m.peak_reserved_bytes is not None:
-        return "cuda-reserved"
-    if m.peak_rss_bytes is not None:
-        return "host-rss"
+    peak = result.peak_memory_bytes
+    for label, figure in (
+        ("nvml", m.nvml_peak_used_bytes),
+        ("cuda-reserved", m.peak_reserved_bytes),
+        ("cuda-allocated", m.peak_allocated_bytes),
+        ("host-rss", m.peak_rss_bytes),
+    ):
+        if figure is not None and figure == peak:
+            return label
     return "-"
 
 
@@ -55,5 +59,5 @@ def format_summary(results: Sequence[Result]) -> str:
         return "no gpubench cases ran"
     text = summary_frame(results).to_string(index=False)
     if any(r.metrics.noisy for r in results):
-        text += "\n! = coefficient of variation above 5 %: a noisy measurement"
+        text += "\n! = step-time coefficient of variation above 5 %: a noisy measurement"
     return text

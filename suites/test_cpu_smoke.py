@@ -3,7 +3,7 @@
     pytest suites/test_cpu_smoke.py --gpu-profile cpu
 
 Runs on any profile (on a GPU it is a quick sanity check of the install). Each
-case trains gpt-mini (~3.4M parameters) on the learnable synthetic stream in its
+case trains gpt-mini (4.3M parameters) on the learnable synthetic stream in its
 own worker process, so it also checks that training is healthy.
 """
 

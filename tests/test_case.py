@@ -18,6 +18,21 @@ def test_id_names_model_precision_and_non_default_flags() -> None:
     assert make_case(model="gpt-tiny", name="custom").id == "custom"
 
 
+def test_every_setting_a_matrix_can_sweep_shows_in_the_id() -> None:
+    from gpubench import matrix
+
+    assert matrix(model="gpt-tiny", lr=[1e-3, 3e-4], warmup=[0, "auto"]).ids == [
+        "gpt-tiny-fp32-lr0.001-warm0",
+        "gpt-tiny-fp32-lr0.001",
+        "gpt-tiny-fp32-warm0",
+        "gpt-tiny-fp32",
+    ]
+    case = make_case(model="gpt-tiny", model_config={"n_layer": 3}, vocab_size=512, grad_clip=0.5)
+    assert case.id == "gpt-tiny-fp32-clip0.5-vocab512-n_layer3"
+    ds = make_case(model="gpt-500m", engine="deepspeed", zero_stage=2, offload_optimizer=True)
+    assert ds.id == "gpt-500m-fp32-zero2-offopt-deepspeed"
+
+
 def test_id_of_external_model_is_pytest_friendly() -> None:
     assert make_case(model="my_models.zoo:build").id == "my_models.zoo.build-fp32"
 
@@ -34,6 +49,15 @@ def test_id_of_external_model_is_pytest_friendly() -> None:
         ({"engine": "jax"}, "engine='jax'"),
         ({"warmup": "sometimes"}, "warmup='sometimes'"),
         ({"precison": "bf16"}, "unknown case setting(s) precison; valid settings:"),
+        ({"grad_clip": 0}, "grad_clip=0 must be a positive number (inf allowed)"),
+        ({"grad_clip": -1.0}, "grad_clip=-1.0 must be a positive number"),
+        ({"lr": True}, "lr=True must be a positive, finite number"),
+        ({"lr": float("inf")}, "lr=inf must be a positive, finite number"),
+        ({"seed": "x"}, "seed='x' must be an integer >= 0"),
+        ({"timeout_s": "abc"}, "timeout_s='abc' must be a positive, finite number"),
+        ({"zero_stage": 2}, "zero_stage/offload flags need engine='deepspeed'"),
+        ({"engine": "deepspeed", "zero_stage": 4}, "zero_stage=4 is not valid; valid values"),
+        ({"engine": "deepspeed", "offload_params": True, "zero_stage": 2}, "needs zero_stage=3"),
     ],
 )
 def test_bad_values_name_the_value_and_the_valid_ones(settings: dict, message: str) -> None:
@@ -85,3 +109,20 @@ def test_a_case_from_a_newer_gpubench_is_refused_by_name() -> None:
     data["flags"]["fp4_magic"] = True
     with pytest.raises(CaseError, match="flags.fp4_magic are unknown to this gpubench"):
         Case.from_dict(data)
+
+
+def test_non_finite_numbers_are_written_as_null() -> None:
+    from gpubench.result import Series
+
+    result = Result(
+        case=make_case(model="gpt-tiny"),
+        profile={"name": "cpu"},
+        status="diverged",
+        series=Series(
+            step_time_s=[0.1, 0.1], loss=[5.0, float("nan")], grad_norm=[1.0, float("inf")]
+        ),
+    )
+    data = json.loads(result.to_json())  # strict: allow_nan=False would raise on NaN
+    assert data["series"]["loss"] == [5.0, None]
+    assert data["series"]["grad_norm"] == [1.0, None]
+    assert Result.from_dict(data).series.loss == [5.0, None]

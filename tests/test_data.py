@@ -95,12 +95,12 @@ def test_bad_arguments_name_the_valid_values() -> None:
 def test_pool_is_cheap_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     start = time.process_time()  # CPU time: steady on a busy machine
     stream = TokenStream("learnable", 50257, 8, 1024, seed=0, device="cpu")
-    assert time.process_time() - start < 1.0
+    assert time.process_time() - start < 2.0  # ~0.2 s seen; CPU time, so load barely moves it
     assert stream.pool_rows * 1025 <= POOL_TOKENS
     start = time.process_time()
     for _ in range(50):
         stream.next_batch()
-    assert time.process_time() - start < 0.5  # no per-token work per batch
+    assert time.process_time() - start < 1.0  # no per-token work per batch
     assert _stream("random").pool_rows == 0  # drawn fresh per batch, nothing to memorise
 
     monkeypatch.setattr(synthetic, "POOL_TOKENS", 1000)

@@ -32,8 +32,12 @@ def test_matrices_add_and_filter() -> None:
     ladder = matrix(model=["gpt2-small", "gpt2-xl"], precision=["fp32", "bf16"])
     kept = ladder.where(lambda c: not (c.model == "gpt2-xl" and c.flags.precision == "fp32"))
     assert len(kept) == 3
-    both = kept + single_case(model="gpt-tiny", requires_gpu=True)
-    assert len(both) == 4 and both.requires_gpu
+    gpu = single_case(model="gpt-tiny", requires_gpu=True)
+    both = kept + gpu
+    assert len(both) == 4
+    # only the GPU-declared case skips on cpu: a sum must not drag CPU cases along
+    assert [both.requires_gpu(c) for c in both] == [False, False, False, True]
+    assert not kept.where(lambda c: True).gpu_only
 
 
 def test_identical_cases_collapse_but_clashing_ids_are_refused() -> None:

@@ -255,6 +255,7 @@ def test_live_progress_leaves_pytests_lines_as_they_were(
             "cpu",
             verbosity,
             "--color=yes",
+            "--gpubench-progress=live",
             "-p",
             "no:cacheprovider",
         ],

@@ -282,7 +282,8 @@ def test_timeout_kills_the_whole_tree_even_when_sigterm_is_ignored(pidfile: Path
     assert result.error is not None and result.error.type == "Timeout"
     assert "1 s" in result.error.message and "process group" in result.error.message
     assert result.error.signal == "SIGKILL"  # SIGTERM was ignored
-    assert 3.9 < elapsed < 5.5  # timeout + 3 s grace, not more
+    # timeout + the 3 s grace; the upper bound only proves it returns (CI machines are busy)
+    assert 3.9 < elapsed < 15
     assert result.duration_s is not None and 3.9 < result.duration_s <= elapsed
     assert [e.phase for e in events] == ["starting"]
     assert_all_dead(recorded_pids(pidfile))
@@ -294,7 +295,7 @@ def test_timeout_of_a_worker_that_obeys_sigterm_needs_no_grace(pidfile: Path) ->
     parent_environment()
     start = time.monotonic()
     result = run_case(CASE, PROFILE, timeout_s=1.0, launcher=fake("hang-polite", pidfile))
-    assert time.monotonic() - start < 2.5
+    assert time.monotonic() - start < 3.9  # below timeout + grace: the grace was not waited
     assert result.status == "timeout"
     assert result.error is not None and result.error.signal == "SIGTERM"
     assert result.environment.python  # the parent's fingerprint

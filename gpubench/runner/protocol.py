@@ -50,7 +50,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, sort_keys=True, allow_nan=True)
+        json.dump(data, fh, sort_keys=True, allow_nan=False)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
