@@ -18,7 +18,7 @@ import pytest
 from gpubench.case import Case, CaseError
 from gpubench.compat import check_case_on_profile
 from gpubench.matrix import MARKER, Matrix
-from gpubench.profiles import HardwareProfile, ProfileError
+from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
 from gpubench.result import Result
 from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, SessionOptions
@@ -123,7 +123,13 @@ def pytest_configure(config: pytest.Config) -> None:
     session = BenchSession(options, progress=_make_progress(config, workerinput is not None))
     config.stash[SESSION_KEY] = session
     if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
-        _resolve_profiles(session)
+        profiles = _resolve_profiles(session)
+        if not config.option.collectonly:  # listing cases needs no GPU; running them does
+            for profile in profiles:
+                try:
+                    check_runnable_here(profile)
+                except ProfileError as exc:
+                    raise pytest.UsageError(f"--gpu-profile: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run_id), "gpubench-xdist")
 

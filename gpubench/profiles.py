@@ -487,6 +487,34 @@ def _nvml_gpu0() -> tuple[str, int] | None:
     return name, total
 
 
+CAPACITY_TOLERANCE = 0.01  # SKUs of one card report totals a few MiB apart
+
+
+def check_runnable_here(profile: HardwareProfile) -> None:
+    """Raise :class:`ProfileError` when this machine cannot run ``profile`` honestly.
+
+    A CUDA profile needs a visible NVIDIA GPU with at least the profile's memory:
+    a smaller profile is emulated by capping the allocator, but a larger one
+    cannot be (an ``h200`` run on an 80 GiB card would report the card's OOMs and
+    speed under the h200's name).
+    """
+    if profile.is_cpu:
+        return
+    gpu = _nvml_gpu0()
+    if gpu is None:
+        raise ProfileError(
+            f"profile {profile.name!r} needs an NVIDIA GPU and NVML sees none here; "
+            "run it on a GPU machine, or use --gpu-profile cpu (or auto)"
+        )
+    device, total = gpu
+    if profile.memory_bytes > total * (1 + CAPACITY_TOLERANCE):
+        raise ProfileError(
+            f"profile {profile.name!r} has {format_bytes(profile.memory_bytes)} but this GPU "
+            f"({device}) has {format_bytes(total)}: a larger card cannot be emulated; use a "
+            f"profile no larger than the card, or {profile.name}:{total // 2**20}MiB to cap it"
+        )
+
+
 def detect_profile(profiles: Mapping[str, HardwareProfile] | None = None) -> HardwareProfile:
     """The profile of GPU 0 (CUDA_VISIBLE_DEVICES' first), found with NVML; ``cpu`` without one.
 

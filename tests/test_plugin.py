@@ -171,6 +171,11 @@ def test_a_hung_case_times_out_and_a_killed_case_crashes(pytester: pytest.Pytest
             ["*rtx9090*", "*rtx5080*"],
         ),
         (
+            ["--gpu-profile", "rtx5080"],  # this test machine has no GPU
+            "",
+            ["*profile 'rtx5080' needs an NVIDIA GPU and NVML sees none here*"],
+        ),
+        (
             ["--gpu-profile", "cpu,"],
             "",
             ["*--gpu-profile='cpu,': expected NAME*"],
@@ -192,7 +197,14 @@ def test_a_hung_case_times_out_and_a_killed_case_crashes(pytester: pytest.Pytest
             ["*precision='fp16' cannot run on profile 'cpu'*valid on cpu: fp32, bf16*"],
         ),
     ],
-    ids=["unknown-profile", "empty-profile", "bad-timeout", "unknown-model", "fp16-on-cpu"],
+    ids=[
+        "unknown-profile",
+        "gpu-profile-without-gpu",
+        "empty-profile",
+        "bad-timeout",
+        "unknown-model",
+        "fp16-on-cpu",
+    ],
 )
 def test_bad_input_fails_before_any_case_runs(
     pytester: pytest.Pytester, args: list[str], source: str, expected: list[str]
