@@ -187,20 +187,23 @@ def _driver_version(pynvml: Any) -> str:
 
 
 def _nvml_device(pynvml: Any) -> tuple[str, int, int] | None:
-    """(name, visible count, total memory) of the first visible GPU, per NVML."""
+    """(name, visible count, total memory) of the first visible GPU, per NVML.
+
+    CUDA_VISIBLE_DEVICES is read as profile detection reads it (an index or a
+    ``GPU-`` UUID), so a result names the GPU the case ran on."""
+    from gpubench.profiles import _first_visible_device
+
     count = int(pynvml.nvmlDeviceGetCount())
-    if count == 0:
+    visible = _first_visible_device()
+    if count == 0 or visible == "":
         return None
-    index = 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        entries = [e.strip() for e in visible.split(",") if e.strip()]
-        if not entries or entries[0] in ("-1", "none", "NoDevFiles"):
-            return None
-        if entries[0].isdigit():
-            index = int(entries[0])
-        count = min(count, len(entries))
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    if visible is None or visible.isdigit():
+        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible or 0))
+    else:
+        handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
+    entries = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if entries is not None:
+        count = min(count, len([e for e in entries.split(",") if e.strip()]))
     name = pynvml.nvmlDeviceGetName(handle)
     name = name.decode() if isinstance(name, bytes) else str(name)
     total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
