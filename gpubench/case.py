@@ -87,6 +87,11 @@ class Flags:
             raise CaseError("offload_optimizer=True needs zero_stage 1, 2 or 3")
         if self.offload_params and self.zero_stage != 3:
             raise CaseError("offload_params=True needs zero_stage=3")
+        if self.offload_optimizer and self.fused_adamw:
+            raise CaseError(
+                "fused_adamw=True cannot apply with offload_optimizer=True: the optimizer step "
+                "then runs on the CPU in DeepSpeed's DeepSpeedCPUAdam; drop one of the two"
+            )
 
     @property
     def uses_deepspeed(self) -> bool:

@@ -25,10 +25,12 @@ The data limit counts allocated rather than resident memory, so it is a
 little conservative (an untouched allocation counts), and a thread's stack
 counts, which is why the samplers start with small stacks
 (:func:`gpubench.trackers.start_daemon`) and :func:`prime_runtime` starts
-torch's own threads and lazy imports before the baseline is read. The soft
-limit is set to that baseline plus the profile's ``memory_bytes``, the hard
-limit is kept, and the soft limit is put back (in ``finally``) before the
-result is written, so writing it never fails for want of memory.
+torch's own threads and lazy imports before the baseline is read. So does the
+engine's ``prepare`` (DeepSpeed: its import, and the build of its compiled
+ops, whose compiler processes would inherit the cap). The soft limit is set
+to that baseline plus the profile's ``memory_bytes``, the hard limit is kept,
+and the soft limit is put back (in ``finally``) before the result is written,
+so writing it never fails for want of memory.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
         from gpubench.engines import get_engine
 
         engine = get_engine(case.engine)
+        engine.prepare(case, profile)  # the framework's set-up (imports, op builds): uncapped
         capacity = CapacityLimit.apply(profile)
         try:
             result = engine.run(case, profile, progress)

@@ -58,6 +58,15 @@ def test_id_of_external_model_is_pytest_friendly() -> None:
         ({"zero_stage": 2}, "zero_stage/offload flags need engine='deepspeed'"),
         ({"engine": "deepspeed", "zero_stage": 4}, "zero_stage=4 is not valid; valid values"),
         ({"engine": "deepspeed", "offload_params": True, "zero_stage": 2}, "needs zero_stage=3"),
+        (
+            {
+                "engine": "deepspeed",
+                "zero_stage": 2,
+                "offload_optimizer": True,
+                "fused_adamw": True,
+            },
+            "fused_adamw=True cannot apply with offload_optimizer=True",
+        ),
     ],
 )
 def test_bad_values_name_the_value_and_the_valid_ones(settings: dict, message: str) -> None:

@@ -1,8 +1,11 @@
 """Training engines: each runs one Case on one HardwareProfile and returns a Result.
 
-An engine is any object with ``run(case, profile, progress) -> Result``;
-:func:`get_engine` maps a Case's ``engine`` name to one. Engines import torch
-(and their framework) lazily, so this module is cheap to import.
+An engine is any object with ``prepare(case, profile)`` and ``run(case,
+profile, progress) -> Result``; :func:`get_engine` maps a Case's ``engine``
+name to one. The worker calls ``prepare`` before it caps the process's memory
+(what the framework itself needs: imports, compiled ops) and ``run`` under
+the cap. Engines import torch (and their framework) lazily, so this module is
+cheap to import, and ``get_engine("deepspeed")`` does not import deepspeed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ class Engine(Protocol):
 
     name: str
 
+    def prepare(self, case: Case, profile: HardwareProfile) -> None:
+        """Set-up that is the framework's, not the case's: runs before the memory cap."""
+        ...
+
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result: ...
 
 
@@ -33,8 +40,15 @@ def _torch_engine() -> Engine:
     return TorchEngine()
 
 
+def _deepspeed_engine() -> Engine:
+    from gpubench.engines.deepspeed_engine import DeepSpeedEngine
+
+    return DeepSpeedEngine()
+
+
 ENGINE_FACTORIES = {
     "torch": _torch_engine,
+    "deepspeed": _deepspeed_engine,
 }
 
 

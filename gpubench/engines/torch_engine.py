@@ -21,6 +21,14 @@ A model whose parameter count is more than 10 % off its declared size raises
 :class:`ParameterCountMismatch` before any step is timed, so a wrong model
 never reports a speed.
 
+What is not torch-specific is shared with the other engines (the DeepSpeed
+engine): :func:`training_device`, :func:`run_training` (process group,
+trackers, OOM classification, metrics, the Result), :func:`training_loop`
+(warm-up detection, timing, series, progress, divergence) and
+:func:`count_and_check_parameters`. An engine supplies only its ``train``
+(build the model and optimizer, then hand one optimizer step to
+:func:`training_loop`).
+
 Under torchrun (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (NCCL on CUDA, gloo on CPU), every rank reads its own
 slice of the token stream, and decisions that end a phase (steady state,
@@ -55,6 +63,8 @@ from gpubench.trackers.timing import SteadyStateDetector, StepTimer
 
 if TYPE_CHECKING:
     import torch
+
+    from gpubench.models import BuiltModel
 
 PARAM_TOLERANCE = 0.10  # |counted - declared| / declared above this fails the case
 ADAMW_BETAS = (0.9, 0.95)  # nanoGPT / GPT-3 (Brown et al. 2020, appendix B)
@@ -151,7 +161,9 @@ class Ranks:
 
 # -- the run's record: plain numbers only, nothing here holds a tensor ----------------------
 @dataclass
-class _Record:
+class Record:
+    """What one run measured so far; every engine fills one through :func:`training_loop`."""
+
     series: Series = field(default_factory=Series)
     warmup_steps: int = 0
     measured_steps: int = 0
@@ -164,91 +176,256 @@ class _Record:
     t_last_step: float | None = None  # perf_counter after the last step
 
 
+# An engine's training: builds, warms up and measures, filling the Record; returns
+# "ok" or "diverged" (an allocation failure is raised, :func:`run_training` classifies it).
+Train = Callable[[Record, DeviceMemoryTracker], str]
+# One optimizer step: (mean micro-batch loss, unclipped gradient norm), 0-d tensors or floats.
+TrainStep = Callable[[], "tuple[torch.Tensor | float, torch.Tensor | float]"]
+
+
+def device_for(profile: HardwareProfile, ranks: Ranks | None = None) -> torch.device:
+    """``cuda:<LOCAL_RANK>`` for a CUDA profile, else ``cpu``."""
+    import torch
+
+    if profile.kind != "cuda":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"profile {profile.name!r} needs CUDA, but torch {torch.__version__} "
+            "sees no CUDA device"
+        )
+    return torch.device("cuda", (ranks or Ranks.from_env()).local_rank)
+
+
+def training_device(case: Case, profile: HardwareProfile, ranks: Ranks) -> torch.device:
+    """The case's device, made ready: fp16 refused off CUDA, torch seeded, TF32 as flagged."""
+    import torch
+
+    device = device_for(profile, ranks)
+    if case.flags.precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision='fp16' needs a CUDA profile; profile {profile.name!r} is "
+            f"{profile.kind!r} (valid on cpu: fp32, bf16)"
+        )
+    torch.manual_seed(case.seed)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = case.flags.tf32
+        torch.backends.cudnn.allow_tf32 = case.flags.tf32
+    return device
+
+
+def run_training(
+    case: Case,
+    profile: HardwareProfile,
+    progress: ProgressWriter,
+    device: torch.device,
+    ranks: Ranks,
+    train: Train,
+) -> Result:
+    """What every engine's ``run`` shares around its ``train``: the process group
+    (torchrun), memory trackers, OOM classification, metrics, ``over_capacity``,
+    the ``done`` progress event, and the Result.
+
+    ``train`` may initialise the process group itself (setting ``ranks.owns_group``);
+    it is closed here either way.
+    """
+    record = Record()
+    status = "ok"
+    error: ErrorInfo | None = None
+    try:
+        ranks.init(device)
+        with ExitStack() as stack:
+            rss = stack.enter_context(ProcessTreeRSS())
+            device_memory = stack.enter_context(DeviceMemoryTracker(device))
+            try:
+                status = train(record, device_memory)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                # Drop the training frames' tensors before formatting anything:
+                # clear_frames releases the locals (model, optimizer, activations)
+                # the traceback keeps alive; line numbers survive for the report.
+                traceback.clear_frames(exc.__traceback__)
+                status = "oom"
+                error = ErrorInfo(
+                    type=type(exc).__name__,
+                    message=str(exc).strip()[:4000],
+                    traceback="".join(traceback.format_exception(exc)),
+                )
+            if status == "oom":
+                _free_memory(device)
+    finally:
+        ranks.close()
+
+    metrics = training_metrics(case, ranks, record, rss, device_memory)
+    if status == "ok" and profile.kind == "cuda":
+        peak = metrics.peak_device_bytes
+        if peak is not None and peak > profile.memory_bytes:
+            status = "over_capacity"
+    tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
+    progress.emit(
+        "done",
+        record.warmup_steps + record.measured_steps,
+        record.warmup_steps + record.measured_steps,
+        tokens_per_s,
+        metrics.peak_device_bytes or metrics.peak_rss_bytes,
+    )
+    return Result(
+        case=case,
+        profile=profile.to_dict(),
+        status=status,
+        metrics=metrics,
+        series=record.series,
+        error=error,
+    )
+
+
+def training_loop(
+    case: Case,
+    device: torch.device,
+    ranks: Ranks,
+    progress: ProgressWriter,
+    record: Record,
+    device_memory: DeviceMemoryTracker,
+    train_step: TrainStep,
+) -> str:
+    """Warm-up then measured steps; every step lands in ``record.series``.
+
+    Returns ``ok``, or ``diverged`` at the first non-finite loss (fp16: after
+    ``FP16_PATIENCE`` in a row, a skipped step being the loss scaler's job).
+    """
+    import psutil
+
+    auto = case.warmup == WARMUP_AUTO
+    warmup_limit = case.max_warmup_steps if auto else int(case.warmup)
+    in_warmup = warmup_limit > 0
+    detector = SteadyStateDetector()
+    timer = StepTimer(device)
+    record.timing = timer.timing
+    series = record.series
+    tokens_per_step = case.tokens_per_step * ranks.world_size
+    fp16 = case.flags.precision == "fp16"
+    me = psutil.Process()
+    nonfinite_run = 0  # consecutive non-finite losses (fp16 patience)
+    step = 0
+
+    while record.measured_steps < case.steps:
+        with timer:
+            loss_t, grad_norm_t = train_step()
+        step_time = timer.last_s
+        record.t_last_step = time.perf_counter()
+        # outside the clock: these reads synchronise on CUDA
+        loss = float(loss_t)
+        grad_norm = float(grad_norm_t)
+        del loss_t, grad_norm_t
+        memory = device_memory.current_allocated_bytes()
+        if memory is None:  # CPU: the device's memory is the process's resident set
+            memory = me.memory_info().rss
+        series.step_time_s.append(step_time)
+        series.loss.append(loss)
+        series.grad_norm.append(grad_norm)
+        series.allocated_bytes.append(int(memory))
+        step += 1
+
+        loss_ok = math.isfinite(loss)
+        if not (loss_ok and math.isfinite(grad_norm)):
+            record.nonfinite_steps += 1
+        nonfinite_run = 0 if loss_ok else nonfinite_run + 1
+        # fp16: a non-finite step is the loss scaler's to skip (it lowers the scale);
+        # only a run of them means the model itself has gone non-finite.
+        diverging = nonfinite_run >= (FP16_PATIENCE if fp16 else 1)
+
+        steady = detector.add(step_time) if in_warmup else False
+        if in_warmup:
+            record.warmup_steps += 1
+        else:
+            record.measured_steps += 1
+        # every rank must leave warm-up, and stop, at the same step (DDP collectives)
+        diverging, unsteady_somewhere = ranks.any([diverging, not steady], device)
+        steady = not unsteady_somewhere
+
+        phase = "warmup" if in_warmup else "measuring"  # the phase this step belonged to
+        if in_warmup:
+            record.steady_state_detected = record.steady_state_detected or steady
+            if (auto and steady) or record.warmup_steps >= warmup_limit:
+                in_warmup = False
+        total = None if (auto and in_warmup) else record.warmup_steps + case.steps
+        tokens_per_s = tokens_per_step / step_time if step_time > 0 else None
+        progress.emit(phase, step, total, tokens_per_s, int(memory))
+        if diverging:
+            return "diverged"
+    return "ok"
+
+
+def training_metrics(
+    case: Case,
+    ranks: Ranks,
+    record: Record,
+    rss: ProcessTreeRSS,
+    device_memory: DeviceMemoryTracker,
+) -> Metrics:
+    """The Result's summary of ``record`` (measured steps only) and the trackers' peaks."""
+    series = record.series
+    measured = series.step_time_s[record.warmup_steps :]
+    measured = [t for t in measured if t > 0]
+    tokens_per_step = case.tokens_per_step * ranks.world_size
+    samples_per_step = case.batch_size * case.flags.grad_accum * ranks.world_size
+    losses = _finite(series.loss)
+    grad_norms = _finite(series.grad_norm)
+    window = loss_window(len(losses))
+    wall = None
+    if record.t_build is not None and record.t_last_step is not None:
+        wall = record.t_last_step - record.t_build
+    return Metrics(
+        tokens_per_s=Stats.of([tokens_per_step / t for t in measured]) if measured else None,
+        samples_per_s=Stats.of([samples_per_step / t for t in measured]) if measured else None,
+        step_time_s=Stats.of(measured) if measured else None,
+        warmup_steps=record.warmup_steps,
+        measured_steps=record.measured_steps,
+        steady_state_detected=record.steady_state_detected,
+        timing=record.timing,
+        tokens_per_step=tokens_per_step,
+        n_params=record.n_params,
+        declared_params=record.declared_params,
+        peak_allocated_bytes=device_memory.peak_allocated_bytes,
+        peak_reserved_bytes=device_memory.peak_reserved_bytes,
+        nvml_peak_used_bytes=device_memory.nvml_peak_used_bytes,
+        peak_rss_bytes=rss.peak_bytes,
+        loss_start=statistics.fmean(losses[:window]) if losses else None,
+        loss_end=statistics.fmean(losses[-window:]) if losses else None,
+        grad_norm_median=statistics.median(grad_norms) if grad_norms else None,
+        grad_norm_max=max(grad_norms) if grad_norms else None,
+        nonfinite_steps=record.nonfinite_steps,
+        wall_time_s=wall,
+    )
+
+
+def count_and_check_parameters(record: Record, built: BuiltModel) -> None:
+    """Count the built model's parameters into ``record`` and check them against its
+    declared size (:func:`check_parameter_count`), before any step is timed."""
+    record.n_params = sum(p.numel() for p in built.module.parameters())
+    record.declared_params = built.declared_params
+    check_parameter_count(record.n_params, built.declared_params, built.description)
+
+
 class TorchEngine:
     """Plain PyTorch training: AdamW, autocast, GradScaler, checkpointing, compile, DDP."""
 
     name = "torch"
+    device_for = staticmethod(device_for)
+
+    def prepare(self, case: Case, profile: HardwareProfile) -> None:
+        """Nothing to set up before the memory cap: torch is imported and primed by the worker."""
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result:
-        import torch
-
-        flags = case.flags
         ranks = Ranks.from_env()
-        device = self.device_for(profile, ranks)
-        if flags.precision == "fp16" and device.type != "cuda":
-            raise ValueError(
-                f"precision='fp16' needs a CUDA profile; profile {profile.name!r} is "
-                f"{profile.kind!r} (valid on cpu: fp32, bf16)"
-            )
-        torch.manual_seed(case.seed)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-            torch.backends.cuda.matmul.allow_tf32 = flags.tf32
-            torch.backends.cudnn.allow_tf32 = flags.tf32
+        device = training_device(case, profile, ranks)
 
-        record = _Record()
-        status = "ok"
-        error: ErrorInfo | None = None
-        try:
-            ranks.init(device)
-            with ExitStack() as stack:
-                rss = stack.enter_context(ProcessTreeRSS())
-                device_memory = stack.enter_context(DeviceMemoryTracker(device))
-                try:
-                    status = self._train(case, device, ranks, progress, record, device_memory)
-                except Exception as exc:
-                    if not is_oom(exc):
-                        raise
-                    # Drop the training frames' tensors before formatting anything:
-                    # clear_frames releases the locals (model, optimizer, activations)
-                    # the traceback keeps alive; line numbers survive for the report.
-                    traceback.clear_frames(exc.__traceback__)
-                    status = "oom"
-                    error = ErrorInfo(
-                        type=type(exc).__name__,
-                        message=str(exc).strip()[:4000],
-                        traceback="".join(traceback.format_exception(exc)),
-                    )
-                if status == "oom":
-                    _free_memory(device)
-        finally:
-            ranks.close()
+        def train(record: Record, device_memory: DeviceMemoryTracker) -> str:
+            return self._train(case, device, ranks, progress, record, device_memory)
 
-        metrics = self._metrics(case, ranks, record, rss, device_memory)
-        if status == "ok" and profile.kind == "cuda":
-            peak = metrics.peak_device_bytes
-            if peak is not None and peak > profile.memory_bytes:
-                status = "over_capacity"
-        tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
-        progress.emit(
-            "done",
-            record.warmup_steps + record.measured_steps,
-            record.warmup_steps + record.measured_steps,
-            tokens_per_s,
-            metrics.peak_device_bytes or metrics.peak_rss_bytes,
-        )
-        return Result(
-            case=case,
-            profile=profile.to_dict(),
-            status=status,
-            metrics=metrics,
-            series=record.series,
-            error=error,
-        )
-
-    @staticmethod
-    def device_for(profile: HardwareProfile, ranks: Ranks | None = None) -> torch.device:
-        """``cuda:<LOCAL_RANK>`` for a CUDA profile, else ``cpu``."""
-        import torch
-
-        if profile.kind != "cuda":
-            return torch.device("cpu")
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"profile {profile.name!r} needs CUDA, but torch {torch.__version__} "
-                "sees no CUDA device"
-            )
-        return torch.device("cuda", (ranks or Ranks.from_env()).local_rank)
+        return run_training(case, profile, progress, device, ranks, train)
 
     # -- training ---------------------------------------------------------------------------
     def _train(
@@ -257,7 +434,7 @@ class TorchEngine:
         device: torch.device,
         ranks: Ranks,
         progress: ProgressWriter,
-        record: _Record,
+        record: Record,
         device_memory: DeviceMemoryTracker,
     ) -> str:
         """Build, warm up and measure; fills ``record``; returns ``ok`` or ``diverged``."""
@@ -270,9 +447,7 @@ class TorchEngine:
         progress.emit("building")
         record.t_build = time.perf_counter()
         built = build_model(case, device)
-        record.n_params = sum(p.numel() for p in built.module.parameters())
-        record.declared_params = built.declared_params
-        check_parameter_count(record.n_params, built.declared_params, built.description)
+        count_and_check_parameters(record, built)
 
         built.module.train()
         params = [p for p in built.module.parameters() if p.requires_grad]
@@ -349,123 +524,7 @@ class TorchEngine:
             optimizer.zero_grad(set_to_none=True)
             return loss_sum / accum, grad_norm
 
-        return self._loop(case, device, ranks, progress, record, device_memory, train_step)
-
-    def _loop(
-        self,
-        case: Case,
-        device: torch.device,
-        ranks: Ranks,
-        progress: ProgressWriter,
-        record: _Record,
-        device_memory: DeviceMemoryTracker,
-        train_step: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    ) -> str:
-        """Warm-up then measured steps; every step lands in ``record.series``."""
-        import psutil
-
-        auto = case.warmup == WARMUP_AUTO
-        warmup_limit = case.max_warmup_steps if auto else int(case.warmup)
-        in_warmup = warmup_limit > 0
-        detector = SteadyStateDetector()
-        timer = StepTimer(device)
-        record.timing = timer.timing
-        series = record.series
-        tokens_per_step = case.tokens_per_step * ranks.world_size
-        fp16 = case.flags.precision == "fp16"
-        me = psutil.Process()
-        nonfinite_run = 0  # consecutive non-finite losses (fp16 patience)
-        step = 0
-
-        while record.measured_steps < case.steps:
-            with timer:
-                loss_t, grad_norm_t = train_step()
-            step_time = timer.last_s
-            record.t_last_step = time.perf_counter()
-            # outside the clock: these reads synchronise on CUDA
-            loss = float(loss_t)
-            grad_norm = float(grad_norm_t)
-            del loss_t, grad_norm_t
-            memory = device_memory.current_allocated_bytes()
-            if memory is None:  # CPU: the device's memory is the process's resident set
-                memory = me.memory_info().rss
-            series.step_time_s.append(step_time)
-            series.loss.append(loss)
-            series.grad_norm.append(grad_norm)
-            series.allocated_bytes.append(int(memory))
-            step += 1
-
-            loss_ok = math.isfinite(loss)
-            if not (loss_ok and math.isfinite(grad_norm)):
-                record.nonfinite_steps += 1
-            nonfinite_run = 0 if loss_ok else nonfinite_run + 1
-            # fp16: a non-finite step is the GradScaler's to skip (it lowers the scale);
-            # only a run of them means the model itself has gone non-finite.
-            diverging = nonfinite_run >= (FP16_PATIENCE if fp16 else 1)
-
-            steady = detector.add(step_time) if in_warmup else False
-            if in_warmup:
-                record.warmup_steps += 1
-            else:
-                record.measured_steps += 1
-            # every rank must leave warm-up, and stop, at the same step (DDP collectives)
-            diverging, unsteady_somewhere = ranks.any([diverging, not steady], device)
-            steady = not unsteady_somewhere
-
-            phase = "warmup" if in_warmup else "measuring"  # the phase this step belonged to
-            if in_warmup:
-                record.steady_state_detected = record.steady_state_detected or steady
-                if (auto and steady) or record.warmup_steps >= warmup_limit:
-                    in_warmup = False
-            total = None if (auto and in_warmup) else record.warmup_steps + case.steps
-            tokens_per_s = tokens_per_step / step_time if step_time > 0 else None
-            progress.emit(phase, step, total, tokens_per_s, int(memory))
-            if diverging:
-                return "diverged"
-        return "ok"
-
-    # -- summary ----------------------------------------------------------------------------
-    def _metrics(
-        self,
-        case: Case,
-        ranks: Ranks,
-        record: _Record,
-        rss: ProcessTreeRSS,
-        device_memory: DeviceMemoryTracker,
-    ) -> Metrics:
-        series = record.series
-        measured = series.step_time_s[record.warmup_steps :]
-        measured = [t for t in measured if t > 0]
-        tokens_per_step = case.tokens_per_step * ranks.world_size
-        samples_per_step = case.batch_size * case.flags.grad_accum * ranks.world_size
-        losses = _finite(series.loss)
-        grad_norms = _finite(series.grad_norm)
-        window = loss_window(len(losses))
-        wall = None
-        if record.t_build is not None and record.t_last_step is not None:
-            wall = record.t_last_step - record.t_build
-        return Metrics(
-            tokens_per_s=Stats.of([tokens_per_step / t for t in measured]) if measured else None,
-            samples_per_s=Stats.of([samples_per_step / t for t in measured]) if measured else None,
-            step_time_s=Stats.of(measured) if measured else None,
-            warmup_steps=record.warmup_steps,
-            measured_steps=record.measured_steps,
-            steady_state_detected=record.steady_state_detected,
-            timing=record.timing,
-            tokens_per_step=tokens_per_step,
-            n_params=record.n_params,
-            declared_params=record.declared_params,
-            peak_allocated_bytes=device_memory.peak_allocated_bytes,
-            peak_reserved_bytes=device_memory.peak_reserved_bytes,
-            nvml_peak_used_bytes=device_memory.nvml_peak_used_bytes,
-            peak_rss_bytes=rss.peak_bytes,
-            loss_start=statistics.fmean(losses[:window]) if losses else None,
-            loss_end=statistics.fmean(losses[-window:]) if losses else None,
-            grad_norm_median=statistics.median(grad_norms) if grad_norms else None,
-            grad_norm_max=max(grad_norms) if grad_norms else None,
-            nonfinite_steps=record.nonfinite_steps,
-            wall_time_s=wall,
-        )
+        return training_loop(case, device, ranks, progress, record, device_memory, train_step)
 
 
 def _free_memory(device: torch.device) -> None:
