@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.case import Case, CaseError
-from gpubench.compat import check_case_on_profile
+from gpubench.compat import check_case_on_profile, missing_requirement
 from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
@@ -205,6 +205,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     check_case_on_profile(case, profile)
                 except CaseError as exc:
                     pytest.fail(str(exc), pytrace=False)
+                missing = missing_requirement(case)
+                if missing is not None:
+                    marks.append(pytest.mark.skip(reason=missing))
             params.append(pytest.param(case, profile, id=f"{case.id}-{profile.name}", marks=marks))
     metafunc.parametrize(["gpubench_case", "gpubench_profile"], params)
 

@@ -110,8 +110,9 @@ class Metrics:
     capacity_bytes: int | None = None  # the profile's capacity the case ran under
     capacity_emulated: bool = False  # capacity enforced below the physical device's
     # training health
-    loss_start: float | None = None  # mean of the first few steps' loss
-    loss_end: float | None = None  # mean of the last few steps' loss
+    loss_start: float | None = None  # mean of the first few finite losses
+    loss_end: float | None = None  # mean of the last few finite losses (a
+    # diverged case: before the loss went non-finite; its status, not this, says it failed)
     grad_norm_median: float | None = None
     grad_norm_max: float | None = None
     nonfinite_steps: int = 0

@@ -24,6 +24,11 @@ ONE_FLAG_AT_A_TIME = (
     + gpubench.single_case(**SMOKE, attention="math")
     + gpubench.single_case(**SMOKE, fused_adamw=True)
 )
+# the readiness gate's switches, small: DeepSpeed ZeRO-2 with and without the optimizer on the
+# CPU (DeepSpeedCPUAdam; its op compiles on first use). Skipped without gpubench[deepspeed].
+ZERO2_OFFLOAD = gpubench.matrix(
+    **SMOKE, engine="deepspeed", zero_stage=2, offload_optimizer=[False, True]
+)
 
 
 @PRECISION_BY_CHECKPOINTING
@@ -33,6 +38,11 @@ def test_precision_and_checkpointing(gpubench_result: Result, gpubench_profile: 
 
 @ONE_FLAG_AT_A_TIME
 def test_engine_flags(gpubench_result: Result, gpubench_profile: HardwareProfile):
+    _assert_healthy(gpubench_result, gpubench_profile)
+
+
+@ZERO2_OFFLOAD
+def test_deepspeed_zero2(gpubench_result: Result, gpubench_profile: HardwareProfile):
     _assert_healthy(gpubench_result, gpubench_profile)
 
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 import gpubench
 from gpubench import HardwareProfile, Result
 
-CELL = dict(model="gpt-500m", precision="bf16", batch_size=4, seq_len=1024, steps=20,
-            requires_gpu=True)
+CELL = dict(
+    model="gpt-500m", precision="bf16", batch_size=4, seq_len=1024, steps=20, requires_gpu=True
+)
 
 # the seed's gate: ZeRO-2 × optimizer offload to CPU × activation checkpointing
 ZERO2_OFFLOAD_BY_CHECKPOINTING = gpubench.matrix(
-    **CELL, engine="deepspeed", zero_stage=2, offload_optimizer=[False, True],
+    **CELL,
+    engine="deepspeed",
+    zero_stage=2,
+    offload_optimizer=[False, True],
     grad_ckpt=[False, True],
 )
 # the baseline: the same model with plain torch, with and without checkpointing

@@ -6,6 +6,7 @@ process (python + torch import, ~3 s on 2 cores)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import pytest
 
 # pytester restores sys.modules after each in-process run; numpy (under pandas) cannot be
 # imported twice in one process, so load the summary table's modules before any run.
+import gpubench.compat
 import gpubench.summary  # noqa: F401
 
 pytest_plugins = ("pytester",)
@@ -235,6 +237,32 @@ def test_gpu_suites_skip_on_cpu_with_a_reason(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*declared for GPU profiles; profile 'cpu' has no GPU*"])
 
 
+def test_a_case_whose_framework_is_missing_is_skipped_and_the_rest_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        gpubench.compat.importlib.util,
+        "find_spec",
+        lambda name, package=None: None if name == "deepspeed" else real_find_spec(name, package),
+    )
+    pytester.makepyfile(
+        test_engines=f"""
+        import gpubench
+
+        @gpubench.matrix({TINY}, engine=["torch", "deepspeed"])
+        def test_engines(gpubench_result):
+            assert gpubench_result.status == "ok"
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*engine='deepspeed' needs the deepspeed package*pip install 'gpubench?deepspeed?'*"]
+    )
+    assert [row["case"]["engine"] for row in _results(pytester)] == ["torch"]
+
+
 @pytest.mark.parametrize(
     ("verbosity", "expected_line"),
     [
@@ -277,7 +305,8 @@ def test_live_progress_leaves_pytests_lines_as_they_were(
     )
     assert proc.returncode == 0, proc.stdout.decode(errors="replace")
     raw = proc.stdout.decode()
-    assert "[gpubench 0/1 done] gpt-tiny-fp32-b4-s32-n3@cpu measuring step" in _strip_ansi(raw)
+    live_line = "[gpubench 0/1 done] gpt-tiny-fp32-b4-s32-n3-warm1@cpu measuring step"
+    assert live_line in _strip_ansi(raw)
     # What the terminal shows once the live line is erased: pytest's lines, as without it.
     screen = [line for line in _screen(raw) if line]
     assert sum(bool(re.search(expected_line, line)) for line in screen) == 1, "\n".join(screen)
@@ -296,7 +325,7 @@ def test_without_a_terminal_verbose_prints_one_line_per_case(pytester: pytest.Py
     )
     result = pytester.runpytest("--gpu-profile", "cpu", "-v")
     result.stdout.fnmatch_lines(
-        ["gpubench: gpt-tiny-fp32-b4-s32-n3 on cpu: ok, * tok/s*1/1 done*", "*PASSED*"]
+        ["gpubench: gpt-tiny-fp32-b4-s32-n3-warm1 on cpu: ok, * tok/s*1/1 done*", "*PASSED*"]
     )
     quiet = pytester.runpytest("--gpu-profile", "cpu", "-q")
     quiet.stdout.fnmatch_lines(["1 passed*"])
