@@ -121,6 +121,8 @@ def pytest_configure(config: pytest.Config) -> None:
         keep_workdirs=config.getoption("gpubench_keep_workdirs"),
     )
     session = BenchSession(options, progress=_make_progress(config, workerinput is not None))
+    if workerinput is None and _xdist_controller(config):
+        session.reported_progress = _make_reported_progress(config)
     config.stash[SESSION_KEY] = session
     if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
         profiles = _resolve_profiles(session)
@@ -131,12 +133,17 @@ def pytest_configure(config: pytest.Config) -> None:
                 except ProfileError as exc:
                     raise pytest.UsageError(f"--gpu-profile: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistHooks(run_id), "gpubench-xdist")
+        config.pluginmanager.register(_XdistHooks(run_id, session), "gpubench-xdist")
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests to xdist workers (``-n N``, N > 0)."""
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("numprocesses", None))
 
 
 def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress | None:
-    if in_xdist_worker:
-        return None  # xdist workers have no terminal
+    if in_xdist_worker or _xdist_controller(config):
+        return None  # workers have no terminal; the controller runs no case itself
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is None:
         return None
@@ -162,6 +169,23 @@ def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress
     )
 
 
+def _make_reported_progress(config: pytest.Config) -> LiveProgress | None:
+    """The xdist controller's progress: a line per case as the workers report them
+    (``live`` and ``auto`` on a terminal included: see gpubench.progress); ``auto``
+    without a terminal writes them with ``-v``; ``-q`` and ``off`` write none."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    mode = config.getoption("gpubench_progress")
+    if reporter is None or mode == "off":
+        return None
+    if mode == "auto" and not (
+        config.get_verbosity() > 0 or (reporter.isatty() and config.get_verbosity() == 0)
+    ):
+        return None
+    return LiveProgress(
+        config.get_terminal_writer(), live=False, verbose=True, write_line=reporter.write_line
+    )
+
+
 def _resolve_profiles(session: BenchSession) -> list[HardwareProfile]:
     try:
         return session.profiles
@@ -170,13 +194,31 @@ def _resolve_profiles(session: BenchSession) -> list[HardwareProfile]:
 
 
 class _XdistHooks:
-    """Give every xdist worker the controller's run id: one results.jsonl per run."""
+    """The controller's side of xdist: every worker gets the controller's run id (one
+    results.jsonl per run), and each finished case reported back is counted for progress."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, session: BenchSession) -> None:
         self.run_id = run_id
+        self.session = session
+        self.workers = 0
 
     def pytest_configure_node(self, node: object) -> None:
         node.workerinput["gpubench_run_id"] = self.run_id  # type: ignore[attr-defined]
+        self.workers += 1
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        progress = self.session.reported_progress
+        if progress is None or report.when != "teardown":
+            return  # once per test; the fixture's properties are on every phase's report
+        props = dict(report.user_properties)
+        if "gpubench_status" not in props:
+            return  # not a gpubench case, or skipped before it ran
+        progress.clock.parallel = max(1, self.workers)
+        progress.case_reported(
+            str(props.get("gpubench_summary", report.nodeid)),
+            float(props.get("gpubench_duration_s") or 0.0),
+            total=int(props.get("gpubench_cases_total") or 0),
+        )
 
 
 # -- collection: cases × profiles -----------------------------------------------------------
@@ -214,14 +256,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     bench = session.config.stash.get(SESSION_KEY, None)
-    if bench is None or bench.progress is None:
+    if bench is None:
         return
-    bench.progress.clock.total = sum(
+    bench.cases_total = sum(
         1
         for item in session.items
         if RESULT_FIXTURE in getattr(item, "fixturenames", ())
         and not item.get_closest_marker("skip")
     )
+    if bench.progress is not None:
+        bench.progress.clock.total = bench.cases_total
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -252,6 +296,10 @@ def gpubench_result(
         ("gpubench_tokens_per_s", result.tokens_per_s),
         ("gpubench_peak_memory_bytes", result.peak_memory_bytes),
         ("gpubench_run_id", result.run_id),
+        # for the xdist controller's progress lines (see _XdistHooks)
+        ("gpubench_summary", result.describe()),
+        ("gpubench_duration_s", result.duration_s),
+        ("gpubench_cases_total", bench.cases_total),
     ):
         request.node.user_properties.append((name, value))
     yield result

@@ -6,8 +6,16 @@ when the case ends, with the cursor put back where pytest left it, so the
 ``.``/``PASSED`` output of ``-q``, default and ``-v`` reads as usual. Without a
 terminal (CI logs) nothing is redrawn; with ``-v`` one line per finished case
 is written instead. Writes go through pytest's TerminalWriter with output
-capture suspended (the same way pytest's live logging does), and nothing is
-drawn in pytest-xdist workers, which have no terminal.
+capture suspended (the same way pytest's live logging does).
+
+Under pytest-xdist the workers have no terminal and draw nothing; the
+controller learns of each finished case from its test report (the fixture
+puts the case's one-line summary, duration and the collected total in
+``user_properties``) and writes a line per case with done / total and the
+time left, the mean case duration spread over the workers
+(:meth:`LiveProgress.case_reported`). A line, not a live line: the controller
+prints xdist's own output as reports arrive, and a redrawn line below it
+would be overwritten.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ def format_duration(seconds: float) -> str:
 class SessionClock:
     """Cases done / remaining and the time left, from the durations seen so far."""
 
-    def __init__(self, total: int = 0) -> None:
+    def __init__(self, total: int = 0, parallel: int = 1) -> None:
         self.total = total
+        self.parallel = max(1, parallel)  # cases running at once (xdist workers)
         self.done = 0
         self._durations: list[float] = []
 
@@ -55,7 +64,7 @@ class SessionClock:
         if not self._durations:
             return None
         mean = sum(self._durations) / len(self._durations)
-        return max(0.0, mean * self.remaining - current_elapsed_s)
+        return max(0.0, mean * self.remaining / self.parallel - current_elapsed_s)
 
     def describe(self, current_elapsed_s: float = 0.0) -> str:
         text = f"{self.done}/{self.total} done" if self.total else f"{self.done} done"
@@ -116,6 +125,15 @@ class LiveProgress:
         if self._verbose and not self._live and self._write_line is not None:
             with self._suspend():
                 self._write_line(f"gpubench: {result.describe()} [{self.clock.describe()}]")
+
+    def case_reported(self, summary: str, duration_s: float, total: int | None = None) -> None:
+        """A case finished elsewhere (an xdist worker): count it and write its line."""
+        if total:
+            self.clock.total = max(self.clock.total, total)
+        self.clock.finished(duration_s)
+        if self._write_line is not None:
+            with self._suspend():
+                self._write_line(f"gpubench: {summary} [{self.clock.describe()}]")
 
     # -- drawing ----------------------------------------------------------------------------
     def _text(self, status: str) -> str:

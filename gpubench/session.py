@@ -43,6 +43,9 @@ class BenchSession:
         self.store = RunStore(options.reports_dir, options.run_id)
         self._profiles: list[HardwareProfile] | None = None
         self._store_ready = False
+        self.cases_total = 0  # gpubench cases collected to run (skips excluded)
+        # the xdist controller's progress, fed by the workers' reports (see the plugin)
+        self.reported_progress: LiveProgress | None = None
 
     @property
     def profiles(self) -> list[HardwareProfile]:

@@ -343,8 +343,15 @@ def test_xdist_workers_share_one_run(pytester: pytest.Pytester) -> None:
             assert gpubench_result.fits
         """
     )
-    result = pytester.runpytest("--gpu-profile", "cpu", "-n", "2")
+    result = pytester.runpytest("--gpu-profile", "cpu", "-n", "2", "-v")
     result.assert_outcomes(passed=2)
+    # the controller counts the cases its workers report: done / total and time left
+    result.stdout.fnmatch_lines(
+        ["gpubench: gpt-tiny-fp32-b4-s32-n3-seed?-warm1 on cpu: ok, * ?1/2 done, ~*s left?"]
+    )
+    result.stdout.fnmatch_lines(
+        ["gpubench: gpt-tiny-fp32-b4-s32-n3-seed?-warm1 on cpu: ok, * ?2/2 done?"]
+    )
     records = _results(pytester)
     assert sorted(r["case"]["seed"] for r in records) == [1, 2]
     assert len({r["run_id"] for r in records}) == 1

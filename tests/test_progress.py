@@ -72,3 +72,23 @@ def test_without_a_terminal_nothing_is_drawn_and_verbose_gets_a_line_per_case() 
     progress.case_finished(Result(case=case, profile=CPU.to_dict(), status="oom", duration_s=1))
     assert writer.out.getvalue() == ""
     assert lines == ["gpubench: gpt-tiny-fp32 on cpu: oom [1 done]"]
+
+
+def test_time_left_is_spread_over_the_cases_running_at_once() -> None:
+    clock = SessionClock(total=10, parallel=2)
+    clock.finished(60.0)
+    clock.finished(60.0)
+    assert clock.eta_s() == 240.0  # 8 left x 60 s / 2 workers
+    assert clock.describe() == "2/10 done, ~4m00s left"
+
+
+def test_cases_reported_by_xdist_workers_get_a_line_each() -> None:
+    lines: list[str] = []
+    progress = LiveProgress(FakeWriter(), live=False, verbose=True, write_line=lines.append)
+    progress.clock.parallel = 2
+    progress.case_reported("a on cpu: ok, 1,000 tok/s", 30.0, total=3)
+    progress.case_reported("b on cpu: oom", 10.0, total=3)
+    assert lines == [
+        "gpubench: a on cpu: ok, 1,000 tok/s [1/3 done, ~30s left]",
+        "gpubench: b on cpu: oom [2/3 done, ~10s left]",
+    ]
