@@ -80,6 +80,7 @@ def test_importing_models_does_not_import_torch() -> None:
         "import sys, gpubench.models, gpubench.models.sizes\n"
         "from gpubench.case import Case\n"
         "Case(model='gpt2-small'); Case(model='pkg.mod:f'); Case(model='hf:gpt2')\n"
+        "Case(model='gpt-tiny', model_config={'n_layer': 3, 'n_embd': 96})\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -144,11 +145,6 @@ def test_model_config_override_changes_shape_and_moves_declared_count() -> None:
     assert built.n_params == gpt_param_count(3, 96, 256, 128)
     assert built.declared_params == built.n_params  # gpt-tiny declares exactly
     assert "n_layer=3" in built.description
-
-
-def test_bad_model_config_value_is_a_build_error() -> None:
-    with pytest.raises(ModelBuildError, match="divisible"):
-        build_model(_tiny(model_config={"n_head": 3}), "meta")
 
 
 def test_vocab_and_sequence_length_overrides() -> None:
@@ -400,13 +396,24 @@ def test_hf_flags_and_unknown_key() -> None:
         build_model(Case(model="hf:not_a_model_type"), "cpu")
 
 
-def test_config_keys_checked_at_collection_match_gptconfig() -> None:
-    import dataclasses
+@pytest.mark.parametrize(
+    ("model_config", "message"),
+    [
+        ({"n_head": 3}, "n_embd=64 must be divisible by n_head=3"),
+        ({"n_layer": 0}, "n_layer=0 must be an integer >= 1"),
+        ({"dropout": 1.5}, "dropout=1.5 must be in [0, 1)"),
+        ({"bias": "yes"}, "bias='yes' must be True or False"),
+    ],
+)
+def test_bad_model_config_value_fails_when_the_case_is_declared(
+    model_config: dict, message: str
+) -> None:
+    from gpubench.case import CaseError, make_case
 
-    from gpubench.models.gpt import GPTConfig
-    from gpubench.models.sizes import GPT_CONFIG_KEYS
-
-    assert GPT_CONFIG_KEYS == tuple(f.name for f in dataclasses.fields(GPTConfig))
+    with pytest.raises(CaseError) as info:
+        make_case(model="gpt-tiny", model_config=model_config)
+    assert "model_config for built-in 'gpt-tiny'" in str(info.value)
+    assert message in str(info.value)
 
 
 def test_unknown_model_config_key_fails_when_the_case_is_declared() -> None:

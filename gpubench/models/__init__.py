@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpubench.case import Case, CaseError
+from gpubench.models.gpt_config import GPTConfig
 from gpubench.models.sizes import (
     BUILTIN_MODELS,
     GPT_CONFIG_KEYS,
@@ -31,8 +32,6 @@ from gpubench.models.sizes import (
 
 if TYPE_CHECKING:
     import torch
-
-    from gpubench.models.gpt import GPTConfig
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -57,7 +56,8 @@ class ModelBuildError(ValueError):
 def check_model_spec(spec: str, model_config: Mapping[str, Any] | None = None) -> None:
     """Check the *form* of a model spec; raise :class:`CaseError` naming the valid forms.
 
-    For a built-in size the ``model_config`` keys are checked too. Only syntax
+    For a built-in size the ``model_config`` keys and values are checked too
+    (the torch-free :class:`~gpubench.models.gpt_config.GPTConfig`). Only syntax
     is checked for factories and ``hf:`` models: importing them would cost
     torch (or transformers) at collection time.
     """
@@ -68,6 +68,10 @@ def check_model_spec(spec: str, model_config: Mapping[str, Any] | None = None) -
                 f"model_config key(s) {', '.join(unknown)} not known to built-in {spec!r}; "
                 f"valid keys: {', '.join(GPT_CONFIG_KEYS)}"
             )
+        try:
+            GPTConfig(**{**BUILTIN_MODELS[spec].config_fields(), **(model_config or {})})
+        except ValueError as exc:
+            raise CaseError(f"model_config for built-in {spec!r}: {exc}") from None
         return
     if isinstance(spec, str) and (HF_SPEC.match(spec) or FACTORY_SPEC.match(spec)):
         return
@@ -137,7 +141,7 @@ def build_model(case: Case, device: torch.device | str) -> BuiltModel:
 def _build_builtin(case: Case, device: torch.device | str) -> BuiltModel:
     import torch
 
-    from gpubench.models.gpt import GPT, GPTConfig
+    from gpubench.models.gpt import GPT
 
     size = BUILTIN_MODELS[case.model]
     overrides = dict(case.model_config)  # keys already checked with the Case

@@ -18,37 +18,17 @@ Shapes: B batch, T sequence length, C = n_embd, nh = n_head, hs = C // nh, V voc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from gpubench.models.gpt_config import GPTConfig
+
 ATTENTION_KERNELS = ("sdpa", "math")
 
-
-@dataclass
-class GPTConfig:
-    block_size: int = 1024  # longest sequence: rows of the positional table
-    vocab_size: int = 50257
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms, as GPT-2
-
-    def __post_init__(self) -> None:
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig {name}={value!r} must be an integer >= 1")
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"GPTConfig n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig dropout={self.dropout!r} must be in [0, 1)")
+__all__ = ["ATTENTION_KERNELS", "GPT", "GPTConfig"]
 
 
 class CausalSelfAttention(nn.Module):

@@ -19,7 +19,9 @@ above the family, chosen so their real count is within 3 % of the name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from gpubench.models.gpt_config import GPTConfig
 
 GPT2_VOCAB_SIZE = 50257  # GPT-2's byte-level BPE: 50,000 merges + 256 bytes + <|endoftext|>
 GPT2_BLOCK_SIZE = 1024  # GPT-2's context length (Radford et al. 2019, section 2.3)
@@ -44,9 +46,8 @@ def gpt_param_count(
     return n_layer * per_block + vocab_size * c + block_size * c + final_norm
 
 
-# GPTConfig's fields, here without torch so Case can check model_config keys at
-# collection; tests/test_models.py pins this to dataclasses.fields(GPTConfig).
-GPT_CONFIG_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias")
+# GPTConfig's fields (torch-free), which a built-in model's model_config may set
+GPT_CONFIG_KEYS = tuple(field.name for field in fields(GPTConfig))
 
 
 @dataclass(frozen=True, kw_only=True)
