@@ -6,7 +6,13 @@ to the profile's capacity, runs the case's engine and writes ``result.json``
 atomically. Exit codes (docs/architecture.md): 0 when a Result was written
 (``ok``, ``over_capacity``, ``oom``, ``diverged``), 1 after an unexpected
 exception (a ``crashed`` Result with the traceback is still written when the
-job could be read). Under torchrun only rank 0 writes the result.
+job could be read). Under torchrun every rank writes its Result (rank 0 to
+``--result``, rank N beside it: :func:`~gpubench.runner.protocol.rank_result_path`),
+and a rank whose case did not end ``ok`` exits ``EXIT_RANK_FAILED``: torchrun
+then stops the other ranks at once instead of leaving them blocked in a
+collective (NCCL) until the case's time limit, and the parent reports the
+first rank's failure, not rank 0's "peer closed the connection"
+(:func:`gpubench.runner.classify.merge_rank_results`).
 
 Memory capacity on a ``cpu`` profile, and why ``RLIMIT_DATA``: since Linux
 4.7 the data limit counts every private writable mapping (brk heap and
@@ -49,10 +55,11 @@ from typing import Any
 from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
 from gpubench.result import Environment, ErrorInfo, Result
-from gpubench.runner.protocol import ProgressWriter, write_json_atomic
+from gpubench.runner.protocol import ProgressWriter, rank_result_path, write_json_atomic
 
 EXIT_OK = 0  # a Result was written, whatever its status
 EXIT_ERROR = 1  # an unexpected exception; a crashed Result was written if possible
+EXIT_RANK_FAILED = 3  # torchrun, several ranks: this rank's Result is not ok; stop the rest
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -68,6 +75,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def is_rank_zero() -> bool:
     """True outside torchrun and on its rank 0."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) as torchrun set them; (0, 1) for a single process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def now_iso() -> str:
@@ -234,10 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.emit("starting")
         job = json.loads(Path(args.job).read_text(encoding="utf-8"))
         result, exit_code = run_job(job, progress)
-        if is_rank_zero():
-            write_json_atomic(args.result, result.to_dict())
+        rank, world = rank_and_world()
+        write_json_atomic(rank_result_path(args.result, rank), result.to_dict())
         if result.error is not None and exit_code != EXIT_OK:
             print(result.error.traceback, file=sys.stderr, end="")
+        if world > 1 and exit_code == EXIT_OK and not result.ran:
+            if result.error is not None:
+                print(f"rank {rank}: {result.status}: {result.error.message}", file=sys.stderr)
+            return EXIT_RANK_FAILED
         return exit_code
     except Exception:  # the job itself is unreadable: no Result can be built
         traceback.print_exc()

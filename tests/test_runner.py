@@ -31,6 +31,7 @@ from gpubench.runner.classify import (
     STDERR_TAIL_CHARS,
     STDERR_TAIL_LINES,
     classify,
+    merge_rank_results,
     oom_line,
     parent_environment,
     signal_name,
@@ -444,6 +445,95 @@ def test_an_invalid_result_counts_as_none() -> None:
     assert result.error is not None and result.error.type == "NoResult"
     assert "schema_version" in result.error.message
     assert result.environment.hostname == "parent"
+
+
+# -- several ranks: the rank that caused the failure speaks for the case -----------------------
+
+
+def rank_result(status: str, message: str = "", steps: int = 0) -> Result:
+    result = Result.from_dict(worker_result(status, ErrorInfo("E", message) if message else None))
+    result.series.step_time_s = [0.1] * steps
+    return result
+
+
+def test_a_rank_that_ran_out_of_memory_explains_rank_zeros_lost_peer() -> None:
+    rank0 = rank_result("crashed", "Connection closed by peer", steps=2)
+    rank0.error.stderr_tail = "torchrun tail"  # type: ignore[union-attr]
+    # the OOM rank's file can be the later one: it closed its group before writing
+    merged = merge_rank_results(
+        rank0, [(1.0, 0, rank0), (2.0, 1, rank_result("oom", "can't allocate memory"))]
+    )
+    assert merged.status == "oom"
+    assert merged.error is not None
+    assert merged.error.message == "rank 1: can't allocate memory"
+    assert merged.error.stderr_tail == "torchrun tail"
+    assert merged.series.step_time_s == [0.1, 0.1]  # rank 0's steps stay
+
+
+def test_a_rank_zero_that_never_answered_takes_the_failed_ranks_record() -> None:
+    timeout = classify_(returncode=-9, timed_out=True)  # built by the parent
+    merged = merge_rank_results(timeout, [(5.0, 3, rank_result("diverged", "nan", steps=4))])
+    assert merged.status == "diverged"
+    assert merged.error is not None and merged.error.message == "rank 3: nan"
+    assert len(merged.series.step_time_s) == 4
+
+
+def test_rank_results_leave_a_finished_or_self_failed_rank_zero_alone() -> None:
+    ok = rank_result("ok", steps=3)
+    assert merge_rank_results(ok, [(1.0, 1, rank_result("oom", "x"))]) is ok
+    own_oom = rank_result("oom", "rank 0's own", steps=1)
+    peers = [(1.0, 0, own_oom), (0.5, 1, rank_result("crashed", "lost peer"))]
+    assert merge_rank_results(own_oom, peers).error.message == "rank 0's own"  # type: ignore[union-attr]
+    crashed = rank_result("crashed", "first", steps=1)
+    later = [(1.0, 0, crashed), (2.0, 1, rank_result("crashed", "second"))]
+    assert merge_rank_results(crashed, later).error.message == "first"  # type: ignore[union-attr]
+
+
+def test_rank_result_files_are_found_by_rank(tmp_path: Path) -> None:
+    from gpubench.runner.protocol import rank_result_path
+
+    paths = WorkerPaths(tmp_path)
+    assert rank_result_path(paths.result, 0) == paths.result
+    for rank in (10, 2):
+        rank_result_path(paths.result, rank).write_text("{}")
+    (tmp_path / "result.rankx.json").write_text("{}")
+    assert [rank for rank, _ in paths.rank_results()] == [2, 10]
+
+
+RANK1_OOM_MODEL = """
+import os
+from torch import nn
+
+
+class TinyLM(nn.Module):
+    vocab_size = 64
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head, self.calls = nn.Embedding(64, 8), nn.Linear(8, 64), 0
+
+    def forward(self, idx):
+        self.calls += 1
+        if os.environ["RANK"] == "1" and self.calls >= 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 1073741824 bytes. Error code 12")
+        return self.head(self.emb(idx))
+
+
+def make():
+    return TinyLM()
+"""
+
+
+def test_an_oom_on_one_rank_of_two_is_the_cases_oom_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "rank1_oom_model.py").write_text(RANK1_OOM_MODEL)
+    case = Case(model="rank1_oom_model:make", batch_size=2, seq_len=8, steps=5, warmup=1, nproc=2)
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = run_case(case, PROFILE, timeout_s=120, env={"PYTHONPATH": pythonpath})
+    assert result.status == "oom", result.describe()
+    assert result.error is not None and result.error.message.startswith("rank 1: ")
+    assert "can't allocate memory" in result.error.message
+    assert result.duration_s is not None and result.duration_s < 60  # torchrun stopped rank 0
 
 
 def test_no_result_and_timed_out_is_timeout() -> None:

@@ -10,6 +10,14 @@ The rules, in order:
 5. no result and any other exit code -> ``crashed``, ``ExitCode`` (or ``NoResult``
    for a worker that exited 0 without answering).
 
+A torchrun case (several ranks) is classified on rank 0's result, then
+:func:`merge_rank_results` looks at every rank's: when rank 0 did not train to
+the end, the case's status and error are those of the rank that caused it (an
+``oom`` or ``diverged`` rank first, else the earliest-written failure), so a
+rank-1 OOM that made rank 0 see
+"connection closed by peer" (gloo) or hang until the time limit (NCCL) is
+reported as an ``oom`` on rank 1, not a crash or a timeout of rank 0.
+
 Results built here carry the parent's environment fingerprint, since the
 worker never sent its own.
 """
@@ -146,6 +154,53 @@ def classify(
     return Result(
         case=case, profile=dict(profile), status=status, error=error, environment=environment()
     )
+
+
+CAUSE_STATUSES = ("oom", "diverged")  # a rank's own training outcome, not a lost peer
+
+
+def merge_rank_results(result: Result, ranks: list[tuple[float, int, Result]]) -> Result:
+    """Rank 0's ``result``, with the status and error of the rank that failed first.
+
+    ``ranks`` holds ``(written_at, rank, Result)`` for each rank's own result file
+    (rank 0's included when the worker wrote it). Rank 0 trained to the end, or no
+    rank failed: ``result`` as it is. Otherwise the first failed rank wins (an
+    ``oom``/``diverged`` one before any other, then by time written); its error
+    message is prefixed with the rank, and rank 0's stderr tail is kept when that
+    rank has none. Rank 0's series and metrics stay (the steps every rank took
+    together) when rank 0 recorded steps; otherwise the failed rank's Result is
+    the base.
+    """
+    if result.ran:
+        return result
+    # a training outcome (oom, diverged) makes the other ranks lose a peer and crash,
+    # never the other way round: it is the cause whatever the file times say (the
+    # failing rank closes its process group before it has written its result)
+    failed = sorted(
+        (r.status not in CAUSE_STATUSES, t, rank, r) for t, rank, r in ranks if not r.ran
+    )
+    if not failed:
+        return result
+    _, _, rank, first = failed[0]
+    if rank == 0:
+        return result
+    error = (
+        dataclasses.replace(first.error)
+        if first.error is not None
+        else ErrorInfo(type="RankFailed", message=f"ended {first.status}")
+    )
+    error.message = f"rank {rank}: {error.message}"
+    if not error.stderr_tail and result.error is not None:
+        error.stderr_tail = result.error.stderr_tail
+    if error.exit_code is None and result.error is not None:
+        error.exit_code = result.error.exit_code
+    if not result.series.step_time_s:
+        # rank 0 recorded no step (stopped by torchrun, or it crashed outside the loop):
+        # the failed rank's own record, series and metrics included, is the best account
+        result = dataclasses.replace(first)
+    result.status = first.status
+    result.error = error
+    return result
 
 
 def launch_failed(

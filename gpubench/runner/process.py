@@ -29,9 +29,19 @@ import psutil
 from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
 from gpubench.result import Result
-from gpubench.runner.classify import classify, launch_failed
+from gpubench.runner.classify import (
+    classify,
+    launch_failed,
+    merge_rank_results,
+    parse_worker_result,
+)
 from gpubench.runner.launchers import Launcher, launcher_for
-from gpubench.runner.protocol import ProgressEvent, ProgressReader, WorkerPaths, write_json_atomic
+from gpubench.runner.protocol import (
+    ProgressEvent,
+    ProgressReader,
+    WorkerPaths,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +110,8 @@ def run_case(
                 stderr=_read_tail(paths.stderr),
                 timeout_s=timeout_s,
             )
+            if case.nproc > 1:
+                result = merge_rank_results(result, _rank_results(paths))
     finally:
         if not keep_workdir:
             shutil.rmtree(paths.root, ignore_errors=True)
@@ -318,6 +330,19 @@ def _read_result_data(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _rank_results(paths: WorkerPaths) -> list[tuple[float, int, Result]]:
+    """Every rank's own Result with when it was written (rank 0's: result.json)."""
+    found: list[tuple[float, int, Result]] = []
+    for rank, path in [(0, paths.result), *paths.rank_results()]:
+        result, _ = parse_worker_result(_read_result_data(path))
+        if result is not None:
+            try:
+                found.append((path.stat().st_mtime, rank, result))
+            except OSError:
+                continue
+    return found
 
 
 def _read_tail(path: Path, max_bytes: int = STDERR_READ_BYTES) -> str:

@@ -36,6 +36,15 @@ class WorkerPaths:
     def progress(self) -> Path:
         return self.root / "progress.jsonl"
 
+    def rank_results(self) -> list[tuple[int, Path]]:
+        """(rank, path) of the Results ranks other than 0 wrote (:func:`rank_result_path`)."""
+        ranked = []
+        for path in self.root.glob(f"{self.result.stem}.rank*{self.result.suffix}"):
+            rank = path.stem.rsplit(".rank", 1)[1]
+            if rank.isdigit():
+                ranked.append((int(rank), path))
+        return sorted(ranked)
+
     @property
     def stdout(self) -> Path:
         return self.root / "stdout.log"
@@ -135,3 +144,12 @@ class ProgressReader:
             except (ValueError, TypeError):
                 continue  # a garbled line is not worth failing a case over
         return events
+
+
+def rank_result_path(result: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a torchrun case writes its Result: rank 0 writes ``result``
+    itself, rank N ``result.rankN.json`` beside it, so that the parent can tell which
+    rank failed first when rank 0 only saw a peer vanish."""
+    if rank == 0:
+        return result
+    return result.with_name(f"{result.stem}.rank{rank}{result.suffix}")
