@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.case import Case, CaseError
-from gpubench.compat import check_case_on_profile, missing_requirement
+from gpubench.compat import check_case_on_profile, check_model_importable, missing_requirement
 from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
@@ -245,6 +245,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             else:
                 try:
                     check_case_on_profile(case, profile)
+                    check_model_importable(case)
                 except CaseError as exc:
                     pytest.fail(str(exc), pytrace=False)
                 missing = missing_requirement(case)

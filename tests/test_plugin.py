@@ -237,6 +237,65 @@ def test_gpu_suites_skip_on_cpu_with_a_reason(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*declared for GPU profiles; profile 'cpu' has no GPU*"])
 
 
+def test_a_user_model_beside_the_test_file_imports_in_the_worker(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.mkdir("bench")
+    (pytester.path / "bench" / "my_models.py").write_text(
+        "from torch import nn\n\n\n"
+        "def make():\n"
+        "    model = nn.Sequential(nn.Embedding(64, 8), nn.Linear(8, 64))\n"
+        "    model.vocab_size = 64\n"
+        "    return model\n"
+    )
+    (pytester.path / "bench" / "test_mine.py").write_text(
+        "import gpubench\n\n\n"
+        '@gpubench.single_case(model="my_models:make", batch_size=2, seq_len=8, steps=3, '
+        "warmup=1)\n"
+        "def test_mine(gpubench_result):\n"
+        "    assert gpubench_result.fits, gpubench_result.describe()\n"
+    )
+    result = pytester.runpytest("bench", "--gpu-profile", "cpu")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_factory_module_not_on_the_import_path_fails_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_missing=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY.replace('"gpt-tiny"', '"no_such_pkg_xyz.models:make"')})
+        def test_missing(gpubench_result):
+            pass
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu")
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the session
+    result.stdout.fnmatch_lines(["*no module 'no_such_pkg_xyz' on the import path*"])
+    assert not (pytester.path / "reports").exists()
+
+
+def test_hf_models_without_transformers_skip_with_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        gpubench.compat.importlib.util,
+        "find_spec",
+        lambda name, package=None: None if name == "transformers" else real_find_spec(name),
+    )
+    from gpubench.case import make_case
+
+    reason = gpubench.compat.missing_requirement(make_case(model="hf:gpt2"))
+    assert reason == (
+        "model='hf:gpt2' needs the transformers package, which is not installed; "
+        "pip install 'gpubench[hf]'"
+    )
+    assert gpubench.compat.missing_requirement(make_case(model="gpt-tiny")) is None
+
+
 def test_a_case_whose_framework_is_missing_is_skipped_and_the_rest_run(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

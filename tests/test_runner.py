@@ -113,7 +113,22 @@ def test_process_launcher_runs_the_worker_module(tmp_path: Path) -> None:
         "--progress",
         str(tmp_path / "progress.jsonl"),
     ]
-    assert launcher.env() == {}
+    assert set(launcher.env()) <= {"PYTHONPATH"}  # torch cases: the import path only
+
+
+def test_workers_get_the_import_path_pytest_added_but_not_the_interpreters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sysconfig
+
+    from gpubench.runner.launchers import import_path_env
+
+    monkeypatch.setattr(sys, "path", [str(tmp_path), "", sysconfig.get_paths()["stdlib"]])
+    monkeypatch.setenv("PYTHONPATH", "/from/the/user")
+    assert import_path_env() == {"PYTHONPATH": os.pathsep.join([str(tmp_path), "/from/the/user"])}
+    monkeypatch.delenv("PYTHONPATH")
+    monkeypatch.setattr(sys, "path", [sysconfig.get_paths()["purelib"]])
+    assert import_path_env() == {}
 
 
 def test_torchrun_launcher_runs_nproc_workers(tmp_path: Path) -> None:

@@ -5,6 +5,12 @@ for a case's :class:`~gpubench.runner.protocol.WorkerPaths`);
 :func:`gpubench.runner.process.run_case` does the starting, watching and
 killing, the same way for every launcher.
 
+Every worker gets the parent's import path (:func:`import_path_env`): pytest
+puts a test file's folder (or rootdir) on ``sys.path`` before importing it, so
+``model="mymodels:make"`` with ``mymodels.py`` beside the test imports in the
+test; the worker, a fresh interpreter, would not find it without the same
+entries on its ``PYTHONPATH``.
+
 DeepSpeed cases (``engine="deepspeed"``) get two things more in their
 environment (:func:`deepspeed_env`):
 
@@ -62,6 +68,27 @@ def worker_args(paths: WorkerPaths) -> list[str]:
     ]
 
 
+def import_path_env() -> dict[str, str]:
+    """``PYTHONPATH`` for a worker: this process's ``sys.path`` entries that a fresh
+    interpreter of the same Python would not have (those pytest or the user added),
+    ahead of any PYTHONPATH already set. The interpreter's own folders (stdlib,
+    site-packages) are left out so nothing shadows the standard library."""
+    own = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    extra: list[str] = []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        real = os.path.realpath(entry)
+        if any(real == prefix or real.startswith(prefix + os.sep) for prefix in own):
+            continue
+        if entry not in extra:
+            extra.append(entry)
+    inherited = os.environ.get("PYTHONPATH")
+    if inherited:
+        extra.append(inherited)
+    return {"PYTHONPATH": os.pathsep.join(extra)} if extra else {}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now (the kernel's pick for port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -113,7 +140,7 @@ class ProcessLauncher:
 
     def env(self) -> dict[str, str]:
         # computed at launch, so the free port is free when the worker starts
-        return deepspeed_env(single_process=True) if self.deepspeed else {}
+        return import_path_env() | (deepspeed_env(single_process=True) if self.deepspeed else {})
 
 
 @dataclass(frozen=True)
@@ -141,7 +168,7 @@ class TorchrunLauncher:
         ]
 
     def env(self) -> dict[str, str]:
-        return deepspeed_env(single_process=False) if self.deepspeed else {}
+        return import_path_env() | (deepspeed_env(single_process=False) if self.deepspeed else {})
 
 
 def launcher_for(case: Case) -> Launcher:
