@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,7 +211,7 @@ class _XdistHooks:
         progress = self.session.reported_progress
         if progress is None or report.when != "teardown":
             return  # once per test; the fixture's properties are on every phase's report
-        props = dict(report.user_properties)
+        props: dict[str, Any] = dict(report.user_properties)  # JSON values, from the fixture
         if "gpubench_status" not in props:
             return  # not a gpubench case, or skipped before it ran
         progress.clock.parallel = max(1, self.workers)
