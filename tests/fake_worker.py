@@ -18,6 +18,11 @@ Modes:
   crashed-result a ``crashed`` Result without a stderr tail, a traceback on stderr; exit 1
   leak           a sleeping child in the group, a valid Result, exit 0 at once
   leak-setsid    a sleeping child in its own session, a valid Result after 1.5 s, exit 0
+  quick-setsid   a sleeping child in its own session, a valid Result, exit 0 at once
+                 (before any scan of the tree could see the child)
+  double-fork    a daemon: a child forks a sleeping grandchild and exits at once, so the
+                 grandchild is an orphan from its first instant; a valid Result after 1.5 s
+  answer-hang    a valid Result, then sleep forever (SIGTERM ends it)
 """
 
 from __future__ import annotations
@@ -56,6 +61,26 @@ def start_sleeper(role: str, *, ignore_term: bool, new_session: bool = False) ->
         stdin=subprocess.DEVNULL,
     )
     record_pid(role, child.pid)
+
+
+def start_daemon(role: str) -> None:
+    """The classic double fork: the grandchild never has a living parent to be found under."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: start the grandchild in its own session, then vanish
+        os.close(read_end)
+        grandchild = subprocess.Popen(
+            [sys.executable, "-c", SLEEPER.format(action="SIG_DFL")],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        os.write(write_end, str(grandchild.pid).encode())
+        os._exit(0)
+    os.close(write_end)
+    pid = int(os.read(read_end, 32).decode())
+    os.close(read_end)
+    os.waitpid(child, 0)
+    record_pid(role, pid)
 
 
 def sleep_forever() -> None:
@@ -149,6 +174,16 @@ def main() -> int:
         start_sleeper("leaked", ignore_term=False, new_session=True)
         time.sleep(1.5)  # long enough for the parent's periodic descendant scan
         write_result(args)
+    elif mode == "quick-setsid":
+        write_result(args)
+        start_sleeper("escapee", ignore_term=False, new_session=True)  # then exit at once
+    elif mode == "double-fork":
+        start_daemon("daemon")
+        time.sleep(1.5)
+        write_result(args)
+    elif mode == "answer-hang":
+        write_result(args)
+        sleep_forever()
     else:
         print(f"fake worker: unknown mode {mode!r}", file=sys.stderr)
         return 2

@@ -93,6 +93,9 @@ def is_dead(pid: int) -> bool:
 def assert_all_dead(pids: dict[str, int]) -> None:
     alive = {role: pid for role, pid in pids.items() if not is_dead(pid)}
     assert not alive, f"still running after the case: {alive}"
+    # and reaped: no zombie of the case stays this process's child (adopted orphans are)
+    zombies = [c.pid for c in psutil.Process().children() if c.pid in pids.values()]
+    assert not zombies, f"left as zombie children of the parent: {zombies}"
 
 
 # -- launchers ------------------------------------------------------------------------------
@@ -337,6 +340,51 @@ def test_a_child_leaked_by_a_finished_worker_is_killed(pidfile: Path) -> None:
 def test_a_setsid_child_leaked_by_a_finished_worker_is_killed(pidfile: Path) -> None:
     result = run_case(CASE, PROFILE, timeout_s=30, launcher=fake("leak-setsid", pidfile))
     assert result.status == "ok"
+    assert_all_dead(recorded_pids(pidfile))
+
+
+def test_a_setsid_child_of_a_worker_that_exits_at_once_is_killed(pidfile: Path) -> None:
+    # the worker is gone before the first scan of its tree: only adoption finds the child
+    result = run_case(CASE, PROFILE, timeout_s=30, launcher=fake("quick-setsid", pidfile))
+    assert result.status == "ok"
+    pids = recorded_pids(pidfile)
+    assert set(pids) == {"worker", "escapee"}
+    assert_all_dead(pids)
+
+
+def test_a_double_forked_daemon_is_killed(pidfile: Path) -> None:
+    result = run_case(CASE, PROFILE, timeout_s=30, launcher=fake("double-fork", pidfile))
+    assert result.status == "ok"
+    pids = recorded_pids(pidfile)
+    assert set(pids) == {"worker", "daemon"}
+    assert_all_dead(pids)
+
+
+def test_a_double_forked_daemon_is_killed_on_timeout(pidfile: Path) -> None:
+    result = run_case(CASE, PROFILE, timeout_s=1.0, launcher=fake("double-fork", pidfile))
+    assert result.status == "timeout"
+    assert_all_dead(recorded_pids(pidfile))
+
+
+def test_the_subreaper_mark_is_put_back_after_the_case(pidfile: Path) -> None:
+    from gpubench.runner.subreaper import is_subreaper
+
+    before = is_subreaper()
+    run_case(CASE, PROFILE, timeout_s=30, launcher=fake("ok", pidfile))
+    assert is_subreaper() == before
+
+
+def test_a_worker_that_answers_but_never_exits_is_ended_and_its_answer_stands(
+    pidfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpubench.runner.process
+
+    monkeypatch.setattr(gpubench.runner.process, "EXIT_GRACE_S", 1.0)
+    start = time.monotonic()
+    result = run_case(CASE, PROFILE, timeout_s=60, launcher=fake("answer-hang", pidfile))
+    assert time.monotonic() - start < 15  # not the 60 s limit
+    assert result.status == "ok"
+    assert result.metrics.measured_steps == 3
     assert_all_dead(recorded_pids(pidfile))
 
 

@@ -6,10 +6,23 @@ group), hands progress events to a callback while it waits, and on the time
 limit kills the whole tree: SIGTERM to the group, up to 3 s grace, then
 SIGKILL to the group and to every descendant that left it. Whatever happens
 to the worker, the caller gets a Result, never an exception.
+
+Descendants that left the group are found two ways: a scan of the worker's
+tree once a second while it runs, and, on Linux, by adoption: the parent is
+a child subreaper while the case runs (:mod:`gpubench.runner.subreaper`), so
+an orphan (a double-forked daemon, a torchrun rank whose torchrun died)
+becomes the parent's child instead of init's. Every process killed is waited
+for (reaped when it is the parent's child) before the next case may start:
+a rank that still holds its GPU context would make the next case's OOM.
+
+A worker that has written its answer but does not exit (a hang in NCCL's or
+a thread's teardown) gets ``EXIT_GRACE_S`` more, then is ended like a timeout;
+its answer stands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +55,7 @@ from gpubench.runner.protocol import (
     WorkerPaths,
     write_json_atomic,
 )
+from gpubench.runner.subreaper import Subreaper, adopted_children
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +63,7 @@ TERM_GRACE_S = 3.0  # timeout: SIGTERM, then this long before SIGKILL
 LEFTOVER_GRACE_S = 1.0  # normal exit: the same for processes the worker left behind
 DESCENDANT_SCAN_INTERVAL_S = 1.0  # how often the running tree is recorded
 REAP_TIMEOUT_S = 10.0  # after SIGKILL; a process stuck in the kernel may take a while
+EXIT_GRACE_S = 60.0  # from a written result.json to the worker's exit, before it is ended
 STDERR_READ_BYTES = 64 * 1024  # enough for the tail classify keeps
 
 
@@ -150,47 +165,68 @@ def _run_worker(
     full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | launcher.env() | dict(env)
     started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.monotonic()
-    with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                env=full_env,
-            )
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            command = argv[0] if argv else "(empty command)"
-            reason = f"{command}: {type(exc).__name__}: {exc}"
-            return _Outcome(None, False, None, started_at, time.monotonic() - t0, reason)
-
-    tree = _ProcessTree(proc)
-    relay = _ProgressRelay(paths.progress, on_progress)
-    deadline = t0 + timeout_s
-    next_scan = t0 + DESCENDANT_SCAN_INTERVAL_S
-    timed_out = False
-    try:
-        while True:
-            relay.poll()
-            if proc.poll() is not None:
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out = True
-                break
-            if now >= next_scan:
-                tree.record_descendants()
-                next_scan = now + DESCENDANT_SCAN_INTERVAL_S
+    with Subreaper():
+        known = _own_children()  # what this process ran before the case is not the case's
+        since = time.time() - 1.0  # create_time has clock-tick resolution
+        with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
             try:
-                proc.wait(timeout=min(poll_interval_s, deadline - now))
-            except subprocess.TimeoutExpired:
-                pass
-    finally:  # also on KeyboardInterrupt: nothing may outlive the case
-        exited = proc.returncode is not None
-        tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
+                proc = subprocess.Popen(
+                    argv,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    env=full_env,
+                )
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                command = argv[0] if argv else "(empty command)"
+                reason = f"{command}: {type(exc).__name__}: {exc}"
+                return _Outcome(None, False, None, started_at, time.monotonic() - t0, reason)
+
+        tree = _ProcessTree(proc, known=known | {proc.pid}, since=since)
+        relay = _ProgressRelay(paths.progress, on_progress)
+        deadline = t0 + timeout_s
+        next_scan = t0 + DESCENDANT_SCAN_INTERVAL_S
+        answered_by: float | None = None  # when result.json appeared
+        timed_out = False
+        try:
+            while True:
+                relay.poll()
+                if proc.poll() is not None:
+                    break
+                now = time.monotonic()
+                if now >= deadline:
+                    timed_out = True
+                    break
+                if answered_by is None and paths.result.exists():
+                    answered_by = now
+                if answered_by is not None and now - answered_by >= EXIT_GRACE_S:
+                    log.warning(
+                        "worker pid %d wrote its result but has not exited in %.0f s; ending it",
+                        proc.pid,
+                        EXIT_GRACE_S,
+                    )
+                    break
+                if now >= next_scan:
+                    tree.record_descendants()
+                    next_scan = now + DESCENDANT_SCAN_INTERVAL_S
+                try:
+                    proc.wait(timeout=min(poll_interval_s, deadline - now))
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:  # also on KeyboardInterrupt: nothing may outlive the case
+            exited = proc.returncode is not None
+            tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
+    tree.reap_adopted()  # orphans that died after the last look, now that none can arrive
     relay.poll()
     return _Outcome(proc.returncode, timed_out, proc.pid, started_at, time.monotonic() - t0)
+
+
+def _own_children() -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process().children()}
+    except psutil.Error:
+        return set()
 
 
 class _ProgressRelay:
@@ -217,30 +253,39 @@ class _ProgressRelay:
 
 
 class _ProcessTree:
-    """The worker, its process group, and every descendant seen running.
+    """The worker, its process group, every descendant seen running, and the orphans
+    this process adopted (:mod:`gpubench.runner.subreaper`) since the case started.
 
     A descendant that called ``setsid`` has left the group; it is still killed
-    if it was recorded while its parent was alive. The group id cannot be
-    handed to a new process while any member of the group is alive, so
-    signalling it never reaches a stranger.
+    if it was recorded while its parent was alive, or adopted once orphaned.
+    The group is signalled only while it has a member: a group id cannot be
+    handed to a new process while any member of the group is alive, so the
+    signal never reaches a stranger.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], known: set[int] | None = None, since: float = 0.0
+    ) -> None:
         self._proc = proc
         self._pgid = proc.pid  # start_new_session: the worker leads its own group
         self._seen: dict[int, psutil.Process] = {}
+        self._known = known if known is not None else {proc.pid}
+        self._since = since
         try:
             self._worker: psutil.Process | None = psutil.Process(proc.pid)
         except psutil.Error:
             self._worker = None  # already gone
 
     def record_descendants(self, roots: Iterable[psutil.Process] | None = None) -> None:
-        """Remember every current descendant of ``roots`` (default: the worker)."""
+        """Remember every current descendant of ``roots`` (default: the worker and the
+        orphans adopted so far)."""
         if roots is None:
-            if self._worker is None or self._proc.poll() is not None:
-                return  # an exited worker's children are orphans: nothing to walk
-            roots = [self._worker]
+            roots = list(self._adopted())
+            if self._worker is not None and self._proc.poll() is None:
+                roots.append(self._worker)
         for root in list(roots):
+            if root.pid != self._proc.pid:  # the worker is Popen's to wait for
+                self._seen.setdefault(root.pid, root)
             try:
                 children = root.children(recursive=True)
             except psutil.Error:
@@ -249,7 +294,8 @@ class _ProcessTree:
                 self._seen.setdefault(child.pid, child)
 
     def end(self, grace_s: float) -> None:
-        """Terminate whatever is still running, SIGKILL it after ``grace_s``, reap the worker."""
+        """Terminate whatever is still running, SIGKILL it after ``grace_s``, and wait
+        for every process of the case to be gone (reaping this process's own)."""
         self.record_descendants()
         alive = self._alive()
         if alive:
@@ -267,21 +313,62 @@ class _ProcessTree:
             log.warning(
                 "worker pid %d still running %.0f s after SIGKILL", self._proc.pid, REAP_TIMEOUT_S
             )
+        self._wait_gone(list(self._seen.values()))
+
+    def reap_adopted(self) -> None:
+        """Kill and reap orphans adopted after :meth:`end` looked (a process re-parented
+        to this one stays its child, whatever the subreaper mark says since)."""
+        late = self._adopted()
+        if late:
+            self._seen.update((p.pid, p) for p in late)
+            for proc in late:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            self._wait_gone(late)
+
+    def _adopted(self) -> list[psutil.Process]:
+        return adopted_children(self._known, self._since)
+
+    def _wait_gone(self, procs: list[psutil.Process]) -> None:
+        """Until every one of ``procs`` is dead; this process's children among them are
+        reaped, so no zombie of a case stays behind."""
+        deadline = time.monotonic() + REAP_TIMEOUT_S
+        pending = list(procs)
+        while pending:
+            still = []
+            for proc in pending:
+                if proc.pid != self._proc.pid:  # the worker is Popen's to reap
+                    _reap_if_child(proc.pid)
+                if _is_alive(proc):
+                    still.append(proc)
+            pending = still
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        for proc in pending:
+            log.warning("pid %d of a finished case still running after SIGKILL", proc.pid)
 
     def _alive(self) -> list[psutil.Process]:
         procs = dict(self._seen)
+        for orphan in self._adopted():
+            procs.setdefault(orphan.pid, orphan)
         if self._worker is not None and self._proc.poll() is None:
             procs[self._worker.pid] = self._worker
         procs.update(self._group_members())
         return [p for p in procs.values() if _is_alive(p)]
 
-    def _group_members(self) -> dict[int, psutil.Process]:
+    def _group_alive(self) -> bool:
         try:
             os.killpg(self._pgid, 0)
         except ProcessLookupError:
-            return {}  # the common case after a clean exit: one syscall, no scan
+            return False
         except PermissionError:
-            pass
+            return True
+        return True
+
+    def _group_members(self) -> dict[int, psutil.Process]:
+        if not self._group_alive():
+            return {}  # the common case after a clean exit: one syscall, no scan
         members = {}
         for proc in psutil.process_iter():
             try:
@@ -292,15 +379,20 @@ class _ProcessTree:
         return members
 
     def _signal(self, procs: list[psutil.Process], sig: signal.Signals) -> None:
-        try:
-            os.killpg(self._pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self._group_alive():  # an empty group's id may already be someone else's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pgid, sig)
         for proc in procs:
             try:
                 proc.send_signal(sig)  # psutil refuses if the pid was reused
             except psutil.Error:
                 continue
+
+
+def _reap_if_child(pid: int) -> None:
+    """``waitpid(pid, WNOHANG)`` when ``pid`` is this process's exited child; else nothing."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _is_alive(proc: psutil.Process) -> bool:
