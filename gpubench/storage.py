@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+import warnings
 from pathlib import Path
 
 from gpubench.result import Result
@@ -49,11 +50,19 @@ class RunStore:
             tmp.unlink(missing_ok=True)
 
     def append(self, result: Result) -> None:
+        """Append one line, whole: under the lock, after a newline if an earlier writer was
+        cut off mid-line (so its fragment cannot swallow this record), looping over short
+        writes, then fsync."""
         line = (result.to_json() + "\n").encode("utf-8")
-        fd = os.open(self.results_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.results_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.write(fd, line)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -64,7 +73,8 @@ class RunStore:
 
 
 def read_results(path: Path) -> list[Result]:
-    """All Results of a results.jsonl; a truncated last line (killed writer) is skipped."""
+    """All Results of a results.jsonl. A line that is not a whole record (a writer killed
+    mid-line) is skipped with a warning naming it; the records around it are kept."""
     results = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
@@ -73,8 +83,10 @@ def read_results(path: Path) -> list[Result]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                if fh.readline() == "":  # only the very last line may be cut short
-                    break
-                raise ValueError(f"{path}:{number}: not a JSON line: {exc}") from exc
+                warnings.warn(
+                    f"{path}:{number}: skipped a line that is not a whole JSON record ({exc})",
+                    stacklevel=2,
+                )
+                continue
             results.append(Result.from_dict(data))
     return results

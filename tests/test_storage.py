@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from gpubench import make_case
 from gpubench.result import Result
 from gpubench.storage import RunStore, new_run_id, read_results
@@ -31,7 +33,12 @@ def test_a_line_cut_short_by_a_killed_writer_loses_only_itself(tmp_path: Path) -
     store.append(_result("ok"))
     with open(store.results_path, "a") as fh:
         fh.write('{"schema_version": 1, "case": {"mod')
-    assert [r.status for r in read_results(store.results_path)] == ["ok"]
+    with pytest.warns(UserWarning, match=r"results.jsonl:2: skipped a line"):
+        assert [r.status for r in read_results(store.results_path)] == ["ok"]
+    # the next writer starts on a line of its own: its record is not glued to the fragment
+    store.append(_result("oom"))
+    with pytest.warns(UserWarning, match=r"results.jsonl:2: skipped a line"):
+        assert [r.status for r in read_results(store.results_path)] == ["ok", "oom"]
 
 
 def test_appends_from_several_processes_interleave_whole_lines(tmp_path: Path) -> None:
