@@ -157,6 +157,30 @@ def test_a_peak_between_samples_is_not_missed() -> None:
     assert int(out.stdout) >= 0.8 * 300
 
 
+ENDED_CHILDREN = (
+    "import subprocess, sys\n"
+    "from gpubench.trackers import ProcessTreeRSS\n"
+    "def child(mib):\n"
+    "    code = f'b = bytearray({mib} * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1'\n"
+    "    subprocess.run([sys.executable, '-c', code], check=True)\n"
+    "child(300)  # before the case: the set-up's (DeepSpeed's op build), not the case's\n"
+    "with ProcessTreeRSS(interval_s=3600) as quiet:\n"
+    "    pass\n"
+    "with ProcessTreeRSS(interval_s=3600) as busy:\n"
+    "    child(600)  # during the case, and ended before the last sample\n"
+    "print(quiet.peak_bytes // 2**20, busy.peak_bytes // 2**20)\n"
+)
+
+
+def test_children_that_ended_before_the_case_do_not_count_those_during_it_do() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", ENDED_CHILDREN], capture_output=True, text=True, check=True
+    )
+    quiet_mib, busy_mib = map(int, out.stdout.split())
+    assert quiet_mib < 250  # the interpreter alone, not the 300 MiB child before it
+    assert busy_mib >= 0.8 * 600
+
+
 def test_process_tree_rss_stops_its_thread() -> None:
     rss = ProcessTreeRSS(interval_s=0.01)
     with rss.track():

@@ -51,6 +51,11 @@ def tree_peak_rss_bytes(process: psutil.Process) -> int:
     return sum(peak_rss_bytes(member.pid) or 0 for member in members)
 
 
+def _ended_children_peak_bytes() -> int:
+    """The largest peak RSS among this process's waited-for descendants (``RUSAGE_CHILDREN``)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
 class ProcessTreeRSS(Tracker):
     """Peak RSS of ``pid``'s process tree: high-water marks read every ``interval_s``."""
 
@@ -59,11 +64,15 @@ class ProcessTreeRSS(Tracker):
         self.interval_s = interval_s
         self.peak_bytes: int | None = None
         self.samples = 0
+        self._children_before = 0
         self._process = psutil.Process(self.pid)
         self._lock = threading.Lock()
         self._sampler = PeriodicSampler(self.sample, interval_s, "gpubench-rss-sampler")
 
     def start(self) -> None:
+        # children that ended before the case (DeepSpeed's op builds: ninja, g++) are the
+        # set-up's, not the case's: their peak is the floor an ended child must pass
+        self._children_before = _ended_children_peak_bytes()
         self.sample()
         self._sampler.start()
 
@@ -73,9 +82,10 @@ class ProcessTreeRSS(Tracker):
         finally:
             self.sample()  # the final state counts too
             if self.pid == os.getpid():  # descendants that ended: the largest one's peak
-                ended = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-                own = peak_rss_bytes(self.pid) or 0
-                self._record(own + ended)
+                ended = _ended_children_peak_bytes()
+                if ended > self._children_before:  # else no child of the case outgrew them
+                    own = peak_rss_bytes(self.pid) or 0
+                    self._record(own + ended)
 
     def sample(self) -> int:
         """Read the tree's high-water marks now; returns their sum."""
