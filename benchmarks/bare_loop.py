@@ -12,6 +12,7 @@ the measured steps (the sum of their times; warm-up steps excluded).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -41,7 +42,9 @@ def main() -> None:
         logits = built.logits(x)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, case.grad_clip)
+        torch.nn.utils.clip_grad_norm_(
+            params, math.inf if case.grad_clip is None else case.grad_clip
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()

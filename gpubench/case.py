@@ -41,11 +41,55 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
         raise CaseError(f"{name}={value!r} must be an integer >= {minimum}")
 
 
-def _positive_number(name: str, value: Any, allow_inf: bool = False) -> None:
+def _positive_number(name: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if not ok or (math.isinf(value) and not allow_inf) or math.isnan(value):
-        kind = "positive number (inf allowed)" if allow_inf else "positive, finite number"
-        raise CaseError(f"{name}={value!r} must be a {kind}")
+    if not ok or math.isinf(value) or math.isnan(value):
+        raise CaseError(f"{name}={value!r} must be a positive, finite number")
+
+
+def _grad_clip(value: Any) -> None:
+    """A positive, finite max norm, or None for no clipping (never inf: JSON cannot carry it)."""
+    if value is None:
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isinf(value):
+        raise CaseError(f"grad_clip={value!r} is not valid; use grad_clip=None for no clipping")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not ok or math.isnan(value):
+        raise CaseError(
+            f"grad_clip={value!r} must be a positive, finite number, or None for no clipping"
+        )
+
+
+def _sorted_model_config(config: Any) -> tuple[tuple[str, Any], ...]:
+    """``model_config`` as (key, value) pairs sorted by key, however it was given (a mapping
+    or pairs in any order): the id and equality must not depend on the order, which a JSON
+    round trip (through a dict) does not keep."""
+    if isinstance(config, Mapping):
+        pairs = [tuple(kv) for kv in config.items()]
+    else:
+        try:
+            pairs = [tuple(kv) for kv in config]
+        except TypeError:
+            raise CaseError(
+                f"model_config={config!r} must be a mapping or (key, value) pairs"
+            ) from None
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise CaseError(f"model_config entry {pair!r} must be a (str key, value) pair")
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise CaseError(f"model_config key(s) {', '.join(repeated)} given more than once")
+    return tuple(sorted(pairs, key=lambda kv: kv[0]))
+
+
+def _id_number(value: Any) -> str:
+    """A number as an id token: the short ``:g`` form (``0.001``) where it reads back as the
+    same float, else ``repr`` (``0.0003000012``), so two different values never share an id."""
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _boolean(name: str, value: Any) -> None:
@@ -140,7 +184,8 @@ class Case:
     nproc: int = 1  # processes (GPUs) per case; >1 launches through torchrun
     seed: int = 0
     lr: float = 3e-4
-    grad_clip: float = 1.0  # max grad norm; the unclipped norm is recorded either way
+    grad_clip: float | None = 1.0  # max grad norm, None: no clipping; the unclipped norm
+    # is recorded either way
     vocab_size: int | None = None  # override the model's vocabulary (data and embedding)
     expect_params: int | None = None  # declared parameter count, checked (±10 %) in the worker
     model_config: tuple[tuple[str, Any], ...] = ()  # overrides passed to the model's config
@@ -153,10 +198,7 @@ class Case:
             raise CaseError(f"model={self.model!r} must be a non-empty string")
         if isinstance(self.flags, Mapping):
             object.__setattr__(self, "flags", Flags(**self.flags))
-        if isinstance(self.model_config, Mapping):
-            object.__setattr__(self, "model_config", tuple(sorted(self.model_config.items())))
-        else:
-            object.__setattr__(self, "model_config", tuple(tuple(kv) for kv in self.model_config))
+        object.__setattr__(self, "model_config", _sorted_model_config(self.model_config))
         _positive_int("batch_size", self.batch_size)
         _positive_int("seq_len", self.seq_len, minimum=2)
         _positive_int("steps", self.steps, minimum=2)
@@ -171,7 +213,7 @@ class Case:
         if self.expect_params is not None:
             _positive_int("expect_params", self.expect_params)
         _positive_number("lr", self.lr)
-        _positive_number("grad_clip", self.grad_clip, allow_inf=True)  # inf: no clipping
+        _grad_clip(self.grad_clip)
         _positive_int("seed", self.seed, minimum=0)
         if self.flags.uses_deepspeed and self.engine != "deepspeed":
             raise CaseError(
@@ -211,9 +253,7 @@ class Case:
         ):
             value = getattr(self, fname)
             if value != getattr(defaults, fname):
-                tokens.append(
-                    f"{short}{value:g}" if isinstance(value, float) else f"{short}{value}"
-                )
+                tokens.append(f"{short}none" if value is None else f"{short}{_id_number(value)}")
         tokens += [f"{key}{value}" for key, value in self.model_config]
         if self.data != defaults.data:
             tokens.append(self.data)
@@ -259,7 +299,8 @@ class Case:
         return cls(**kwargs)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """Strict JSON, as the worker protocol writes it (no NaN or inf)."""
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
 
 
 def make_case(**settings: Any) -> Case:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from gpubench.result import Result
+from gpubench.result import NOISY_CV, Result
 
 
 def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
@@ -14,6 +14,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
     for r in results:
         m = r.metrics
         tps = m.tokens_per_s
+        step = m.step_time_s
         peak = r.peak_memory_bytes
         rows.append(
             {
@@ -22,8 +23,9 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "status": r.status,
                 "tok/s": f"{tps.median:,.0f}" if tps else "-",
                 "p10-p90": f"{tps.p10:,.0f}-{tps.p90:,.0f}" if tps else "-",
-                "cv%": (f"{100 * tps.cv:.1f}" + ("!" if m.noisy else "")) if tps else "-",
-                "step ms": f"{1000 * m.step_time_s.median:.1f}" if m.step_time_s else "-",
+                # the step time's CV, the one Metrics.noisy judges (the "!")
+                "cv%": (f"{100 * step.cv:.1f}" + ("!" if m.noisy else "")) if step else "-",
+                "step ms": f"{1000 * step.median:.1f}" if step else "-",
                 "peak GiB": f"{peak / 2**30:.2f}" if peak else "-",
                 "mem": _memory_source(r),
                 "loss": (
@@ -58,6 +60,8 @@ def format_summary(results: Sequence[Result]) -> str:
     if not results:
         return "no gpubench cases ran"
     text = summary_frame(results).to_string(index=False)
-    if any(r.metrics.noisy for r in results):
-        text += "\n! = step-time coefficient of variation above 5 %: a noisy measurement"
+    if any(r.metrics.step_time_s for r in results):
+        text += "\ncv% = step-time coefficient of variation over the measured steps"
+        if any(r.metrics.noisy for r in results):
+            text += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
     return text

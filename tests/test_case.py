@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -49,8 +50,13 @@ def test_id_of_external_model_is_pytest_friendly() -> None:
         ({"engine": "jax"}, "engine='jax'"),
         ({"warmup": "sometimes"}, "warmup='sometimes'"),
         ({"precison": "bf16"}, "unknown case setting(s) precison; valid settings:"),
-        ({"grad_clip": 0}, "grad_clip=0 must be a positive number (inf allowed)"),
-        ({"grad_clip": -1.0}, "grad_clip=-1.0 must be a positive number"),
+        ({"grad_clip": 0}, "grad_clip=0 must be a positive, finite number, or None for no"),
+        ({"grad_clip": -1.0}, "grad_clip=-1.0 must be a positive, finite number"),
+        ({"grad_clip": float("nan")}, "grad_clip=nan must be a positive, finite number"),
+        ({"grad_clip": "1"}, "grad_clip='1' must be a positive, finite number"),
+        ({"grad_clip": math.inf}, "grad_clip=inf is not valid; use grad_clip=None for no clip"),
+        ({"model_config": [("n_layer",)]}, "model_config entry ('n_layer',) must be a (str"),
+        ({"model_config": (("n_layer", 2), ("n_layer", 3))}, "n_layer given more than once"),
         ({"lr": True}, "lr=True must be a positive, finite number"),
         ({"lr": float("inf")}, "lr=inf must be a positive, finite number"),
         ({"seed": "x"}, "seed='x' must be an integer >= 0"),
@@ -135,3 +141,42 @@ def test_non_finite_numbers_are_written_as_null() -> None:
     assert data["series"]["loss"] == [5.0, None]
     assert data["series"]["grad_norm"] == [1.0, None]
     assert Result.from_dict(data).series.loss == [5.0, None]
+
+
+# -- identity survives the JSON the worker protocol carries --------------------------------------
+
+
+def test_no_clipping_is_none_and_crosses_the_json_protocol() -> None:
+    # grad_clip=inf could not cross: job.json is strict JSON, and a Result wrote the inf as
+    # null, which Case.from_dict then refused; None is "no clipping" and is plain JSON
+    case = make_case(model="gpt-tiny", grad_clip=None)
+    assert case.id == "gpt-tiny-fp32-clipnone"
+    again = Case.from_dict(json.loads(case.to_json()))
+    assert again == case and again.id == case.id and again.grad_clip is None
+    result = Result(case=case, profile={"name": "cpu"}, status="ok")
+    back = Result.from_dict(json.loads(result.to_json()))
+    assert back.case == case and back.case.id == case.id
+    assert back.to_dict() == result.to_dict()
+
+
+def test_model_config_order_does_not_change_the_id() -> None:
+    pairs = Case(model="gpt-tiny", model_config=(("n_layer", 3), ("n_head", 4)))
+    mapping = Case(model="gpt-tiny", model_config={"n_layer": 3, "n_head": 4})
+    again = Case.from_dict(pairs.to_dict())
+    assert pairs.model_config == (("n_head", 4), ("n_layer", 3))
+    assert pairs.id == mapping.id == again.id == "gpt-tiny-fp32-n_head4-n_layer3"
+    assert pairs == mapping == again
+    assert Case.from_dict(json.loads(pairs.to_json())) == pairs
+
+
+def test_floats_in_the_id_are_exact_and_short_where_that_is_exact() -> None:
+    near = make_case(model="gpt-tiny", lr=3.00001e-4)
+    nearer = make_case(model="gpt-tiny", lr=3.000012e-4)
+    assert near.id == "gpt-tiny-fp32-lr0.000300001"  # :g reads back as the same float
+    assert nearer.id == "gpt-tiny-fp32-lr0.0003000012"  # it would not: repr
+    assert near.id != nearer.id
+    assert make_case(model="gpt-tiny", lr=1e-3).id == "gpt-tiny-fp32-lr0.001"
+    assert make_case(model="gpt-tiny", lr=1e-5).id == "gpt-tiny-fp32-lr1e-05"
+    assert make_case(model="gpt-tiny", grad_clip=2).id == "gpt-tiny-fp32-clip2"
+    for case in (near, nearer):
+        assert Case.from_dict(json.loads(case.to_json())).id == case.id

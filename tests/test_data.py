@@ -52,6 +52,34 @@ def test_learnable_chain_is_shared_across_ranks() -> None:
     assert np.array_equal(rank0.successors, rank1.successors)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**32 + 1, 2**64 - 1])
+def test_derived_seeds_are_distinct_for_every_purpose_and_rank(seed: int) -> None:
+    # SeedSequence ignores trailing zero words: seeding with [seed, rank, purpose] lists
+    # made rank 1's batch generator [seed, 1, 0] share the chain's seed [seed, 1]
+    purposes = (synthetic.CHAIN_SEED, synthetic.POOL_SEED, synthetic.ROWS_SEED)
+    assert len(set(purposes)) == 3 and 0 not in purposes
+    seeds = [synthetic._derived_seed(seed, p, rank) for p in purposes for rank in range(8)]
+    assert len(set(seeds)) == len(seeds) == 24
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_each_stream_seeds_its_chain_pool_and_rows_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int]] = []
+    real = synthetic._derived_seed
+
+    def recording(seed: int, purpose: int, rank: int) -> int:
+        calls.append((seed, purpose, rank))
+        return real(seed, purpose, rank)
+
+    monkeypatch.setattr(synthetic, "_derived_seed", recording)
+    _stream(seed=5, rank=1, world_size=2)
+    chain, pool, rows = synthetic.CHAIN_SEED, synthetic.POOL_SEED, synthetic.ROWS_SEED
+    assert sorted(calls) == [(5, chain, 0), (5, pool, 1), (5, rows, 1)]  # the chain: rank 0's
+    calls.clear()
+    _stream("random", seed=5, rank=1, world_size=2)
+    assert calls == [(5, rows, 1)]
+
+
 def test_every_transition_follows_the_chain_with_its_probabilities() -> None:
     stream = _stream(batch_size=64, seq_len=64)
     successors = torch.from_numpy(stream.successors)  # [V, K]

@@ -21,7 +21,7 @@ import pytest
 from gpubench import compat
 from gpubench.case import Case, make_case
 from gpubench.engines import engine_names
-from gpubench.engines.deepspeed_engine import deepspeed_config, ops_for
+from gpubench.engines.deepspeed_engine import deepspeed_config, engine_clips, ops_for
 from gpubench.profiles import HardwareProfile, resolve_profile
 from gpubench.result import Result
 from gpubench.runner import ProcessLauncher, TorchrunLauncher, launcher_for, run_case
@@ -98,6 +98,19 @@ def test_config_follows_the_flags_on_cpu() -> None:
         "ShareMemCommBuilder",
         "CPUAdamBuilder",
     ]
+
+
+def test_gradient_clipping_is_deepspeeds_unless_the_engine_clips() -> None:
+    cpu = resolve_profile("cpu")
+    # a norm-keeping wrapper (bf16, ZeRO): DeepSpeed clips; 0.0 is its "no clipping"
+    assert (
+        deepspeed_config(ds_case(precision="bf16", grad_clip=0.5), cpu)["gradient_clipping"] == 0.5
+    )
+    assert deepspeed_config(ds_case(zero_stage=1, grad_clip=None), cpu)["gradient_clipping"] == 0.0
+    # fp32 without ZeRO: the engine clips (and keeps the norm), DeepSpeed must not clip again
+    assert engine_clips(ds_case()) and not engine_clips(ds_case(zero_stage=1))
+    assert not engine_clips(ds_case(precision="bf16"))
+    assert deepspeed_config(ds_case(grad_clip=0.5), cpu)["gradient_clipping"] == 0.0
 
 
 def test_config_on_cuda_pins_offload_memory_and_scales_fp16_loss() -> None:
@@ -236,3 +249,20 @@ def test_plain_fp32_without_zero_still_records_the_grad_norm() -> None:
     # DeepSpeed keeps no norm for fp32 without ZeRO; the engine computes it
     case = ds_case(steps=3, warmup=1)
     check_trained(run_cpu(case), case)
+
+
+@needs_deepspeed
+def test_the_engines_own_clip_matches_deepspeeds_step_for_step() -> None:
+    # fp32 without ZeRO is clipped by the engine, ZeRO-1 by DeepSpeed: a clip tight enough to
+    # act on every step must give the same losses and unclipped norms on the same data
+    clipped = dict(steps=4, warmup=1, grad_clip=0.05)
+    own, deepspeeds = run_cpu(ds_case(**clipped)), run_cpu(ds_case(zero_stage=1, **clipped))
+    unclipped = run_cpu(ds_case(steps=4, warmup=1, grad_clip=None))
+    for result in (own, deepspeeds, unclipped):
+        assert result.status == "ok", result.describe()
+    assert min(own.series.grad_norm) > 0.05  # so every step was clipped
+    assert own.series.loss == pytest.approx(deepspeeds.series.loss, rel=1e-5)
+    assert own.series.grad_norm == pytest.approx(deepspeeds.series.grad_norm, rel=1e-5)
+    # and the clip did act: without it the third step on (after two updates) trains differently
+    assert own.series.loss[:2] == pytest.approx(unclipped.series.loss[:2], rel=1e-5)
+    assert own.series.loss[2:] != pytest.approx(unclipped.series.loss[2:], rel=1e-5)

@@ -68,10 +68,24 @@ def conditional_entropy(probs: np.ndarray) -> float:
     return float(-(probs * np.log(probs)).sum())
 
 
-def _derived_seed(seed: int, *streams: int) -> int:
-    """An independent 63-bit seed for one (seed, rank, purpose) combination."""
-    entropy = np.random.SeedSequence([seed % 2**64, *streams]).generate_state(1, np.uint64)
-    return int(entropy[0] >> np.uint64(1))
+# What a derived seed is for: distinct and nonzero, in a fixed slot of the key (see below)
+CHAIN_SEED = 1  # the Markov chain: the same on every rank (derived with rank 0)
+POOL_SEED = 2  # the learnable stream's pool of sequences, per rank
+ROWS_SEED = 3  # the batch generator (pool rows, or the random stream's tokens), per rank
+
+
+def _derived_seed(seed: int, purpose: int, rank: int) -> int:
+    """An independent 63-bit seed for one (seed, purpose, rank) combination.
+
+    The key always has the same shape, ``spawn_key=(purpose, rank)`` after the
+    case seed: numpy's SeedSequence pads the seed to its pool size before
+    appending the spawn key, and every key has two entries, so no two
+    combinations mix the same words. (A variable-length entropy list would not
+    do: SeedSequence treats ``[seed, 1, 0]`` as ``[seed, 1]``, which made rank 1's
+    batch generator share the chain's seed.)
+    """
+    sequence = np.random.SeedSequence(seed % 2**64, spawn_key=(purpose, rank))
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class TokenStream:
@@ -106,18 +120,18 @@ class TokenStream:
         self.device = torch.device(device)
         self.uniform_loss = math.log(vocab_size)  # cross-entropy of a uniform guess, nats
         self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(_derived_seed(seed, rank, 0))
+        self._generator.manual_seed(_derived_seed(seed, ROWS_SEED, rank))
 
         self.successors: np.ndarray | None = None  # [V, K] learnable chain, for inspection
         self.successor_probs: np.ndarray | None = None  # [K]
         self._pool: torch.Tensor | None = None  # [rows, seq_len + 1] int32 on device
         self.entropy_floor = self.uniform_loss  # the loss a perfect model reaches, nats/token
         if kind == "learnable":
-            chain_rng = np.random.default_rng(_derived_seed(seed, 1))  # same chain on all ranks
+            chain_rng = np.random.default_rng(_derived_seed(seed, CHAIN_SEED, 0))  # every rank's
             self.successors, self.successor_probs = markov_chain(vocab_size, chain_rng)
             self.entropy_floor = conditional_entropy(self.successor_probs)
             n_rows = max(POOL_MIN_BATCHES * batch_size, POOL_TOKENS // (seq_len + 1))
-            pool_rng = np.random.default_rng(_derived_seed(seed, rank, 2))
+            pool_rng = np.random.default_rng(_derived_seed(seed, POOL_SEED, rank))
             pool = sample_chain(
                 self.successors, self.successor_probs, n_rows, seq_len + 1, pool_rng
             )

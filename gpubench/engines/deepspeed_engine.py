@@ -31,7 +31,9 @@ How the flags map onto DeepSpeed (see :func:`deepspeed_config`):
   (``cpu_adam``); ``fused_adamw`` is refused with it (Flags).
 - ``grad_ckpt`` and ``attention`` are the model's own (``build_model``),
   ``tf32`` as in the torch engine, ``compile`` -> ``engine.compile()``.
-- ``grad_clip`` -> ``gradient_clipping``.
+- ``grad_clip`` -> ``gradient_clipping`` (``0.0``, DeepSpeed's "no clipping", for
+  ``grad_clip=None``), except for fp32 without ZeRO, where the engine clips
+  itself (below) and DeepSpeed's ``gradient_clipping`` is ``0.0``.
 - ZeRO's ``reduce_bucket_size`` and ``allgather_bucket_size`` are DeepSpeed's
   default (5e8 elements) or the model's parameter count, whichever is
   smaller. DeepSpeed allocates the whole reduce bucket up front (2 GB in
@@ -43,13 +45,19 @@ How the flags map onto DeepSpeed (see :func:`deepspeed_config`):
 The recorded gradient norm is the unclipped global norm DeepSpeed computed
 for the step, ``engine.get_global_grad_norm()``: DeepSpeed copies it from its
 optimizer wrapper, and every wrapper keeps one (ZeRO 1-3, the bf16 and fp16
-optimizers; ``inf`` on an fp16 overflow step, which DeepSpeed skips). Plain
-fp32 without ZeRO has no wrapper: DeepSpeed steps the bare torch AdamW,
-clips without keeping the norm, and reports ``None``. There the engine
-computes the same norm itself over the parameters' gradients, after the last
-backward and before ``engine.step()`` (inside the step's time, as the torch
-engine's clip is); checked on CPU to equal ZeRO-1's reported norm step by
-step (DeepSpeed 0.19.8).
+optimizers; ``inf`` on an fp16 overflow step, which DeepSpeed skips), whether
+or not it clips. Plain fp32 without ZeRO has no wrapper
+(:func:`engine_clips`: DeepSpeed 0.19.8's ``_do_optimizer_sanity_check``
+picks none when ZeRO is off and the model and gradient-accumulation dtypes
+are both fp32): DeepSpeed steps the bare torch AdamW, clips in
+``clip_fp32_gradients`` without keeping the norm, and reports ``None``.
+Computing the norm beside that would cost such a case two norm passes a step
+where the torch engine pays one; so there DeepSpeed's clipping is off
+(``gradient_clipping: 0.0``) and the engine clips itself, with
+``torch.nn.utils.clip_grad_norm_`` (``max_norm=inf`` for ``grad_clip=None``)
+over the module's parameters after the last backward (whose all-reduce has
+run) and before ``engine.step()``, inside the step's time as the torch
+engine's clip is, recording the unclipped norm it returns.
 
 Before the worker caps the process's memory it calls :meth:`prepare`, which
 sets up what is DeepSpeed's rather than the case's: ``DS_ACCELERATOR`` from
@@ -131,10 +139,12 @@ def deepspeed_config(
         adamw["torch_adam"] = True  # torch.optim.AdamW, as the torch engine uses
         if flags.fused_adamw:
             adamw["fused"] = True
+    # 0.0: DeepSpeed does not clip (grad_clip=None, or the engine clips: engine_clips)
+    clipping = 0.0 if case.grad_clip is None or engine_clips(case) else float(case.grad_clip)
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": case.batch_size,
         "gradient_accumulation_steps": flags.grad_accum,
-        "gradient_clipping": case.grad_clip,
+        "gradient_clipping": clipping,
         "optimizer": {"type": "AdamW", "params": adamw},
         "zero_optimization": zero,
         "steps_per_print": STEPS_PER_PRINT,
@@ -145,6 +155,15 @@ def deepspeed_config(
     elif flags.precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0}  # 0: dynamic loss scaling
     return config
+
+
+def engine_clips(case: Case) -> bool:
+    """Whether the engine, not DeepSpeed, clips ``case``'s gradients and takes their norm.
+
+    True for fp32 without ZeRO: DeepSpeed then steps the bare torch optimizer, which keeps
+    no gradient norm (see the module doc).
+    """
+    return case.flags.precision == "fp32" and case.flags.zero_stage == 0
 
 
 def ops_for(case: Case, accelerator: str) -> list[str]:
@@ -261,8 +280,16 @@ class DeepSpeedEngine:
             world_size=ranks.world_size,
         )
         # DeepSpeed reports the norm its optimizer wrapper keeps (ZeRO, bf16, fp16 all do);
-        # a bare torch optimizer (fp32 without ZeRO) keeps none: the engine computes it
-        own_norm = not hasattr(engine.optimizer, "_global_grad_norm")
+        # a bare torch optimizer (fp32 without ZeRO) keeps none: the engine clips and
+        # takes the norm itself, DeepSpeed's gradient_clipping being 0 (deepspeed_config)
+        own_norm = engine_clips(case)
+        if not own_norm and not hasattr(engine.optimizer, "_global_grad_norm"):
+            raise RuntimeError(
+                f"DeepSpeed's optimizer {type(engine.optimizer).__name__} keeps no gradient "
+                f"norm for case {case.id!r}; gpubench expects a norm-keeping wrapper for "
+                f"precision={flags.precision!r}, zero_stage={flags.zero_stage}"
+            )
+        max_norm = math.inf if case.grad_clip is None else case.grad_clip
         accum = flags.grad_accum
 
         def train_step() -> tuple[torch.Tensor, torch.Tensor | float]:
@@ -278,12 +305,8 @@ class DeepSpeedEngine:
                 loss_sum += loss.detach()
                 engine.backward(loss)  # DeepSpeed scales by 1 / grad_accum
                 del logits
-                if own_norm and micro == accum - 1:  # the unclipped norm, as DeepSpeed's is
-                    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-                    if grads:
-                        grad_norm = torch.linalg.vector_norm(
-                            torch.stack([torch.linalg.vector_norm(g) for g in grads])
-                        )
+                if own_norm and micro == accum - 1:  # clip; the norm is the unclipped one
+                    grad_norm = torch.nn.utils.clip_grad_norm_(engine.module.parameters(), max_norm)
                 engine.step()  # the optimizer steps on the last micro-batch only
                 del loss
             if not own_norm:

@@ -515,7 +515,9 @@ class TorchEngine:
                 del logits, loss, scaled
             if scaler is not None:
                 scaler.unscale_(optimizer)  # the norm and the clip see true gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, case.grad_clip)
+            # max_norm=inf (grad_clip=None): the norm is still computed, nothing is clipped
+            max_norm = math.inf if case.grad_clip is None else case.grad_clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             if scaler is not None:
                 scaler.step(optimizer)  # skipped when the gradients are not finite
                 scaler.update()

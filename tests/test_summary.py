@@ -1,0 +1,41 @@
+"""The end-of-session summary table: which figures its columns show."""
+
+from __future__ import annotations
+
+from gpubench.case import make_case
+from gpubench.result import Metrics, Result, Stats
+from gpubench.summary import format_summary, summary_frame
+
+
+def _result(step_times: list[float], tokens_per_s: list[float]) -> Result:
+    return Result(
+        case=make_case(model="gpt-tiny"),
+        profile={"name": "cpu"},
+        status="ok",
+        metrics=Metrics(step_time_s=Stats.of(step_times), tokens_per_s=Stats.of(tokens_per_s)),
+    )
+
+
+def test_cv_column_is_the_step_time_cv_the_noisy_marker_judges() -> None:
+    # step times with a CV of 10 % beside tokens/s with none: the column must show the
+    # step time's (the "!" is Metrics.noisy, which judges the step time), not 0.0
+    noisy = _result([0.9, 1.1, 0.9, 1.1], [1000.0, 1000.0, 1000.0, 1000.0])
+    steps = noisy.metrics.step_time_s
+    assert steps is not None and noisy.metrics.noisy
+    assert summary_frame([noisy])["cv%"].tolist() == [f"{100 * steps.cv:.1f}!"]
+
+    steady = _result([1.0, 1.0, 1.0, 1.0], [900.0, 1100.0, 900.0, 1100.0])
+    assert not steady.metrics.noisy
+    assert summary_frame([steady])["cv%"].tolist() == ["0.0"]
+
+    text = format_summary([noisy, steady])
+    assert "cv% = step-time coefficient of variation" in text
+    assert "! = above 5 %: a noisy measurement" in text
+    assert "! =" not in format_summary([steady])  # no marker, no footnote for it
+    assert "cv% = step-time" in format_summary([steady])
+
+
+def test_a_case_that_never_measured_shows_dashes_and_no_footnote() -> None:
+    oom = Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status="oom")
+    assert summary_frame([oom])["cv%"].tolist() == ["-"]
+    assert "cv% =" not in format_summary([oom])
