@@ -25,3 +25,33 @@ def looks_like_oom(text: str) -> bool:
     """Whether a message or a line of output reads as an allocation failure."""
     lowered = text.lower()
     return any(marker in lowered for marker in OOM_MARKERS)
+
+
+# What a failed thread start reads as: Python's threading ("can't start new thread") and
+# C++ std::thread / pthread_create (EAGAIN, "Resource temporarily unavailable").
+THREAD_START_MARKERS = (
+    "can't start new thread",
+    "resource temporarily unavailable",
+)
+
+
+def looks_like_thread_start_failure(text: str) -> bool:
+    """Whether a message reads as a thread that could not be started.
+
+    Under the worker's ``RLIMIT_DATA`` cap (``cpu`` profiles) a thread's stack
+    is data, so a thread that cannot start for want of room under the cap is an
+    allocation failure like any other; :func:`host_memory_capped` tells whether
+    such a cap is in force.
+    """
+    lowered = text.lower()
+    return any(marker in lowered for marker in THREAD_START_MARKERS)
+
+
+def host_memory_capped() -> bool:
+    """Whether this process runs under a finite ``RLIMIT_DATA`` soft limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return False
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    return soft != resource.RLIM_INFINITY

@@ -32,8 +32,10 @@ little conservative (an untouched allocation counts), and a thread's stack
 counts, which is why the samplers start with small stacks
 (:func:`gpubench.trackers.start_daemon`) and :func:`prime_runtime` starts
 torch's own threads and lazy imports before the baseline is read. So does the
-engine's ``prepare`` (DeepSpeed: its import, and the build of its compiled
-ops, whose compiler processes would inherit the cap). The soft limit is set
+engine's ``prepare`` (the process group under torchrun, whose gloo set-up maps
+tens of MiB and starts threads; DeepSpeed: its import, and the build of its
+compiled ops, whose compiler processes would inherit the cap). A thread that
+cannot start under the cap reads as an ``oom`` too (its stack is data). The soft limit is set
 to that baseline plus the profile's ``memory_bytes``, the hard limit is kept,
 and the soft limit is put back (in ``finally``) before the result is written,
 so writing it never fails for want of memory.
@@ -123,6 +125,7 @@ class CapacityLimit:
 
     capacity_bytes: int | None = None
     emulated: bool = False
+    host_capped: bool = False  # RLIMIT_DATA was lowered (a cpu profile)
     _rlimit_saved: tuple[int, int] | None = None
 
     @classmethod
@@ -144,7 +147,9 @@ class CapacityLimit:
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
-        return cls(capacity_bytes=int(profile.memory_bytes), _rlimit_saved=(soft, hard))
+        return cls(
+            capacity_bytes=int(profile.memory_bytes), host_capped=True, _rlimit_saved=(soft, hard)
+        )
 
     @classmethod
     def _apply_cuda(cls, profile: HardwareProfile) -> CapacityLimit:
@@ -198,7 +203,7 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
             capacity.release()
         # an allocation failure outside the training loop (the engine's own set-up
         # under the cap) is still an OOM: a Result with exit 0; anything else crashed
-        oom = _is_oom(exc)
+        oom = _is_oom(exc, host_capped=capacity is not None and capacity.host_capped)
         result = Result(
             case=case,
             profile=profile.to_dict(),
@@ -221,12 +226,12 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
     return result, exit_code
 
 
-def _is_oom(exc: BaseException) -> bool:
+def _is_oom(exc: BaseException, host_capped: bool) -> bool:
     try:
         from gpubench.engines.torch_engine import is_oom
     except ImportError:
         return isinstance(exc, MemoryError)
-    return is_oom(exc)
+    return is_oom(exc, host_capped)
 
 
 def _fingerprint(profile: HardwareProfile) -> Environment:

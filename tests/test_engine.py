@@ -289,6 +289,20 @@ def test_is_oom_classification() -> None:
     assert is_oom(RuntimeError("CUDA error: out of memory"))
     assert not is_oom(RuntimeError("shape mismatch"))
     assert not is_oom(ValueError("out of memory"))  # only allocator errors
+    assert is_oom(OSError(12, "Cannot allocate memory"))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("can't start new thread"),  # Python's threading
+        RuntimeError("rank 1: Resource temporarily unavailable"),  # std::thread, EAGAIN
+        OSError(11, "Resource temporarily unavailable"),
+    ],
+)
+def test_a_thread_that_cannot_start_is_oom_only_under_the_host_cap(exc: Exception) -> None:
+    assert is_oom(exc, host_capped=True)  # its stack is data under RLIMIT_DATA
+    assert not is_oom(exc, host_capped=False)  # elsewhere it is no allocation failure
 
 
 def test_loss_window() -> None:

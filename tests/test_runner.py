@@ -599,6 +599,18 @@ def test_an_oom_on_one_rank_of_two_is_the_cases_oom_not_a_crash(tmp_path: Path) 
     assert result.duration_s is not None and result.duration_s < 60  # torchrun stopped rank 0
 
 
+@pytest.mark.parametrize("cap_mib", [1, 8])
+def test_two_ranks_under_a_tiny_cpu_cap_end_oom_not_crashed_or_hung(cap_mib: int) -> None:
+    # gloo's set-up maps ~32 MiB and starts threads: done under the cap it failed ("Resource
+    # temporarily unavailable": crashed) or left a rank waiting (timeout). The engine starts
+    # the group before the cap; a thread that cannot start under the cap is an oom.
+    case = Case(model="gpt-tiny", batch_size=2, seq_len=16, steps=3, warmup=1, nproc=2)
+    profile = HardwareProfile.from_dict({**PROFILE.to_dict(), "memory_bytes": cap_mib * 2**20})
+    result = run_case(case, profile, timeout_s=120)
+    assert result.status == "oom", result.describe()
+    assert result.duration_s is not None and result.duration_s < 60
+
+
 def test_no_result_and_timed_out_is_timeout() -> None:
     result = classify_(returncode=-9, timed_out=True, stderr="CUDA out of memory\n", timeout_s=2.5)
     assert result.status == "timeout"

@@ -67,7 +67,9 @@ not pick the GPU), a single-process rendezvous when no launcher set one
 ``TORCH_EXTENSIONS_DIR`` when unset, the ``deepspeed`` import, and the ops the
 case will load, compiled on first use (tens of seconds) and cached under
 ``TORCH_EXTENSIONS_DIR``: the compiler runs in child processes, which would
-inherit the cap and could fail under it.
+inherit the cap and could fail under it. Last it starts the process group
+(:func:`start_deepspeed_group`), whose gloo set-up maps tens of MiB and starts
+threads that are the runtime's, not the case's.
 
 Not supported: models too big to build whole on one device (ZeRO-3 here
 partitions a model built whole by ``build_model``, not one built under
@@ -192,6 +194,24 @@ def load_ops(names: list[str]) -> None:
             builder.load()
 
 
+def start_deepspeed_group() -> Ranks:
+    """DeepSpeed's process group, started before the memory cap, as :class:`Ranks`.
+
+    ``deepspeed.init_distributed`` starts it on the accelerator's backend (gloo on
+    CPU, NCCL on CUDA) from the rendezvous in the environment (torchrun's, or the
+    world of one :meth:`DeepSpeedEngine.prepare` set), or adopts one already
+    started. :func:`~gpubench.engines.torch_engine.run_training` closes it.
+    """
+    import deepspeed
+    import torch.distributed as dist
+
+    ranks = Ranks.from_env()
+    started_here = not dist.is_initialized()
+    deepspeed.init_distributed()
+    ranks.owns_group = started_here
+    return ranks
+
+
 class DeepSpeedEngine:
     """DeepSpeed training: ZeRO 0-3, optimizer and parameter offload, bf16/fp16."""
 
@@ -199,6 +219,7 @@ class DeepSpeedEngine:
 
     def __init__(self) -> None:
         self._prepared = False
+        self._ranks: Ranks | None = None
 
     def prepare(self, case: Case, profile: HardwareProfile) -> None:
         """DeepSpeed's own set-up, before the memory cap: environment, import, compiled ops."""
@@ -218,13 +239,18 @@ class DeepSpeedEngine:
                 "DS_ACCELERATOR could be set)"
             )
         load_ops(ops_for(case, accelerator_name(profile)))
+        self._ranks = start_deepspeed_group()
         self._prepared = True
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result:
         if not self._prepared:  # called in process, without the worker
             self.prepare(case, profile)
-        ranks = Ranks.from_env()
-        device = training_device(case, profile, ranks)
+        ranks, self._ranks, self._prepared = self._ranks or Ranks.from_env(), None, False
+        try:
+            device = training_device(case, profile, ranks)
+        except BaseException:
+            ranks.close()  # run_training, which would, does not run
+            raise
 
         def train(record: Record, device_memory: DeviceMemoryTracker) -> str:
             return self._train(case, profile, device, ranks, progress, record, device_memory)
@@ -244,17 +270,10 @@ class DeepSpeedEngine:
         """Build, initialise DeepSpeed, warm up and measure; returns ``ok`` or ``diverged``."""
         import deepspeed
         import torch
-        import torch.distributed as dist
 
         from gpubench.data.synthetic import TokenStream
         from gpubench.models import build_model
 
-        # Under torchrun run_training has started the process group (gloo on CPU, NCCL on
-        # CUDA: the backends DeepSpeed's accelerators use), and DeepSpeed adopts it; for a
-        # world of one DeepSpeed starts it here, on the rendezvous prepare() made sure of.
-        started_here = not dist.is_initialized()
-        deepspeed.init_distributed()
-        ranks.owns_group = ranks.owns_group or started_here  # run_training closes it
         flags = case.flags
         progress.emit("building")
         record.t_build = time.perf_counter()

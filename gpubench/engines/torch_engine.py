@@ -34,8 +34,12 @@ DistributedDataParallel (NCCL on CUDA, gloo on CPU), every rank reads its own
 slice of the token stream, and decisions that end a phase (steady state,
 divergence) are agreed across ranks with one small all-reduce per step so no
 rank is left waiting in a collective. An OOM on one rank is not agreed (the
-failed rank leaves the collectives): the other ranks wait until the parent's
-timeout ends the case.
+failed rank leaves the collectives): its worker exits ``EXIT_RANK_FAILED`` and
+torchrun stops the others (gpubench.worker). The process group is started in
+:meth:`TorchEngine.prepare`, before the worker caps memory: gloo's set-up
+(tens of MiB, threads) is the runtime's, and under a small ``cpu`` cap it used
+to fail outright. A thread that cannot start under that cap is an ``oom``
+(:func:`is_oom`).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from gpubench.case import WARMUP_AUTO, Case
-from gpubench.oom import looks_like_oom
+from gpubench.oom import host_memory_capped, looks_like_oom, looks_like_thread_start_failure
 from gpubench.profiles import HardwareProfile
 from gpubench.result import ErrorInfo, Metrics, Result, Series, Stats
 from gpubench.runner.protocol import ProgressWriter
@@ -77,13 +81,26 @@ class ParameterCountMismatch(ValueError):
     """The built model's parameter count is more than 10 % off the declared one."""
 
 
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure (device or host), not a bug."""
+def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
+    """Whether ``exc`` is an allocation failure (device or host), not a bug.
+
+    A thread that could not start counts too while the host's memory is capped
+    (``host_capped``; by default, whether a finite ``RLIMIT_DATA`` is in force
+    now): under that cap its stack is an allocation like any tensor's, and
+    gloo, DDP and the autograd engine start threads as they need them.
+    """
     import torch
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and looks_like_oom(str(exc))
+    if not isinstance(exc, (RuntimeError, OSError)):
+        return False
+    message = str(exc)
+    if looks_like_oom(message):
+        return True
+    if host_capped is None:
+        host_capped = host_memory_capped()
+    return host_capped and looks_like_thread_start_failure(message)
 
 
 def check_parameter_count(n_params: int, declared: int | None, description: str) -> None:
@@ -134,6 +151,10 @@ class Ranks:
 
         if self.distributed and not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.set_device(device)  # NCCL's communicator binds to this device
             dist.init_process_group(
                 backend=backend, device_id=device if backend == "nccl" else None
             )
@@ -195,6 +216,14 @@ def device_for(profile: HardwareProfile, ranks: Ranks | None = None) -> torch.de
             "sees no CUDA device"
         )
     return torch.device("cuda", (ranks or Ranks.from_env()).local_rank)
+
+
+def start_process_group(profile: HardwareProfile) -> Ranks:
+    """This process's Ranks, with the process group started when torchrun runs the case
+    (NCCL on a CUDA profile, gloo otherwise); :func:`run_training` closes it."""
+    ranks = Ranks.from_env()
+    ranks.init(device_for(profile, ranks))
+    return ranks
 
 
 def training_device(case: Case, profile: HardwareProfile, ranks: Ranks) -> torch.device:
@@ -415,12 +444,25 @@ class TorchEngine:
     name = "torch"
     device_for = staticmethod(device_for)
 
+    def __init__(self) -> None:
+        self._ranks: Ranks | None = None
+
     def prepare(self, case: Case, profile: HardwareProfile) -> None:
-        """Nothing to set up before the memory cap: torch is imported and primed by the worker."""
+        """Start the process group (torchrun) before the memory cap; torch itself is
+        imported and primed by the worker.
+
+        gloo's set-up maps tens of MiB and starts threads: the runtime's, not the
+        case's, so it must not count against the case's capacity (nor fail under it).
+        """
+        self._ranks = start_process_group(profile)
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result:
-        ranks = Ranks.from_env()
-        device = training_device(case, profile, ranks)
+        ranks, self._ranks = self._ranks or Ranks.from_env(), None
+        try:
+            device = training_device(case, profile, ranks)
+        except BaseException:
+            ranks.close()  # run_training, which would, does not run
+            raise
 
         def train(record: Record, device_memory: DeviceMemoryTracker) -> str:
             return self._train(case, device, ranks, progress, record, device_memory)
