@@ -36,6 +36,7 @@ from gpubench.runner.classify import (
     parent_environment,
     signal_name,
     stderr_tail,
+    torchrun_root_cause,
 )
 from gpubench.runner.launchers import worker_args
 from gpubench.runner.protocol import ProgressEvent, WorkerPaths
@@ -550,6 +551,78 @@ def test_rank_results_leave_a_finished_or_self_failed_rank_zero_alone() -> None:
     crashed = rank_result("crashed", "first", steps=1)
     later = [(1.0, 0, crashed), (2.0, 1, rank_result("crashed", "second"))]
     assert merge_rank_results(crashed, later).error.message == "first"  # type: ignore[union-attr]
+
+
+def test_memory_of_a_finished_multi_rank_case_is_its_largest_ranks() -> None:
+    rank0, rank1 = rank_result("ok", steps=3), rank_result("over_capacity", steps=3)
+    rank0.metrics.peak_allocated_bytes, rank1.metrics.peak_allocated_bytes = 5 * 2**30, 9 * 2**30
+    rank0.metrics.peak_rss_bytes, rank1.metrics.peak_rss_bytes = 3 * 2**30, 2 * 2**30
+    merged = merge_rank_results(rank0, [(1.0, 0, rank0), (1.5, 1, rank1)])
+    assert merged.status == "over_capacity"  # rank 1's device did not fit
+    assert merged.metrics.peak_allocated_bytes == 9 * 2**30
+    assert merged.metrics.peak_rss_bytes == 3 * 2**30
+    assert merged.series.step_time_s == [0.1] * 3  # rank 0's record otherwise
+    assert rank0.status == "ok" and rank0.metrics.peak_allocated_bytes == 5 * 2**30  # a copy
+    alone = rank_result("ok", steps=3)
+    assert merge_rank_results(alone, [(1.0, 0, alone)]) is alone
+
+
+TORCHRUN_REPORT = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+=======================================================
+gpubench.worker FAILED
+-------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-11-23_16:56:26
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 13150)  (SIGTERM)
+  error_file: <N/A>
+  traceback : Signal 15 (SIGTERM) received by PID 13150
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-23_16:56:26
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -11 (pid: 13151)  (SIGSEGV)
+  error_file: <N/A>
+  traceback : Signal 11 (SIGSEGV) received by PID 13151
+=======================================================
+"""
+
+
+def test_torchruns_root_cause_names_a_rank_that_died_without_a_result() -> None:
+    assert torchrun_root_cause(TORCHRUN_REPORT) == (1, -11)
+    assert torchrun_root_cause("Traceback ...\nRuntimeError: boom\n") is None
+    rank0 = rank_result("crashed", "Connection closed by peer", steps=2)
+    merged = merge_rank_results(rank0, [(1.0, 0, rank0)], TORCHRUN_REPORT)
+    assert merged.status == "crashed"
+    assert merged.error is not None and merged.error.signal == "SIGSEGV"
+    assert merged.error.type == "Signal" and merged.error.exit_code == -11
+    assert merged.error.message.startswith("rank 1: the worker was killed by SIGSEGV")
+    assert merged.error.message.endswith("rank 0 then saw: Connection closed by peer")
+    # a rank that answered speaks for itself; rank 0 as the root cause is rank 0's own crash
+    answered = [(1.0, 0, rank0), (2.0, 1, rank_result("crashed", "own words"))]
+    assert merge_rank_results(rank0, answered, TORCHRUN_REPORT).error.signal is None  # type: ignore[union-attr]
+    own = TORCHRUN_REPORT.replace("rank      : 1 (local_rank: 1)", "rank      : 0 (local_rank: 0)")
+    assert merge_rank_results(rank0, [(1.0, 0, rank0)], own) is rank0
+
+
+def test_a_rank_killed_by_a_signal_is_named_through_torchrun(tmp_path: Path) -> None:
+    (tmp_path / "rank1_segv_model.py").write_text(
+        "import os, signal\n"
+        "def make(**kwargs):\n"
+        "    if os.environ.get('RANK') == '1':\n"
+        "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "    raise RuntimeError('rank 0 must not get this far before torchrun stops it')\n"
+    )
+    case = Case(model="rank1_segv_model:make", batch_size=2, seq_len=8, steps=3, nproc=2)
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    result = run_case(case, PROFILE, timeout_s=120, env={"PYTHONPATH": pythonpath})
+    assert result.status == "crashed", result.describe()
+    assert result.error is not None and result.error.signal == "SIGSEGV", result.describe()
+    assert result.error.message.startswith("rank 1: the worker was killed by SIGSEGV")
 
 
 def test_rank_result_files_are_found_by_rank(tmp_path: Path) -> None:

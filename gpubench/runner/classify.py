@@ -16,7 +16,8 @@ the end, the case's status and error are those of the rank that caused it (an
 ``oom`` or ``diverged`` rank first, else the earliest-written failure), so a
 rank-1 OOM that made rank 0 see
 "connection closed by peer" (gloo) or hang until the time limit (NCCL) is
-reported as an ``oom`` on rank 1, not a crash or a timeout of rank 0.
+reported as an ``oom`` on rank 1, not a crash or a timeout of rank 0; a rank
+that died without a result (a signal) is named from torchrun's own report.
 
 Results built here carry the parent's environment fingerprint, since the
 worker never sent its own.
@@ -28,6 +29,7 @@ import dataclasses
 import functools
 import logging
 import platform
+import re
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -159,31 +161,36 @@ def classify(
 CAUSE_STATUSES = ("oom", "diverged")  # a rank's own training outcome, not a lost peer
 
 
-def merge_rank_results(result: Result, ranks: list[tuple[float, int, Result]]) -> Result:
+def merge_rank_results(
+    result: Result, ranks: list[tuple[float, int, Result]], stderr: str = ""
+) -> Result:
     """Rank 0's ``result``, with the status and error of the rank that failed first.
 
     ``ranks`` holds ``(written_at, rank, Result)`` for each rank's own result file
-    (rank 0's included when the worker wrote it). Rank 0 trained to the end, or no
+    (rank 0's included when the worker wrote it). Rank 0 trained to the end: ``result``
+    with each memory peak the largest any rank recorded (a capacity is per device,
+    and ranks differ), ``over_capacity`` when any rank's device peak exceeded it. No
     rank failed: ``result`` as it is. Otherwise the first failed rank wins (an
     ``oom``/``diverged`` one before any other, then by time written); its error
     message is prefixed with the rank, and rank 0's stderr tail is kept when that
     rank has none. Rank 0's series and metrics stay (the steps every rank took
     together) when rank 0 recorded steps; otherwise the failed rank's Result is
-    the base.
+    the base. A rank that died without writing a Result (a signal, ``os._exit``)
+    is found in torchrun's "Root Cause" report on ``stderr`` (the launcher's):
+    when that rank is not 0 and rank 0 only ``crashed``, the case's error is the
+    dead rank's exit (:func:`torchrun_root_cause`).
     """
     if result.ran:
-        return result
+        return _with_largest_rank_memory(result, [r for _, _, r in ranks])
     # a training outcome (oom, diverged) makes the other ranks lose a peer and crash,
     # never the other way round: it is the cause whatever the file times say (the
     # failing rank closes its process group before it has written its result)
     failed = sorted(
         (r.status not in CAUSE_STATUSES, t, rank, r) for t, rank, r in ranks if not r.ran
     )
-    if not failed:
-        return result
+    if not failed or failed[0][2] == 0:
+        return _with_silent_root_cause(result, {rank for _, rank, _ in ranks}, stderr)
     _, _, rank, first = failed[0]
-    if rank == 0:
-        return result
     error = (
         dataclasses.replace(first.error)
         if first.error is not None
@@ -200,6 +207,75 @@ def merge_rank_results(result: Result, ranks: list[tuple[float, int, Result]]) -
         result = dataclasses.replace(first)
     result.status = first.status
     result.error = error
+    return result
+
+
+# torchrun's ChildFailedError report: the "Root Cause (first observed failure)" block
+_ROOT_CAUSE = re.compile(
+    r"Root Cause \(first observed failure\):.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)",
+    re.DOTALL,
+)
+
+
+def torchrun_root_cause(stderr: str) -> tuple[int, int] | None:
+    """``(rank, exit code)`` of the rank torchrun saw fail first (a negative code: the
+    signal that ended it), from the report torchrun prints on stderr; None without one."""
+    matches = list(_ROOT_CAUSE.finditer(stderr))
+    if not matches:
+        return None
+    rank, code = matches[-1].groups()
+    return int(rank), int(code)
+
+
+def _with_silent_root_cause(result: Result, answered: set[int], stderr: str) -> Result:
+    """``result`` (rank 0's crash, or the parent's) with the error of the rank torchrun
+    names as the root cause, when that rank is not 0 and wrote no Result of its own."""
+    cause = torchrun_root_cause(stderr)
+    if result.status != "crashed" or cause is None:
+        return result
+    rank, code = cause
+    if rank == 0 or rank in answered:
+        return result
+    sig = signal_name(code) if code < 0 else None
+    how = f"was killed by {sig}" if sig else f"exited with code {code}"
+    if sig == "SIGKILL":
+        how += " (it may have been the kernel OOM killer)"
+    message = f"rank {rank}: the worker {how} without a result (torchrun's root cause)"
+    seen = result.error.message.strip().splitlines()[0][:300] if result.error else ""
+    if seen and 0 in answered:  # rank 0's own account, not the parent's
+        message += f"; rank 0 then saw: {seen}"
+    error = ErrorInfo(
+        type="Signal" if sig else "ExitCode",
+        message=message,
+        stderr_tail=result.error.stderr_tail if result.error else "",
+        exit_code=code,
+        signal=sig,
+    )
+    return dataclasses.replace(result, error=error)
+
+
+MEMORY_PEAKS = (  # per-process figures, of which a multi-rank case reports the largest
+    "peak_allocated_bytes",
+    "peak_reserved_bytes",
+    "nvml_peak_used_bytes",
+    "peak_rss_bytes",
+)
+
+
+def _with_largest_rank_memory(result: Result, ranks: list[Result]) -> Result:
+    """``result`` (rank 0's, trained to the end) with each memory peak the largest any
+    rank recorded, and ``over_capacity`` when any rank ended so."""
+    others = [r for r in ranks if r is not result and r.ran]
+    if not others:
+        return result
+    metrics = dataclasses.replace(result.metrics)
+    for name in MEMORY_PEAKS:
+        values = [v for v in (getattr(r.metrics, name) for r in (result, *others)) if v]
+        if values:
+            setattr(metrics, name, max(values))
+    result = dataclasses.replace(result, metrics=metrics)
+    if any(r.status == "over_capacity" for r in others):
+        result.status = "over_capacity"
     return result
 
 

@@ -116,17 +116,18 @@ def run_case(
         if outcome.launch_error is not None:
             result = launch_failed(case, profile.to_dict(), outcome.launch_error)
         else:
+            stderr = _read_tail(paths.stderr)
             result = classify(
                 case,
                 profile.to_dict(),
                 returncode=outcome.returncode,
                 timed_out=outcome.timed_out,
                 result_data=_read_result_data(paths.result),
-                stderr=_read_tail(paths.stderr),
+                stderr=stderr,
                 timeout_s=timeout_s,
             )
             if case.nproc > 1:
-                result = merge_rank_results(result, _rank_results(paths))
+                result = merge_rank_results(result, _rank_results(paths), stderr)
     finally:
         if not keep_workdir:
             shutil.rmtree(paths.root, ignore_errors=True)
