@@ -20,13 +20,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gpubench.case import make_case
+from gpubench.case import Case, make_case
 from gpubench.data.synthetic import TokenStream
 from gpubench.models import build_model
 
 
-def main() -> None:
-    case = make_case(**json.loads(sys.argv[1]))
+def measured_step_times(case: Case) -> list[float]:
+    """Train ``case`` on CPU in the bare loop; the measured steps' times (warm-up dropped)."""
     torch.manual_seed(case.seed)
     built = build_model(case, "cpu")
     stream = TokenStream(
@@ -49,7 +49,12 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.item()
         step_times.append(time.perf_counter() - t0)
-    measured = step_times[int(case.warmup) :]
+    return step_times[int(case.warmup) :]
+
+
+def main() -> None:
+    case = make_case(**json.loads(sys.argv[1]))
+    measured = measured_step_times(case)
     print(
         json.dumps(
             {

@@ -6,7 +6,7 @@ harness_overhead.py compares whole cases, each in its own fresh process, and on
 a shared 2-core machine one process's throughput can differ from the next's
 by ±25 %. This script removes the process from the comparison: in a single
 process it alternates (bare, engine, engine, bare, ...) a hand-written loop
-(the same one as bare_loop.py) and ``TorchEngine.run`` (no worker, no memory
+(bare_loop.py's) and ``TorchEngine.run`` (no worker, no memory
 cap, no parent polling) on the same case, and prints the median of the
 per-round ratios engine / bare. What it measures is the engine's own cost per
 step (its step function, timer and trackers), nothing about isolation.
@@ -15,47 +15,18 @@ step (its step function, timer and trackers), nothing about isolation.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
-import time
 
-import torch
-import torch.nn.functional as F
+from bare_loop import measured_step_times  # benchmarks/, beside this script
 
 from gpubench.case import Case, make_case
-from gpubench.data.synthetic import TokenStream
-from gpubench.engines.torch_engine import ADAMW_BETAS, ADAMW_WEIGHT_DECAY, TorchEngine
-from gpubench.models import build_model
+from gpubench.engines.torch_engine import TorchEngine
 from gpubench.profiles import resolve_profile
 from gpubench.runner.protocol import ProgressWriter
 
 
 def bare_tokens_per_s(case: Case) -> float:
-    torch.manual_seed(case.seed)
-    built = build_model(case, "cpu")
-    stream = TokenStream(
-        case.data, built.vocab_size, case.batch_size, case.seq_len, case.seed, "cpu"
-    )
-    params = [p for p in built.module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=case.lr, betas=ADAMW_BETAS, weight_decay=ADAMW_WEIGHT_DECAY
-    )
-    built.module.train()
-    times = []
-    for _ in range(int(case.warmup) + case.steps):
-        t0 = time.perf_counter()
-        x, y = stream.next_batch()
-        logits = built.logits(x)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            params, math.inf if case.grad_clip is None else case.grad_clip
-        )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    return case.tokens_per_step / statistics.median(times[int(case.warmup) :])
+    return case.tokens_per_step / statistics.median(measured_step_times(case))
 
 
 def engine_tokens_per_s(case: Case) -> float:
