@@ -218,8 +218,7 @@ class DeepSpeedEngine:
     name = "deepspeed"
 
     def __init__(self) -> None:
-        self._prepared = False
-        self._ranks: Ranks | None = None
+        self._ranks: Ranks | None = None  # set by prepare(), taken by run()
 
     def prepare(self, case: Case, profile: HardwareProfile) -> None:
         """DeepSpeed's own set-up, before the memory cap: environment, import, compiled ops."""
@@ -240,12 +239,12 @@ class DeepSpeedEngine:
             )
         load_ops(ops_for(case, accelerator_name(profile)))
         self._ranks = start_deepspeed_group()
-        self._prepared = True
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result:
-        if not self._prepared:  # called in process, without the worker
+        if self._ranks is None:  # called in process, without the worker
             self.prepare(case, profile)
-        ranks, self._ranks, self._prepared = self._ranks or Ranks.from_env(), None, False
+        assert self._ranks is not None
+        ranks, self._ranks = self._ranks, None
         try:
             device = training_device(case, profile, ranks)
         except BaseException:
