@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import subprocess
 import sys
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -179,6 +182,70 @@ def test_children_that_ended_before_the_case_do_not_count_those_during_it_do() -
     quiet_mib, busy_mib = map(int, out.stdout.split())
     assert quiet_mib < 250  # the interpreter alone, not the 300 MiB child before it
     assert busy_mib >= 0.8 * 600
+
+
+@pytest.fixture
+def shell_tree() -> Iterator[list[int]]:
+    """Two shells, each with two sleeping children: the pids of all six."""
+    import psutil
+
+    shells = [subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30"]) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        tree: list[psutil.Process] = []
+        while time.monotonic() < deadline:
+            tree = [psutil.Process(shell.pid) for shell in shells]
+            tree += [child for shell in tree[:2] for child in shell.children()]
+            if len(tree) == 6:
+                break
+            time.sleep(0.02)  # each shell forks its two sleeps
+        assert len(tree) == 6
+        yield [process.pid for process in tree]
+    finally:
+        for shell in shells:
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(shell.pid).children(recursive=True):
+                    child.kill()
+            shell.kill()
+            shell.wait(timeout=10)
+
+
+def test_descendant_pids_finds_grandchildren_as_psutil_does(shell_tree: list[int]) -> None:
+    """The kernel's per-thread children lists give the same tree as psutil's full scan."""
+    import psutil
+
+    from gpubench.trackers.host import descendant_pids
+
+    found = descendant_pids(os.getpid())
+    if found is None:
+        pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
+    assert sorted(found) == sorted(shell_tree)
+    assert sorted(found) == sorted(p.pid for p in psutil.Process().children(recursive=True))
+
+
+def test_descendant_pids_of_a_process_that_is_gone() -> None:
+    from gpubench.trackers.host import descendant_pids
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    assert descendant_pids(child.pid) == []
+
+
+@pytest.mark.parametrize("children_lists", [True, False], ids=["proc-children", "psutil"])
+def test_tree_peak_is_the_sum_of_every_members_peak(
+    shell_tree: list[int], children_lists: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    from gpubench.trackers import host
+
+    if not children_lists:  # a kernel without the lists: psutil's scan instead
+        monkeypatch.setattr(host, "descendant_pids", lambda pid: None)
+    shell = psutil.Process(shell_tree[0])
+    members = [shell.pid, *(child.pid for child in shell.children())]
+    expected = sum(host.peak_rss_bytes(pid) or 0 for pid in members)
+    assert len(members) == 3
+    assert host.tree_peak_rss_bytes(shell) == expected
 
 
 def test_process_tree_rss_stops_its_thread() -> None:

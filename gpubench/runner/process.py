@@ -8,12 +8,15 @@ SIGKILL to the group and to every descendant that left it. Whatever happens
 to the worker, the caller gets a Result, never an exception.
 
 Descendants that left the group are found two ways: a scan of the worker's
-tree once a second while it runs, and, on Linux, by adoption: the parent is
+tree while it runs (every second; every 5 s while adoption works), and, on
+Linux, by adoption: the parent is
 a child subreaper while the case runs (:mod:`gpubench.runner.subreaper`), so
 an orphan (a double-forked daemon, a torchrun rank whose torchrun died)
 becomes the parent's child instead of init's. Every process killed is waited
 for (reaped when it is the parent's child) before the next case may start:
 a rank that still holds its GPU context would make the next case's OOM.
+Between polls the parent sleeps (:mod:`gpubench.runner.exit_wait`): on a
+machine whose cores all train, every wake-up of the parent costs the case.
 
 A worker that has written its answer but does not exit (a hang in NCCL's or
 a thread's teardown) gets ``EXIT_GRACE_S`` more, then is ended like a timeout;
@@ -48,6 +51,7 @@ from gpubench.runner.classify import (
     merge_rank_results,
     parse_worker_result,
 )
+from gpubench.runner.exit_wait import ExitWaiter
 from gpubench.runner.launchers import Launcher, launcher_for
 from gpubench.runner.protocol import (
     ProgressEvent,
@@ -62,6 +66,7 @@ log = logging.getLogger(__name__)
 TERM_GRACE_S = 3.0  # timeout: SIGTERM, then this long before SIGKILL
 LEFTOVER_GRACE_S = 1.0  # normal exit: the same for processes the worker left behind
 DESCENDANT_SCAN_INTERVAL_S = 1.0  # how often the running tree is recorded
+ADOPTING_SCAN_INTERVAL_S = 5.0  # the same while the subreaper mark holds (a second net)
 REAP_TIMEOUT_S = 10.0  # after SIGKILL; a process stuck in the kernel may take a while
 EXIT_GRACE_S = 60.0  # from a written result.json to the worker's exit, before it is ended
 STDERR_READ_BYTES = 64 * 1024  # enough for the tail classify keeps
@@ -79,13 +84,15 @@ def run_case(
     env: Mapping[str, str] | None = None,
     workdir: Path | None = None,
     keep_workdir: bool = False,
-    poll_interval_s: float = 0.1,
+    poll_interval_s: float = 0.25,
 ) -> Result:
     """Run ``case`` against ``profile`` in a fresh worker process and return its Result.
 
     ``workdir`` replaces the fresh temporary directory (it must be empty or
     absent); either way it is removed afterwards unless ``keep_workdir``.
     ``env`` is added on top of this process's environment and the launcher's.
+    Progress events reach ``on_progress`` every ``poll_interval_s``; the
+    worker's exit is seen at once, whatever the interval.
     Worker failures (crash, signal, timeout, garbage output, failure to start)
     come back as a Result; only bad arguments raise.
     """
@@ -166,7 +173,7 @@ def _run_worker(
     full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | launcher.env() | dict(env)
     started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.monotonic()
-    with Subreaper():
+    with Subreaper() as reaper:
         known = _own_children()  # what this process ran before the case is not the case's
         since = time.time() - 1.0  # create_time has clock-tick resolution
         with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
@@ -187,9 +194,13 @@ def _run_worker(
         tree = _ProcessTree(proc, known=known | {proc.pid}, since=since)
         relay = _ProgressRelay(paths.progress, on_progress)
         deadline = t0 + timeout_s
-        next_scan = t0 + DESCENDANT_SCAN_INTERVAL_S
+        # each scan reads /proc/<pid>/stat of every process on the machine; while this
+        # process adopts orphans, what a scan would miss is adopted anyway
+        scan_interval_s = ADOPTING_SCAN_INTERVAL_S if reaper.active else DESCENDANT_SCAN_INTERVAL_S
+        next_scan = t0 + scan_interval_s
         answered_by: float | None = None  # when result.json appeared
         timed_out = False
+        waiter = ExitWaiter(proc)  # sleeps between polls; Popen.wait(timeout) busy-waits
         try:
             while True:
                 relay.poll()
@@ -210,12 +221,10 @@ def _run_worker(
                     break
                 if now >= next_scan:
                     tree.record_descendants()
-                    next_scan = now + DESCENDANT_SCAN_INTERVAL_S
-                try:
-                    proc.wait(timeout=min(poll_interval_s, deadline - now))
-                except subprocess.TimeoutExpired:
-                    pass
+                    next_scan = now + scan_interval_s
+                waiter.wait(min(poll_interval_s, deadline - now))
         finally:  # also on KeyboardInterrupt: nothing may outlive the case
+            waiter.close()
             exited = proc.returncode is not None
             tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
     tree.reap_adopted()  # orphans that died after the last look, now that none can arrive

@@ -1,0 +1,67 @@
+"""Waiting for a worker to exit, with one wake-up per poll interval and none between.
+
+``Popen.wait(timeout)`` is a busy loop on POSIX: it calls ``waitpid(WNOHANG)``
+and sleeps 1, 2, 4 ... 50 ms in between, about seven wake-ups per 0.1 s. On a
+machine whose cores all run the case's intra-op threads, each wake-up of the
+parent preempts one of them, and the others wait for it at the end of the
+parallel region. Measured while the parent waited on a gpt-mini CPU case
+(2 cores): 73 voluntary context switches and 1.2 % of a core per second.
+
+A pidfd (``os.pidfd_open``, Linux 5.3 and later) becomes readable when its
+process exits, so ``select`` on it sleeps the whole interval or returns at
+the exit. Where there is no pidfd, :class:`ExitWaiter` falls back to
+``Popen.wait``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+from types import TracebackType
+
+
+class ExitWaiter:
+    """Sleeps until ``proc`` exits or a timeout passes; a context manager owning the pidfd."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+        self._pidfd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            with contextlib.suppress(OSError):  # old kernel (ENOSYS), or already reaped
+                self._pidfd = pidfd_open(proc.pid)
+
+    @property
+    def uses_pidfd(self) -> bool:
+        return self._pidfd is not None
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block for up to ``timeout_s`` seconds; True once the process has exited (and
+        been reaped by ``Popen``, so its ``returncode`` is set)."""
+        if self._proc.poll() is not None:
+            return True
+        timeout_s = max(0.0, timeout_s)
+        if self._pidfd is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=timeout_s)
+        else:
+            select.select([self._pidfd], [], [], timeout_s)  # PEP 475: EINTR is retried
+        return self._proc.poll() is not None
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def __enter__(self) -> ExitWaiter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
