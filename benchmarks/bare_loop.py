@@ -16,6 +16,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,9 @@ from gpubench.data.synthetic import TokenStream
 from gpubench.models import build_model
 
 
-def measured_step_times(case: Case) -> list[float]:
-    """Train ``case`` on CPU in the bare loop; the measured steps' times (warm-up dropped)."""
+def bare_step(case: Case) -> Callable[[], float]:
+    """Build ``case``'s model, data and optimizer on CPU; return one training step (data,
+    forward, backward, clip, optimizer step, loss read), which returns the loss."""
     torch.manual_seed(case.seed)
     built = build_model(case, "cpu")
     stream = TokenStream(
@@ -34,20 +36,29 @@ def measured_step_times(case: Case) -> list[float]:
     )
     params = [p for p in built.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=case.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    max_norm = math.inf if case.grad_clip is None else case.grad_clip
     built.module.train()
-    step_times = []
-    for _ in range(int(case.warmup) + case.steps):
-        t0 = time.perf_counter()
+
+    def step() -> float:
         x, y = stream.next_batch()
         logits = built.logits(x)
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            params, math.inf if case.grad_clip is None else case.grad_clip
-        )
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss.item()
+        return loss.item()
+
+    return step
+
+
+def measured_step_times(case: Case) -> list[float]:
+    """Train ``case`` on CPU in the bare loop; the measured steps' times (warm-up dropped)."""
+    step = bare_step(case)
+    step_times = []
+    for _ in range(int(case.warmup) + case.steps):
+        t0 = time.perf_counter()
+        step()
         step_times.append(time.perf_counter() - t0)
     return step_times[int(case.warmup) :]
 

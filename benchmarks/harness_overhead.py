@@ -11,6 +11,10 @@
    first step, the bare loop inside it: hence measured steps only); the
    difference is the harness: its imports, job/result files,
    fingerprint, trackers, the memory-cap set-up and the parent's polling.
+3. The parent's own CPU while a case runs (share of one core, and voluntary
+   context switches per second): unlike the two figures above, it hardly
+   depends on how busy the machine is, and every bit of it is taken from
+   a case that uses all the cores.
 
 ``--threads N`` sets OMP_NUM_THREADS for both sides (torch's intra-op threads).
 With N below the core count the harness's own threads (the parent's polling,
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,7 +50,11 @@ from gpubench.runner import run_case  # noqa: E402
 
 def run_gpubench(case_kwargs: dict, timeout_s: float, env: dict[str, str]) -> dict:
     case = make_case(**case_kwargs)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_case(case, resolve_profile("cpu"), timeout_s=timeout_s, env=env)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    children = child_usage(children_before)
     if result.status != "ok":
         raise SystemExit(f"gpubench case failed: {result.describe()}")
     m = result.metrics
@@ -56,10 +65,26 @@ def run_gpubench(case_kwargs: dict, timeout_s: float, env: dict[str, str]) -> di
         "duration_s": result.duration_s,
         "measured_s": measured_s,
         "outside_s": result.duration_s - measured_s,
+        # the parent (this process, run_case's poll loop) competes with the case for cores
+        "parent_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "parent_wakeups": after.ru_nvcsw - before.ru_nvcsw,
+        **children,
+    }
+
+
+def child_usage(before: resource.struct_rusage) -> dict:
+    """What the processes reaped since ``before`` used: CPU seconds and minor page faults
+    (the case's process, start-up included; glibc handing freed memory back to the
+    kernel and faulting it in again shows up as faults)."""
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "child_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        "child_minor_faults": after.ru_minflt - before.ru_minflt,
     }
 
 
 def run_bare(case_kwargs: dict, env: dict[str, str]) -> dict:
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run(
         [sys.executable, str(HERE / "bare_loop.py"), json.dumps(case_kwargs)],
@@ -75,6 +100,7 @@ def run_bare(case_kwargs: dict, env: dict[str, str]) -> dict:
         "duration_s": duration,
         "measured_s": data["measured_s"],
         "outside_s": duration - data["measured_s"],
+        **child_usage(children_before),
     }
 
 
@@ -97,8 +123,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS, both sides")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for both sides (repeatable), e.g. glibc malloc tunables",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    extra_env = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--env {item!r}: expected NAME=VALUE")
+        extra_env[name] = value
 
     case_kwargs = {
         "model": args.model,
@@ -109,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "precision": "fp32",
     }
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    env.update(extra_env)
     runs: dict[str, list[dict]] = {"gpubench": [], "bare": []}
     for i in range(args.repeats):
         order = ("gpubench", "bare") if i % 2 == 0 else ("bare", "gpubench")
@@ -121,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             runs[side].append(run)
             print(
                 f"repeat {i + 1} {side:8s} {run['tokens_per_s']:10,.0f} tok/s "
-                f"outside training {run['outside_s']:.2f} s",
+                f"outside training {run['outside_s']:.2f} s, "
+                f"{run['child_minor_faults']:,} minor faults",
                 flush=True,
             )
 
@@ -137,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(pair_ratios)
     fixed = med("gpubench", "outside_s") - med("bare", "outside_s")
     startup = python_and_torch_startup_s()
+    parent_share = med("gpubench", "parent_cpu_s") / med("gpubench", "duration_s")
+    wakeups = med("gpubench", "parent_wakeups") / med("gpubench", "duration_s")
     summary = {
         "command": "python benchmarks/harness_overhead.py " + " ".join(argv or sys.argv[1:]),
         "case": case_kwargs,
         "omp_num_threads": args.threads,
+        "env": extra_env,
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -154,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         "gpubench_tokens_per_s_median": med("gpubench", "tokens_per_s"),
         "bare_tokens_per_s_median": med("bare", "tokens_per_s"),
         "fixed_cost_per_case_s": fixed,
+        "parent_cpu_share": parent_share,
+        "parent_wakeups_per_s": wakeups,
+        "minor_faults_median": {side: med(side, "child_minor_faults") for side in runs},
         "python_and_import_torch_s": startup,
         "runs": runs,
     }
@@ -164,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"fixed cost per case beyond python + import torch: {fixed:.2f} s "
         f"(python + import torch alone: {startup:.2f} s)"
+    )
+    print(
+        f"parent while a case runs: {parent_share:.2%} of a core, {wakeups:.0f} wake-ups/s "
+        "(set-up and result handling included)"
     )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -480,6 +480,21 @@ class TorchEngine:
         device_memory: DeviceMemoryTracker,
     ) -> str:
         """Build, warm up and measure; fills ``record``; returns ``ok`` or ``diverged``."""
+        train_step = self.build_train_step(case, device, ranks, progress, record)
+        return training_loop(case, device, ranks, progress, record, device_memory, train_step)
+
+    def build_train_step(
+        self,
+        case: Case,
+        device: torch.device,
+        ranks: Ranks,
+        progress: ProgressWriter,
+        record: Record,
+    ) -> TrainStep:
+        """Build the case's model, optimizer and token stream (recording the build time and
+        the parameter count in ``record``) and return its optimizer step, the function
+        :func:`training_loop` times. benchmarks/inprocess_step.py times it step for step
+        against a bare loop's."""
         import torch
 
         from gpubench.data.synthetic import TokenStream
@@ -568,7 +583,7 @@ class TorchEngine:
             optimizer.zero_grad(set_to_none=True)
             return loss_sum / accum, grad_norm
 
-        return training_loop(case, device, ranks, progress, record, device_memory, train_step)
+        return train_step
 
 
 def _free_memory(device: torch.device) -> None:

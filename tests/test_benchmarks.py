@@ -1,0 +1,45 @@
+"""The benchmark scripts still run (tiny model, a couple of steps; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_harness_overhead_writes_its_figures(tmp_path: Path) -> None:
+    out_file = tmp_path / "overhead.json"
+    stdout = run_script(
+        "harness_overhead.py",
+        *("--model", "gpt-tiny", "--repeats", "2", "--steps", "3", "--warmup", "1"),
+        *("--env", "MALLOC_TRIM_THRESHOLD_=1073741824", "--out", str(out_file)),
+    )
+    assert "throughput ratio gpubench/bare" in stdout
+    summary = json.loads(out_file.read_text())
+    assert len(summary["pair_ratios"]) == 2
+    assert summary["throughput_ratio"] > 0 and summary["env"] == {
+        "MALLOC_TRIM_THRESHOLD_": "1073741824"
+    }
+    for side in ("gpubench", "bare"):
+        assert len(summary["runs"][side]) == 2
+        assert all(run["child_minor_faults"] > 0 for run in summary["runs"][side])
+    assert 0 <= summary["parent_cpu_share"] < 1
+
+
+def test_inprocess_step_compares_the_engines_own_step() -> None:
+    stdout = run_script("inprocess_step.py", "--model", "gpt-tiny", "--steps", "4")
+    assert "tokens/s engine / bare" in stdout
