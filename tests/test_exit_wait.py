@@ -72,3 +72,25 @@ def test_close_is_safe_twice() -> None:
     waiter.close()
     waiter.close()
     proc.wait(timeout=30)
+
+
+def test_a_pidfd_numbered_past_select_s_limit_still_waits() -> None:
+    """A long pytest session may hold over 1,023 descriptors; select() refuses those."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    proc = sleeper(0.2)
+    try:
+        with ExitWaiter(proc) as waiter:
+            if not waiter.uses_pidfd:
+                pytest.skip("no pidfd_open on this kernel/python")
+            assert waiter._pidfd is not None and waiter._pidfd > 1023
+            assert waiter.wait(30.0)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        proc.kill()
+        proc.wait(timeout=10)

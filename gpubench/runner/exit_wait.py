@@ -9,8 +9,8 @@ parallel region. Measured while the parent waited on a gpt-mini CPU case
 
 A pidfd (``os.pidfd_open``, Linux 5.3 and later) becomes readable when its
 process exits, so ``select`` on it sleeps the whole interval or returns at
-the exit. Where there is no pidfd, :class:`ExitWaiter` falls back to
-``Popen.wait``.
+the exit (``poll``, not ``select``: a descriptor numbered past 1023 is fine).
+Where there is no pidfd, :class:`ExitWaiter` falls back to ``Popen.wait``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,12 @@ class ExitWaiter:
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
         self._pidfd: int | None = None
+        self._poller = select.poll()
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             with contextlib.suppress(OSError):  # old kernel (ENOSYS), or already reaped
                 self._pidfd = pidfd_open(proc.pid)
+                self._poller.register(self._pidfd, select.POLLIN)
 
     @property
     def uses_pidfd(self) -> bool:
@@ -47,11 +49,12 @@ class ExitWaiter:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=timeout_s)
         else:
-            select.select([self._pidfd], [], [], timeout_s)  # PEP 475: EINTR is retried
+            self._poller.poll(timeout_s * 1000.0)  # milliseconds; PEP 475 retries EINTR
         return self._proc.poll() is not None
 
     def close(self) -> None:
         if self._pidfd is not None:
+            self._poller.unregister(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
 
