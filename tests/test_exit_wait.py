@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -19,7 +20,7 @@ def sleeper(seconds: float) -> subprocess.Popen[bytes]:
 
 def test_an_exit_ends_the_wait_at_once() -> None:
     proc = sleeper(0.3)
-    with ExitWaiter(proc) as waiter:
+    with contextlib.closing(ExitWaiter(proc)) as waiter:
         started = time.monotonic()
         assert waiter.wait(30.0)
         assert time.monotonic() - started < 10.0  # the exit, not the 30 s timeout
@@ -31,7 +32,7 @@ def test_a_running_process_times_out_asleep() -> None:
     pidfd wait wakes once, so the waiting process leaves the cores to the case."""
     proc = sleeper(30)
     try:
-        with ExitWaiter(proc) as waiter:
+        with contextlib.closing(ExitWaiter(proc)) as waiter:
             if not waiter.uses_pidfd:
                 pytest.skip("no pidfd_open on this kernel/python")
             before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
@@ -48,7 +49,7 @@ def test_without_pidfd_it_falls_back_to_popen_wait(monkeypatch: pytest.MonkeyPat
     monkeypatch.delattr(os, "pidfd_open", raising=False)
     proc = sleeper(30)
     try:
-        with ExitWaiter(proc) as waiter:
+        with contextlib.closing(ExitWaiter(proc)) as waiter:
             assert not waiter.uses_pidfd
             assert not waiter.wait(0.2)
             proc.kill()
@@ -62,7 +63,7 @@ def test_without_pidfd_it_falls_back_to_popen_wait(monkeypatch: pytest.MonkeyPat
 def test_a_process_already_reaped_needs_no_pidfd() -> None:
     proc = sleeper(0)
     proc.wait(timeout=30)
-    with ExitWaiter(proc) as waiter:
+    with contextlib.closing(ExitWaiter(proc)) as waiter:
         assert waiter.wait(5.0)
 
 
@@ -83,7 +84,7 @@ def test_a_pidfd_numbered_past_select_s_limit_still_waits() -> None:
     held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     proc = sleeper(0.2)
     try:
-        with ExitWaiter(proc) as waiter:
+        with contextlib.closing(ExitWaiter(proc)) as waiter:
             if not waiter.uses_pidfd:
                 pytest.skip("no pidfd_open on this kernel/python")
             assert waiter._pidfd is not None and waiter._pidfd > 1023

@@ -19,11 +19,11 @@ import contextlib
 import os
 import select
 import subprocess
-from types import TracebackType
 
 
 class ExitWaiter:
-    """Sleeps until ``proc`` exits or a timeout passes; a context manager owning the pidfd."""
+    """Sleeps until ``proc`` exits or a timeout passes; :meth:`close` releases the pidfd
+    (``contextlib.closing`` makes it a ``with`` block)."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self._proc = proc
@@ -42,8 +42,6 @@ class ExitWaiter:
     def wait(self, timeout_s: float) -> bool:
         """Block for up to ``timeout_s`` seconds; True once the process has exited (and
         been reaped by ``Popen``, so its ``returncode`` is set)."""
-        if self._proc.poll() is not None:
-            return True
         timeout_s = max(0.0, timeout_s)
         if self._pidfd is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -57,14 +55,3 @@ class ExitWaiter:
             self._poller.unregister(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-
-    def __enter__(self) -> ExitWaiter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
