@@ -7,10 +7,11 @@ a shared 2-core machine one run's throughput differs from the next's by 5 to
 15 %, more than the 2 % the harness may cost. This script takes the process
 and the machine's drift out of the comparison: one process builds the same
 case twice, once as the bare loop's step (bare_loop.py's ``bare_step``) and
-once as the step ``TorchEngine`` times (``TorchEngine.build_train_step``:
-the engine's own code, not a copy), and alternates them step by step
-(bare, engine, engine, bare, ...), so both see the same moment of the
-machine. Each side is timed as gpubench times it: the engine's step by
+once as the step the torch engine times (``TorchEngine.build_step`` on the
+model and stream of ``build_for_training``: the engine's own code, not a
+copy), and alternates them step by step (bare, engine, engine, bare, ...), so
+both see the same moment of the machine. Each side is timed as gpubench times
+it: the engine's step by
 ``perf_counter`` around the step function, its loss and gradient norm read
 after the clock (as ``training_loop`` does); the bare step with its
 ``loss.item()`` inside.
@@ -31,8 +32,11 @@ import torch
 from bare_loop import bare_step  # benchmarks/, beside this script
 
 from gpubench.case import make_case
-from gpubench.engines.torch_engine import Ranks, Record, TorchEngine
-from gpubench.runner.protocol import ProgressWriter
+from gpubench.engines.context import TrainingContext
+from gpubench.engines.distributed import Ranks
+from gpubench.engines.recipe import build_for_training
+from gpubench.engines.torch_engine import TorchEngine
+from gpubench.profiles import resolve_profile
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -48,10 +52,10 @@ def main() -> None:
     case = make_case(model=args.model, batch_size=8, seq_len=128, steps=args.steps, warmup=5)
 
     bare = bare_step(case)
-    torch.manual_seed(case.seed)  # the engine's run() seeds here (training_device)
-    engine = TorchEngine().build_train_step(
-        case, torch.device("cpu"), Ranks(), ProgressWriter(None), Record()
-    )
+    torch.manual_seed(case.seed)  # the engine's run() seeds here (prepare_device)
+    ctx = TrainingContext(case, resolve_profile("cpu"), torch.device("cpu"), Ranks())
+    model, stream = build_for_training(ctx)
+    engine = TorchEngine().build_step(ctx, model, stream)
 
     def time_bare() -> float:
         t0 = time.perf_counter()

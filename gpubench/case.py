@@ -19,16 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpubench.errors import CaseError
+from gpubench.models.spec import check_model_spec
+from gpubench.schema import record_fields
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTENTION_KERNELS = ("sdpa", "math")
 DATA_SOURCES = ("learnable", "random")
 ENGINES = ("torch", "deepspeed")
 ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
-
-
-class CaseError(ValueError):
-    """A Case (or one of its flags) has a value gpubench cannot run."""
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -221,8 +221,6 @@ class Case:
             )
         if self.timeout_s is not None:
             _positive_number("timeout_s", self.timeout_s)
-        from gpubench.models import check_model_spec  # light: no torch import
-
         check_model_spec(self.model, dict(self.model_config))
 
     # -- identity ---------------------------------------------------------------------------
@@ -281,22 +279,13 @@ class Case:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Case:
-        """Rebuild a Case; a field this gpubench does not know is an error, never dropped
-        (a silently dropped flag would misdescribe what ran)."""
-        known = {f.name for f in dataclasses.fields(cls)} | {"id"}
-        flags = dict(data.get("flags", {}))
-        unknown = sorted(set(data) - known) + sorted(
-            f"flags.{k}" for k in set(flags) - set(FLAG_FIELDS)
-        )
-        if unknown:
-            raise CaseError(
-                f"case fields {', '.join(unknown)} are unknown to this gpubench; "
-                "was it written by a newer version?"
-            )
-        kwargs = {k: v for k, v in data.items() if k != "id"}
-        kwargs["flags"] = Flags(**flags)
-        return cls(**kwargs)
+    def from_dict(cls, data: Mapping[str, Any], where: str = "case") -> Case:
+        """Rebuild a Case, by the reading policy of :mod:`gpubench.schema`: a field this
+        gpubench does not know is a :class:`CaseError`, never dropped (a silently dropped
+        flag would misdescribe what ran)."""
+        fields = record_fields(cls, data, where, derived=("id",), error=CaseError)
+        flags = record_fields(Flags, fields.get("flags", {}), f"{where}.flags", error=CaseError)
+        return cls(**{**fields, "flags": Flags(**flags)})
 
     def to_json(self) -> str:
         """Strict JSON, as the worker protocol writes it (no NaN or inf)."""

@@ -1,11 +1,13 @@
 """What an out-of-memory failure looks like, in one place.
 
-The engine matches exception messages with it (an OOM is a Result, not a
-crash) and the runner matches a dead worker's stderr with it. Imports nothing
-heavy: the parent process uses it too.
+The engine and the worker classify exceptions with :func:`is_oom` (an OOM is a
+Result, not a crash) and the runner matches a dead worker's stderr with
+:func:`looks_like_oom`. Imports nothing heavy: the parent process uses it too.
 """
 
 from __future__ import annotations
+
+import sys
 
 # Lower-case substrings of the messages torch, the C++ runtime, Python and the OS
 # print when an allocation fails.
@@ -55,3 +57,26 @@ def host_memory_capped() -> bool:
         return False
     soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
     return soft != resource.RLIM_INFINITY
+
+
+def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
+    """Whether ``exc`` is an allocation failure (device or host), not a bug.
+
+    A thread that could not start counts too while the host's memory is capped
+    (``host_capped``; by default, whether a finite ``RLIMIT_DATA`` is in force
+    now): under that cap its stack is an allocation like any tensor's, and
+    gloo, DDP and the autograd engine start threads as they need them.
+    """
+    torch = sys.modules.get("torch")  # not imported: no torch error can have been raised
+    if isinstance(exc, MemoryError) or (
+        torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    ):
+        return True
+    if not isinstance(exc, (RuntimeError, OSError)):
+        return False
+    message = str(exc)
+    if looks_like_oom(message):
+        return True
+    if host_capped is None:
+        host_capped = host_memory_capped()
+    return host_capped and looks_like_thread_start_failure(message)

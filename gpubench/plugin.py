@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 
 from gpubench.case import Case, CaseError
-from gpubench.compat import check_case_on_profile, check_model_importable, missing_requirement
+from gpubench.collection_checks import (
+    check_case_on_profile,
+    check_model_importable,
+    missing_requirement,
+)
 from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
@@ -121,9 +125,11 @@ def pytest_configure(config: pytest.Config) -> None:
         profiles_file=Path(profiles_file) if profiles_file else None,
         keep_workdirs=config.getoption("gpubench_keep_workdirs"),
     )
-    session = BenchSession(options, progress=_make_progress(config, workerinput is not None))
+    session = BenchSession(
+        options, case_progress=_make_case_progress(config, workerinput is not None)
+    )
     if workerinput is None and _xdist_controller(config):
-        session.reported_progress = _make_reported_progress(config)
+        session.xdist_progress = _make_xdist_progress(config)
     config.stash[SESSION_KEY] = session
     if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
         profiles = _resolve_profiles(session)
@@ -142,7 +148,7 @@ def _xdist_controller(config: pytest.Config) -> bool:
     return config.getoption("dist", "no") != "no" and bool(config.getoption("numprocesses", None))
 
 
-def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress | None:
+def _make_case_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress | None:
     if in_xdist_worker or _xdist_controller(config):
         return None  # workers have no terminal; the controller runs no case itself
     reporter = config.pluginmanager.getplugin("terminalreporter")
@@ -170,7 +176,7 @@ def _make_progress(config: pytest.Config, in_xdist_worker: bool) -> LiveProgress
     )
 
 
-def _make_reported_progress(config: pytest.Config) -> LiveProgress | None:
+def _make_xdist_progress(config: pytest.Config) -> LiveProgress | None:
     """The xdist controller's progress: a line per case as the workers report them
     (``live`` and ``auto`` on a terminal included: see gpubench.progress); ``auto``
     without a terminal writes them with ``-v``; ``-q`` and ``off`` write none."""
@@ -208,7 +214,7 @@ class _XdistHooks:
         self.workers += 1
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        progress = self.session.reported_progress
+        progress = self.session.xdist_progress
         if progress is None or report.when != "teardown":
             return  # once per test; the fixture's properties are on every phase's report
         props: dict[str, Any] = dict(report.user_properties)  # JSON values, from the fixture
@@ -266,8 +272,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if RESULT_FIXTURE in getattr(item, "fixturenames", ())
         and not item.get_closest_marker("skip")
     )
-    if bench.progress is not None:
-        bench.progress.clock.total = bench.cases_total
+    if bench.case_progress is not None:
+        bench.case_progress.clock.total = bench.cases_total
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpubench.schema import record_fields
 from gpubench.units import format_bytes, parse_bytes
 
 if sys.version_info >= (3, 11):
@@ -107,9 +108,9 @@ class HardwareProfile:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> HardwareProfile:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Mapping[str, Any], where: str = "profile") -> HardwareProfile:
+        """Rebuild a profile by the reading policy of :mod:`gpubench.schema`."""
+        return cls(**record_fields(cls, data, where, error=ProfileError))
 
 
 # -- the built-in table -------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def device_slug(device_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "unknown-gpu"
 
 
-def _first_visible_device() -> str | None:
+def first_visible_device() -> str | None:
     """CUDA_VISIBLE_DEVICES' first entry; "" when it hides every GPU; None when unset."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
@@ -454,7 +455,7 @@ def _nvml_gpu0() -> tuple[str, int] | None:
     order, as CUDA does with CUDA_DEVICE_ORDER=PCI_BUS_ID; a UUID in
     CUDA_VISIBLE_DEVICES is looked up as a UUID.
     """
-    visible = _first_visible_device()
+    visible = first_visible_device()
     if visible == "":
         return None
     try:

@@ -28,8 +28,8 @@ from typing import Any
 
 from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
+from gpubench.protocol import ProgressEvent
 from gpubench.result import Result
-from gpubench.runner.protocol import ProgressEvent
 
 
 def format_duration(seconds: float) -> str:

@@ -1,9 +1,12 @@
 """The Result: schema-versioned JSON answer for one Case on one HardwareProfile.
 
-Plain dataclasses with ``to_dict``/``from_dict``. A Result is written by the
-worker (status ``ok``/``over_capacity``/``oom``/``diverged``), or by the parent
-runner when the worker never answered (``timeout``/``crashed``). An OOM is a
-Result, not an exception: the test decides whether it passes.
+Plain frozen dataclasses with ``to_dict``/``from_dict``. The worker assembles a
+Result once from what the engine measured (status ``ok``/``over_capacity``/
+``oom``/``diverged``); the parent adds what only it knows with
+:func:`dataclasses.replace`, or builds the Result itself when the worker never
+answered (``timeout``/``crashed``). An OOM is a Result, not an exception: the
+test decides whether it passes. Records are read back by the policy of
+:mod:`gpubench.schema`; an earlier schema version goes through :data:`UPGRADES`.
 """
 
 from __future__ import annotations
@@ -12,22 +15,24 @@ import dataclasses
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.case import Case
+from gpubench.profiles import HardwareProfile
+from gpubench.schema import SchemaError, record_fields
 
 SCHEMA_VERSION = 1
+# Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
+# one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
-
-
-def _from_fields(cls: Any, data: Mapping[str, Any]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in known})
+ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,10 @@ class Stats:
             max=vals[-1],
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "stats") -> Stats:
+        return cls(**record_fields(cls, data, where))
+
     @property
     def noisy(self) -> bool:
         return self.cv > NOISY_CV
@@ -88,7 +97,18 @@ def _percentile(sorted_values: Sequence[float], pct: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-@dataclass
+# Which memory figure is "the peak": the device's largest, else the host's resident set.
+# (label, Metrics field); the labels name the measurement in tables and reports.
+DEVICE_MEMORY_FIGURES = (
+    ("nvml", "nvml_peak_used_bytes"),  # context and workspaces included
+    ("cuda-reserved", "peak_reserved_bytes"),
+    ("cuda-allocated", "peak_allocated_bytes"),
+)
+HOST_MEMORY_FIGURE = ("host-rss", "peak_rss_bytes")
+MEMORY_PEAK_FIELDS = tuple(name for _, name in (*DEVICE_MEMORY_FIGURES, HOST_MEMORY_FIGURE))
+
+
+@dataclass(frozen=True)
 class Metrics:
     """What the worker measured. Throughput over measured (post-warm-up) steps only."""
 
@@ -118,6 +138,8 @@ class Metrics:
     nonfinite_steps: int = 0
     wall_time_s: float | None = None  # worker: model build to last step
 
+    DERIVED = ("loss_decreased", "noisy")  # written for readers of the JSON, recomputed here
+
     @property
     def loss_decreased(self) -> bool:
         return (
@@ -130,20 +152,48 @@ class Metrics:
     def noisy(self) -> bool:
         return bool(self.step_time_s and self.step_time_s.noisy)
 
+    # -- memory: which figure is the peak is decided here, and only here -------------------
     @property
     def peak_device_bytes(self) -> int | None:
-        """Largest device-memory figure measured (NVML, reserved or allocated)."""
-        figures = [
-            b
-            for b in (
-                self.nvml_peak_used_bytes,
-                self.peak_reserved_bytes,
-                self.peak_allocated_bytes,
-            )
-            if b is not None
-        ]
+        """Largest device-memory figure measured (NVML, reserved or allocated); what a
+        card's capacity must hold."""
+        figures = [v for _, name in DEVICE_MEMORY_FIGURES if (v := getattr(self, name)) is not None]
         return max(figures) if figures else None
 
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        """The case's peak memory: the device's (:attr:`peak_device_bytes`), or on a CPU
+        device, where host memory is the device's, the process tree's peak RSS."""
+        return self.peak_device_bytes or self.peak_rss_bytes
+
+    @property
+    def peak_memory_source(self) -> str | None:
+        """Which measurement :attr:`peak_memory_bytes` is: ``nvml``, ``cuda-reserved``,
+        ``cuda-allocated`` or ``host-rss``; None without a figure."""
+        peak = self.peak_memory_bytes
+        for label, name in (*DEVICE_MEMORY_FIGURES, HOST_MEMORY_FIGURE):
+            figure = getattr(self, name)
+            if figure is not None and figure == peak:
+                return label
+        return None
+
+    def exceeds(self, capacity_bytes: int) -> bool:
+        """Whether the device peak is above ``capacity_bytes`` (``over_capacity``)."""
+        peak = self.peak_device_bytes
+        return peak is not None and peak > capacity_bytes
+
+    def with_largest_memory(self, others: Iterable[Metrics]) -> Metrics:
+        """These metrics with each memory peak the largest of this and ``others`` (the ranks
+        of one case: a capacity is per device, and ranks differ)."""
+        everyone = [self, *others]
+        largest = {}
+        for name in MEMORY_PEAK_FIELDS:
+            values = [v for v in (getattr(m, name) for m in everyone) if v]
+            if values:
+                largest[name] = max(values)
+        return dataclasses.replace(self, **largest)
+
+    # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["loss_decreased"] = self.loss_decreased
@@ -151,16 +201,15 @@ class Metrics:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Metrics:
-        metrics = _from_fields(cls, data)
+    def from_dict(cls, data: Mapping[str, Any], where: str = "metrics") -> Metrics:
+        fields = record_fields(cls, data, where, derived=cls.DERIVED)
         for name in ("tokens_per_s", "samples_per_s", "step_time_s"):
-            value = getattr(metrics, name)
-            if isinstance(value, Mapping):
-                setattr(metrics, name, _from_fields(Stats, value))
-        return metrics
+            if fields.get(name) is not None:
+                fields[name] = Stats.from_dict(fields[name], f"{where}.{name}")
+        return cls(**fields)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Series:
     """Per-step series, warm-up steps included (the first ``Metrics.warmup_steps``)."""
 
@@ -169,8 +218,12 @@ class Series:
     grad_norm: list[float] = field(default_factory=list)
     allocated_bytes: list[int] = field(default_factory=list)  # device memory after each step
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "series") -> Series:
+        return cls(**{k: list(v) for k, v in record_fields(cls, data, where).items()})
 
-@dataclass
+
+@dataclass(frozen=True)
 class Environment:
     """Where the numbers were taken: the fingerprint every Result carries."""
 
@@ -195,8 +248,12 @@ class Environment:
     allocator_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF
     torch_threads: int = 0
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "environment") -> Environment:
+        return cls(**record_fields(cls, data, where))
 
-@dataclass
+
+@dataclass(frozen=True)
 class ErrorInfo:
     """Why a case did not train to the end."""
 
@@ -207,11 +264,44 @@ class ErrorInfo:
     signal: str | None = None  # e.g. "SIGKILL"
     traceback: str = ""
 
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """The exception's class, message (its first ``ERROR_MESSAGE_CHARS``) and traceback."""
+        return cls(
+            type=type(exc).__name__,
+            message=str(exc).strip()[:ERROR_MESSAGE_CHARS],
+            traceback="".join(traceback.format_exception(exc)),
+        )
 
-@dataclass
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "error") -> ErrorInfo:
+        return cls(**record_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A prediction of the case's peak device memory on its profile, made without running it.
+
+    The slot the memory estimator fills (``gpubench estimate``, estimate-only runs);
+    until it exists every Result's ``estimate`` is None.
+    """
+
+    peak_bytes: int  # predicted peak device memory: what the card must hold
+    capacity_bytes: int  # the profile's
+    verdict: str  # "fits", "over_capacity" or "oom" (Result statuses; "fits" for "ok")
+    headroom_bytes: int  # capacity_bytes - peak_bytes
+    method: str  # how peak_bytes was predicted (formulas and their sources)
+    breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "estimate") -> Estimate:
+        return cls(**record_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
 class Result:
     case: Case
-    profile: dict[str, Any]  # HardwareProfile.to_dict()
+    profile: HardwareProfile
     status: str
     metrics: Metrics = field(default_factory=Metrics)
     series: Series = field(default_factory=Series)
@@ -222,12 +312,14 @@ class Result:
     worker_pid: int | None = None
     started_at: str = ""  # ISO 8601, UTC
     duration_s: float | None = None  # parent: launch to answer, whole subprocess
-    estimate: dict[str, Any] | None = None  # filled by the estimator (later capability)
+    estimate: Estimate | None = None  # predicted memory (None until the estimator fills it)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status={self.status!r}; valid: {', '.join(STATUSES)}")
+        if not isinstance(self.profile, HardwareProfile):
+            raise TypeError(f"profile must be a HardwareProfile, not {type(self.profile).__name__}")
 
     # -- what tests assert on ---------------------------------------------------------------
     @property
@@ -246,7 +338,8 @@ class Result:
 
     @property
     def peak_memory_bytes(self) -> int | None:
-        return self.metrics.peak_device_bytes or self.metrics.peak_rss_bytes
+        """:attr:`Metrics.peak_memory_bytes`."""
+        return self.metrics.peak_memory_bytes
 
     @property
     def loss_decreased(self) -> bool:
@@ -254,7 +347,7 @@ class Result:
 
     @property
     def profile_name(self) -> str:
-        return str(self.profile.get("name", "?"))
+        return self.profile.name
 
     def __repr__(self) -> str:
         return f"<Result {self.describe()}>"
@@ -280,7 +373,7 @@ class Result:
             {
                 "schema_version": self.schema_version,
                 "case": self.case.to_dict(),
-                "profile": dict(self.profile),
+                "profile": self.profile.to_dict(),
                 "status": self.status,
                 "metrics": self.metrics.to_dict(),
                 "series": dataclasses.asdict(self.series),
@@ -291,33 +384,23 @@ class Result:
                 "worker_pid": self.worker_pid,
                 "started_at": self.started_at,
                 "duration_s": self.duration_s,
-                "estimate": self.estimate,
+                "estimate": dataclasses.asdict(self.estimate) if self.estimate else None,
             }
         )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"result schema_version={version!r}; this gpubench reads {SCHEMA_VERSION}"
-            )
-        error = data.get("error")
-        return cls(
-            case=Case.from_dict(data["case"]),
-            profile=dict(data["profile"]),
-            status=data["status"],
-            metrics=Metrics.from_dict(data.get("metrics") or {}),
-            series=_from_fields(Series, data.get("series") or {}),
-            environment=_from_fields(Environment, data.get("environment") or {}),
-            error=_from_fields(ErrorInfo, error) if error else None,
-            nodeid=data.get("nodeid"),
-            run_id=data.get("run_id"),
-            worker_pid=data.get("worker_pid"),
-            started_at=data.get("started_at", ""),
-            duration_s=data.get("duration_s"),
-            estimate=data.get("estimate"),
-        )
+        """Read a Result record (of this schema version or, through :data:`UPGRADES`, an
+        earlier one); a record that is not one raises ValueError saying why."""
+        fields = record_fields(cls, upgrade(data), "result")
+        fields["case"] = Case.from_dict(fields["case"], "result.case")
+        fields["profile"] = HardwareProfile.from_dict(fields["profile"], "result.profile")
+        for name, kind in (("metrics", Metrics), ("series", Series), ("environment", Environment)):
+            fields[name] = kind.from_dict(fields.get(name) or {}, f"result.{name}")
+        for name, optional in (("error", ErrorInfo), ("estimate", Estimate)):
+            if fields.get(name) is not None:
+                fields[name] = optional.from_dict(fields[name], f"result.{name}")
+        return cls(**fields)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
@@ -325,3 +408,22 @@ class Result:
     @classmethod
     def from_json(cls, text: str) -> Result:
         return cls.from_dict(json.loads(text))
+
+
+def upgrade(data: Any) -> dict[str, Any]:
+    """A Result record brought to :data:`SCHEMA_VERSION` by the steps in :data:`UPGRADES`;
+    SchemaError for a record of a version this gpubench cannot read."""
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"a result must be a JSON object, not {type(data).__name__}")
+    version = data.get("schema_version")
+    readable = range(min(UPGRADES, default=SCHEMA_VERSION), SCHEMA_VERSION + 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version not in readable:
+        raise SchemaError(
+            f"result schema_version={version!r}; this gpubench reads "
+            + ", ".join(str(v) for v in readable)
+        )
+    record = dict(data)
+    for step in range(version, SCHEMA_VERSION):
+        record = UPGRADES[step](record)
+    record["schema_version"] = SCHEMA_VERSION
+    return record

@@ -37,15 +37,16 @@ class SessionOptions:
 
 
 class BenchSession:
-    def __init__(self, options: SessionOptions, progress: LiveProgress | None = None) -> None:
+    def __init__(self, options: SessionOptions, case_progress: LiveProgress | None = None) -> None:
         self.options = options
-        self.progress = progress
+        # draws the cases this process runs, while they run
+        self.case_progress = case_progress
         self.store = RunStore(options.reports_dir, options.run_id)
         self._profiles: list[HardwareProfile] | None = None
         self._store_ready = False
         self.cases_total = 0  # gpubench cases collected to run (skips excluded)
-        # the xdist controller's progress, fed by the workers' reports (see the plugin)
-        self.reported_progress: LiveProgress | None = None
+        # the xdist controller's: a line per case its workers report (see the plugin)
+        self.xdist_progress: LiveProgress | None = None
 
     @property
     def profiles(self) -> list[HardwareProfile]:
@@ -60,20 +61,20 @@ class BenchSession:
         if not self._store_ready:
             self.store.create()
             self._store_ready = True
-        if self.progress:
-            self.progress.case_started(case, profile)
+        if self.case_progress:
+            self.case_progress.case_started(case, profile)
         result = run_case(
             case,
             profile,
             timeout_s=case.timeout_s or self.options.timeout_s,
             nodeid=nodeid,
             run_id=self.store.run_id,
-            on_progress=self.progress.update if self.progress else None,
+            on_progress=self.case_progress.update if self.case_progress else None,
             keep_workdir=self.options.keep_workdirs,
         )
         self.store.append(result)
-        if self.progress:
-            self.progress.case_finished(result)
+        if self.case_progress:
+            self.case_progress.case_finished(result)
         return result
 
     def results(self) -> list[Result]:

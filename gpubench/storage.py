@@ -74,19 +74,21 @@ class RunStore:
 
 def read_results(path: Path) -> list[Result]:
     """All Results of a results.jsonl. A line that is not a whole record (a writer killed
-    mid-line) is skipped with a warning naming it; the records around it are kept."""
+    mid-line) or not a Result this gpubench can read (foreign JSON, a newer schema) is
+    skipped with a warning naming it and why; the records around it are kept."""
     results = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                data = json.loads(line)
+                results.append(Result.from_dict(json.loads(line)))
             except json.JSONDecodeError as exc:
-                warnings.warn(
-                    f"{path}:{number}: skipped a line that is not a whole JSON record ({exc})",
-                    stacklevel=2,
-                )
-                continue
-            results.append(Result.from_dict(data))
+                _skipped(path, number, f"not a whole JSON record ({exc})")
+            except (ValueError, TypeError, KeyError) as exc:
+                _skipped(path, number, f"not a Result ({type(exc).__name__}: {exc})")
     return results
+
+
+def _skipped(path: Path, number: int, why: str) -> None:
+    warnings.warn(f"{path}:{number}: skipped a line that is {why}", stacklevel=3)

@@ -15,7 +15,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
         m = r.metrics
         tps = m.tokens_per_s
         step = m.step_time_s
-        peak = r.peak_memory_bytes
+        peak = m.peak_memory_bytes
         rows.append(
             {
                 "case": r.case.id,
@@ -27,7 +27,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "cv%": (f"{100 * step.cv:.1f}" + ("!" if m.noisy else "")) if step else "-",
                 "step ms": f"{1000 * step.median:.1f}" if step else "-",
                 "peak GiB": f"{peak / 2**30:.2f}" if peak else "-",
-                "mem": _memory_source(r),
+                "mem": m.peak_memory_source or "-",
                 "loss": (
                     f"{m.loss_start:.3f}->{m.loss_end:.3f}"
                     if m.loss_start is not None and m.loss_end is not None
@@ -39,21 +39,6 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def _memory_source(result: Result) -> str:
-    """Which measurement the "peak GiB" figure is (Result.peak_memory_bytes's choice)."""
-    m = result.metrics
-    peak = result.peak_memory_bytes
-    for label, figure in (
-        ("nvml", m.nvml_peak_used_bytes),
-        ("cuda-reserved", m.peak_reserved_bytes),
-        ("cuda-allocated", m.peak_allocated_bytes),
-        ("host-rss", m.peak_rss_bytes),
-    ):
-        if figure is not None and figure == peak:
-            return label
-    return "-"
 
 
 def format_summary(results: Sequence[Result]) -> str:

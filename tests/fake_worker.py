@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from gpubench.case import Case
+from gpubench.profiles import HardwareProfile
+from gpubench.protocol import ProgressWriter, write_json_atomic
 from gpubench.result import Environment, ErrorInfo, Metrics, Result, Stats
-from gpubench.runner.protocol import ProgressWriter, write_json_atomic
 
 SLEEPER = "import signal, time; signal.signal(signal.SIGTERM, signal.{action}); time.sleep(600)"
 STDERR_LINE = "fake worker: about to end badly"
@@ -92,7 +93,7 @@ def write_result(args: argparse.Namespace, status: str = "ok", **fields: Any) ->
     job = json.loads(Path(args.job).read_text(encoding="utf-8"))
     result = Result(
         case=Case.from_dict(job["case"]),
-        profile=job["profile"],
+        profile=HardwareProfile.from_dict(job["profile"]),
         status=status,
         metrics=Metrics(tokens_per_s=Stats.of([1000.0, 1100.0, 1050.0]), measured_steps=3),
         environment=Environment(hostname="fake-worker"),

@@ -3,7 +3,7 @@
 The training tests run gpt-tiny through the real worker (``run_case``) on
 DeepSpeed's CPU accelerator and skip where deepspeed is not installed. The
 first run compiles DeepSpeed's CPU ops (``shm_comm``, ``cpu_adam``) into the
-per-user cache (``TORCH_EXTENSIONS_DIR``, see gpubench.runner.launchers);
+per-user cache (``TORCH_EXTENSIONS_DIR``, see gpubench.engines.deepspeed_setup);
 later runs load them from there.
 """
 
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from gpubench import compat
+from gpubench import collection_checks
 from gpubench.case import Case, make_case
 from gpubench.engines import engine_names
-from gpubench.engines.deepspeed_engine import deepspeed_config, engine_clips, ops_for
+from gpubench.engines.deepspeed_config import deepspeed_config, engine_clips
+from gpubench.engines.deepspeed_setup import deepspeed_environment, ops_for
 from gpubench.profiles import HardwareProfile, resolve_profile
 from gpubench.result import Result
 from gpubench.runner import ProcessLauncher, TorchrunLauncher, launcher_for, run_case
@@ -124,7 +125,7 @@ def test_config_on_cuda_pins_offload_memory_and_scales_fp16_loss() -> None:
     assert ops_for(ds_case(), "cuda") == []
 
 
-# -- collection: compat and imports --------------------------------------------------------------
+# -- collection: checks and imports --------------------------------------------------------------
 
 
 def test_a_deepspeed_case_without_deepspeed_names_the_missing_extra(
@@ -135,22 +136,24 @@ def test_a_deepspeed_case_without_deepspeed_names_the_missing_extra(
     def find_spec(name: str, package: str | None = None) -> object:
         return None if name == "deepspeed" else real_find_spec(name, package)
 
-    monkeypatch.setattr(compat.importlib.util, "find_spec", find_spec)
-    reason = compat.missing_requirement(ds_case(zero_stage=2))
+    monkeypatch.setattr(collection_checks.importlib.util, "find_spec", find_spec)
+    reason = collection_checks.missing_requirement(ds_case(zero_stage=2))
     assert reason is not None
     assert "engine='deepspeed'" in reason
     assert "pip install 'gpubench[deepspeed]'" in reason
-    assert compat.missing_requirement(make_case(model="gpt-tiny")) is None  # torch unaffected
+    assert (
+        collection_checks.missing_requirement(make_case(model="gpt-tiny")) is None
+    )  # torch unaffected
 
 
 @needs_deepspeed
 def test_an_installed_deepspeed_is_no_missing_requirement() -> None:
-    assert compat.missing_requirement(ds_case(zero_stage=2)) is None
+    assert collection_checks.missing_requirement(ds_case(zero_stage=2)) is None
 
 
 def test_collection_and_engine_lookup_do_not_import_deepspeed() -> None:
     code = (
-        "import sys, gpubench.plugin, gpubench.compat\n"
+        "import sys, gpubench.plugin, gpubench.collection_checks\n"
         "from gpubench.engines import get_engine\n"
         "assert get_engine('deepspeed').name == 'deepspeed'\n"
         "assert 'deepspeed' not in sys.modules, 'deepspeed was imported'\n"
@@ -165,11 +168,8 @@ def test_collection_and_engine_lookup_do_not_import_deepspeed() -> None:
 def test_single_process_deepspeed_cases_get_a_rendezvous(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    launcher = launcher_for(ds_case(zero_stage=2))
-    assert launcher == ProcessLauncher(deepspeed=True)
-    env = launcher.env()
+    env = deepspeed_environment(resolve_profile("cpu"), {})
     assert {k: env[k] for k in RENDEZVOUS[:4]} == {
         "RANK": "0",
         "WORLD_SIZE": "1",
@@ -177,20 +177,28 @@ def test_single_process_deepspeed_cases_get_a_rendezvous(
         "MASTER_ADDR": "127.0.0.1",
     }
     assert 0 < int(env["MASTER_PORT"]) < 65536
+    assert env["DS_ACCELERATOR"] == "cpu"
     extensions = Path(env["TORCH_EXTENSIONS_DIR"])
     assert extensions.parent == tmp_path / "gpubench" / "torch_extensions"
     assert extensions.name.startswith(f"py{sys.version_info.major}{sys.version_info.minor}")
 
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
-    assert "TORCH_EXTENSIONS_DIR" not in launcher.env()  # the user's choice stands
-    assert "TORCH_EXTENSIONS_DIR" not in launcher_for(make_case(model="gpt-tiny")).env()
+    mine = {"TORCH_EXTENSIONS_DIR": str(tmp_path / "mine"), "MASTER_PORT": "29999"}
+    env = deepspeed_environment(CUDA, mine)
+    assert "TORCH_EXTENSIONS_DIR" not in env and "MASTER_PORT" not in env  # the user's stand
+    assert env["DS_ACCELERATOR"] == "cuda"  # the profile decides, whatever was set
 
 
 def test_torchrun_deepspeed_cases_keep_torchruns_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
-    launcher = launcher_for(ds_case(zero_stage=2, nproc=2))
-    assert launcher == TorchrunLauncher(2, deepspeed=True)
-    assert set(launcher.env()) - {"PYTHONPATH"} == {"TORCH_EXTENSIONS_DIR"}
+    torchrun = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_PORT": "29500"}
+    env = deepspeed_environment(resolve_profile("cpu"), torchrun)
+    assert set(env) == {"DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR"}
+
+
+def test_launchers_know_no_engine() -> None:
+    assert launcher_for(ds_case(zero_stage=2)) == ProcessLauncher()
+    assert launcher_for(ds_case(zero_stage=2, nproc=2)) == TorchrunLauncher(2)
+    assert set(ProcessLauncher().env()) <= {"PYTHONPATH"}
 
 
 # -- real cases through the worker ---------------------------------------------------------------

@@ -14,17 +14,14 @@ import torch
 
 from gpubench.case import Case, make_case
 from gpubench.engines import get_engine
-from gpubench.engines import torch_engine as engine_module
-from gpubench.engines.torch_engine import (
-    ParameterCountMismatch,
-    TorchEngine,
-    check_parameter_count,
-    is_oom,
-    loss_window,
-)
+from gpubench.engines import loop as loop_module
+from gpubench.engines.metrics import loss_window
+from gpubench.engines.torch_engine import TorchEngine
+from gpubench.models import ParameterCountMismatch, check_parameter_count
+from gpubench.oom import is_oom
 from gpubench.profiles import HardwareProfile
+from gpubench.protocol import ProgressWriter
 from gpubench.result import Result
-from gpubench.runner.protocol import ProgressWriter
 
 CPU = HardwareProfile(
     name="cpu-test",
@@ -38,7 +35,16 @@ SMALL = dict(model="gpt-tiny", batch_size=4, seq_len=32, steps=4, warmup=1)
 
 
 def run(case: Case, progress: ProgressWriter | None = None) -> Result:
-    return get_engine("torch").run(case, CPU, progress or ProgressWriter(None))
+    """The engine's Measurement, as a Result (the worker adds its capacity and environment)."""
+    measured = get_engine("torch").run(case, CPU, progress or ProgressWriter(None))
+    return Result(
+        case=case,
+        profile=CPU,
+        status=measured.status,
+        metrics=measured.metrics,
+        series=measured.series,
+        error=measured.error,
+    )
 
 
 def check_consistent(result: Result) -> None:
@@ -146,7 +152,7 @@ def test_auto_warmup_stops_when_steady(monkeypatch: pytest.MonkeyPatch) -> None:
             self.steady = self.steady or self.n >= 2
             return self.n >= 2
 
-    monkeypatch.setattr(engine_module, "SteadyStateDetector", SteadyAfterTwo)
+    monkeypatch.setattr(loop_module, "SteadyStateDetector", SteadyAfterTwo)
     result = run(
         make_case(
             model="gpt-tiny", batch_size=2, seq_len=16, steps=3, warmup="auto", max_warmup_steps=40

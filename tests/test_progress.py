@@ -5,8 +5,8 @@ import io
 from gpubench import make_case
 from gpubench.profiles import HardwareProfile
 from gpubench.progress import LiveProgress, SessionClock, describe_event, format_duration
+from gpubench.protocol import ProgressEvent
 from gpubench.result import Result
-from gpubench.runner.protocol import ProgressEvent
 
 CPU = HardwareProfile("cpu", "cpu", 2**30, None, None, None)
 
@@ -56,7 +56,7 @@ def test_live_line_is_drawn_below_and_erased_back_to_pytests_line() -> None:
     text = writer.out.getvalue()
     assert text.startswith("\n\r[gpubench 0/2 done] gpt-tiny-fp32@cpu starting")
     assert "measuring step 3/10 1,000 tok/s" in text
-    progress.case_finished(Result(case=case, profile=CPU.to_dict(), status="ok", duration_s=4))
+    progress.case_finished(Result(case=case, profile=CPU, status="ok", duration_s=4))
     assert writer.out.getvalue().endswith("\r\x1b[1A\x1b[18C")  # up, then right 18 columns
     assert writer._current_line == "tests/test_x.py .."
     assert progress.clock.done == 1
@@ -69,7 +69,7 @@ def test_without_a_terminal_nothing_is_drawn_and_verbose_gets_a_line_per_case() 
     case = make_case(model="gpt-tiny")
     progress.case_started(case, CPU)
     progress.update(ProgressEvent("warmup", 1))
-    progress.case_finished(Result(case=case, profile=CPU.to_dict(), status="oom", duration_s=1))
+    progress.case_finished(Result(case=case, profile=CPU, status="oom", duration_s=1))
     assert writer.out.getvalue() == ""
     assert lines == ["gpubench: gpt-tiny-fp32 on cpu: oom [1 done]"]
 

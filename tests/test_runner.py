@@ -6,6 +6,7 @@ launcher; classification is tested as the pure function it is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ import pytest
 
 from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
-from gpubench.result import Environment, ErrorInfo, Result
+from gpubench.protocol import ProgressEvent, WorkerPaths
+from gpubench.result import Environment, ErrorInfo, Result, Series
 from gpubench.runner import (
     Launcher,
     ProcessLauncher,
@@ -39,7 +41,6 @@ from gpubench.runner.classify import (
     torchrun_root_cause,
 )
 from gpubench.runner.launchers import worker_args
-from gpubench.runner.protocol import ProgressEvent, WorkerPaths
 
 FAKE_WORKER = Path(__file__).with_name("fake_worker.py")
 STDERR_LINE = "fake worker: about to end badly"
@@ -186,7 +187,7 @@ def test_result_carries_parent_details(pidfile: Path) -> None:
     assert result.duration_s is not None and 0 < result.duration_s < 30
     assert result.started_at.endswith("+00:00")
     assert result.case == CASE
-    assert result.profile == PROFILE.to_dict()
+    assert result.profile == PROFILE
 
 
 def test_progress_events_reach_the_callback_in_order(pidfile: Path) -> None:
@@ -469,13 +470,13 @@ def classify_(**kwargs: object) -> Result:
         "environment": parent_env,
     }
     args.update(kwargs)
-    return classify(CASE, PROFILE.to_dict(), **args)  # type: ignore[arg-type]
+    return classify(CASE, PROFILE, **args)  # type: ignore[arg-type]
 
 
 def worker_result(status: str = "ok", error: ErrorInfo | None = None) -> dict[str, object]:
     return Result(
         case=CASE,
-        profile=PROFILE.to_dict(),
+        profile=PROFILE,
         status=status,
         error=error,
         environment=Environment(hostname="worker"),
@@ -514,15 +515,21 @@ def test_an_invalid_result_counts_as_none() -> None:
 # -- several ranks: the rank that caused the failure speaks for the case -----------------------
 
 
-def rank_result(status: str, message: str = "", steps: int = 0) -> Result:
+def rank_result(status: str, message: str = "", steps: int = 0, **metrics: int) -> Result:
     result = Result.from_dict(worker_result(status, ErrorInfo("E", message) if message else None))
-    result.series.step_time_s = [0.1] * steps
-    return result
+    return dataclasses.replace(
+        result,
+        series=Series(step_time_s=[0.1] * steps),
+        metrics=dataclasses.replace(result.metrics, **metrics),
+    )
 
 
 def test_a_rank_that_ran_out_of_memory_explains_rank_zeros_lost_peer() -> None:
     rank0 = rank_result("crashed", "Connection closed by peer", steps=2)
-    rank0.error.stderr_tail = "torchrun tail"  # type: ignore[union-attr]
+    assert rank0.error is not None
+    rank0 = dataclasses.replace(
+        rank0, error=dataclasses.replace(rank0.error, stderr_tail="torchrun tail")
+    )
     # the OOM rank's file can be the later one: it closed its group before writing
     merged = merge_rank_results(
         rank0, [(1.0, 0, rank0), (2.0, 1, rank_result("oom", "can't allocate memory"))]
@@ -554,9 +561,10 @@ def test_rank_results_leave_a_finished_or_self_failed_rank_zero_alone() -> None:
 
 
 def test_memory_of_a_finished_multi_rank_case_is_its_largest_ranks() -> None:
-    rank0, rank1 = rank_result("ok", steps=3), rank_result("over_capacity", steps=3)
-    rank0.metrics.peak_allocated_bytes, rank1.metrics.peak_allocated_bytes = 5 * 2**30, 9 * 2**30
-    rank0.metrics.peak_rss_bytes, rank1.metrics.peak_rss_bytes = 3 * 2**30, 2 * 2**30
+    rank0 = rank_result("ok", steps=3, peak_allocated_bytes=5 * 2**30, peak_rss_bytes=3 * 2**30)
+    rank1 = rank_result(
+        "over_capacity", steps=3, peak_allocated_bytes=9 * 2**30, peak_rss_bytes=2 * 2**30
+    )
     merged = merge_rank_results(rank0, [(1.0, 0, rank0), (1.5, 1, rank1)])
     assert merged.status == "over_capacity"  # rank 1's device did not fit
     assert merged.metrics.peak_allocated_bytes == 9 * 2**30
@@ -626,7 +634,7 @@ def test_a_rank_killed_by_a_signal_is_named_through_torchrun(tmp_path: Path) -> 
 
 
 def test_rank_result_files_are_found_by_rank(tmp_path: Path) -> None:
-    from gpubench.runner.protocol import rank_result_path
+    from gpubench.protocol import rank_result_path
 
     paths = WorkerPaths(tmp_path)
     assert rank_result_path(paths.result, 0) == paths.result

@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from gpubench import make_case
+from gpubench.profiles import resolve_profile
 from gpubench.result import Result
 from gpubench.storage import RunStore, new_run_id, read_results
 
+CPU = resolve_profile("cpu")
+
 
 def _result(status: str = "ok") -> Result:
-    return Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status=status)
+    return Result(case=make_case(model="gpt-tiny"), profile=CPU, status=status)
 
 
 def test_results_are_appended_and_latest_points_at_the_run(tmp_path: Path) -> None:
@@ -39,6 +43,32 @@ def test_a_line_cut_short_by_a_killed_writer_loses_only_itself(tmp_path: Path) -
     store.append(_result("oom"))
     with pytest.warns(UserWarning, match=r"results.jsonl:2: skipped a line"):
         assert [r.status for r in read_results(store.results_path)] == ["ok", "oom"]
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('{"hello": 1}', "not a Result"),
+        ("[1, 2]", "not a Result"),
+        ('{"schema_version": 99}', "schema_version=99"),
+    ],
+)
+def test_a_line_that_is_no_result_loses_only_itself(tmp_path: Path, line: str, why: str) -> None:
+    store = RunStore(tmp_path, "run")
+    store.create()
+    store.append(_result("ok"))
+    with open(store.results_path, "a") as fh:
+        fh.write(line + "\n")
+    record = _result("oom").to_dict()
+    record["case"]["flags"]["fp4_magic"] = True  # a flag a newer gpubench knows
+    with open(store.results_path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    store.append(_result("diverged"))
+    with pytest.warns(UserWarning) as caught:
+        assert [r.status for r in read_results(store.results_path)] == ["ok", "diverged"]
+    messages = [str(w.message) for w in caught]
+    assert "results.jsonl:2: skipped a line that is" in messages[0] and why in messages[0]
+    assert "results.jsonl:3:" in messages[1] and "fp4_magic" in messages[1]
 
 
 def test_appends_from_several_processes_interleave_whole_lines(tmp_path: Path) -> None:

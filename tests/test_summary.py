@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from gpubench.case import make_case
+from gpubench.profiles import resolve_profile
 from gpubench.result import Metrics, Result, Stats
 from gpubench.summary import format_summary, summary_frame
+
+CPU = resolve_profile("cpu")
 
 
 def _result(step_times: list[float], tokens_per_s: list[float]) -> Result:
     return Result(
         case=make_case(model="gpt-tiny"),
-        profile={"name": "cpu"},
+        profile=CPU,
         status="ok",
         metrics=Metrics(step_time_s=Stats.of(step_times), tokens_per_s=Stats.of(tokens_per_s)),
     )
@@ -36,6 +39,6 @@ def test_cv_column_is_the_step_time_cv_the_noisy_marker_judges() -> None:
 
 
 def test_a_case_that_never_measured_shows_dashes_and_no_footnote() -> None:
-    oom = Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status="oom")
+    oom = Result(case=make_case(model="gpt-tiny"), profile=CPU, status="oom")
     assert summary_frame([oom])["cv%"].tolist() == ["-"]
     assert "cv% =" not in format_summary([oom])

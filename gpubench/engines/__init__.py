@@ -1,11 +1,13 @@
-"""Training engines: each runs one Case on one HardwareProfile and returns a Result.
+"""Training engines: each trains one Case on one HardwareProfile and returns a Measurement.
 
 An engine is any object with ``prepare(case, profile)`` and ``run(case,
-profile, progress) -> Result``; :func:`get_engine` maps a Case's ``engine``
-name to one. The worker calls ``prepare`` before it caps the process's memory
-(what the framework itself needs: imports, compiled ops) and ``run`` under
-the cap. Engines import torch (and their framework) lazily, so this module is
-cheap to import, and ``get_engine("deepspeed")`` does not import deepspeed.
+profile, progress) -> Measurement``; :func:`get_engine` maps a Case's
+``engine`` name to one. The worker calls ``prepare`` before it caps the
+process's memory (what the framework itself needs: the process group,
+imports, compiled ops) and ``run`` under the cap, and assembles the Result
+from the Measurement. The built-in engines subclass
+:class:`~gpubench.engines.base.TrainingEngine`, which holds everything they
+share; this module imports none of them (nor torch) until one is asked for.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from gpubench.case import Case
+from gpubench.engines.base import Measurement
 from gpubench.profiles import HardwareProfile
-from gpubench.result import Result
-from gpubench.runner.protocol import ProgressWriter
+from gpubench.protocol import ProgressWriter
 
 
 @runtime_checkable
 class Engine(Protocol):
-    """Trains one case and answers with a Result (``ok``/``over_capacity``/``oom``/``diverged``).
+    """Trains one case and answers with a Measurement (``ok``/``oom``/``diverged``).
 
     Raises for anything else (the worker turns it into a ``crashed`` Result).
     """
@@ -31,7 +33,9 @@ class Engine(Protocol):
         """Set-up that is the framework's, not the case's: runs before the memory cap."""
         ...
 
-    def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Result: ...
+    def run(
+        self, case: Case, profile: HardwareProfile, progress: ProgressWriter
+    ) -> Measurement: ...
 
 
 def _torch_engine() -> Engine:

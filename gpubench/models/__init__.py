@@ -1,124 +1,49 @@
 """Models a Case can name, checked without torch and built inside the worker.
 
-A Case's ``model`` is one of three forms:
-
-- a built-in size (``gpt-tiny`` ... ``gpt2-xl``, see :mod:`gpubench.models.sizes`),
-  the GPT of :mod:`gpubench.models.gpt`;
-- ``"package.module:factory"``: a callable returning a ``torch.nn.Module``;
-- ``"hf:<model_type>"``: a Hugging Face ``transformers`` model built from its
-  default config (no download).
-
-:func:`check_model_spec` runs at pytest collection and must not import torch;
-:func:`build_model` runs in the worker and imports torch (and the builders) lazily.
+The forms a Case's ``model`` may take are checked without torch by
+:func:`~gpubench.models.spec.check_model_spec` (at collection); :func:`build_model`
+runs in the worker and imports torch (and the builders) lazily: the built-in GPT
+(:mod:`gpubench.models.gpt`), a user factory or a Hugging Face config
+(:mod:`gpubench.models.external`).
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpubench.case import Case, CaseError
+from gpubench.models.built import (
+    BuiltModel,
+    ModelBuildError,
+    ParameterCountMismatch,
+    check_parameter_count,
+    count_params,
+)
 from gpubench.models.gpt_config import GPTConfig
 from gpubench.models.sizes import (
     BUILTIN_MODELS,
-    GPT_CONFIG_KEYS,
     ModelSize,
     builtin_model_names,
     gpt_param_count,
 )
+from gpubench.models.spec import HF_PREFIX, check_model_spec
 
 if TYPE_CHECKING:
     import torch
+
+    from gpubench.case import Case
 
 __all__ = [
     "BUILTIN_MODELS",
     "BuiltModel",
     "ModelBuildError",
     "ModelSize",
+    "ParameterCountMismatch",
     "build_model",
     "builtin_model_names",
     "check_model_spec",
+    "check_parameter_count",
+    "count_params",
 ]
-
-HF_PREFIX = "hf:"
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-FACTORY_SPEC = re.compile(rf"^{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}$")
-HF_SPEC = re.compile(r"^hf:[A-Za-z0-9][A-Za-z0-9_\-]*$")
-
-
-class ModelBuildError(ValueError):
-    """The model a Case names cannot be built as asked (bad override, flag, import)."""
-
-
-def check_model_spec(spec: str, model_config: Mapping[str, Any] | None = None) -> None:
-    """Check the *form* of a model spec; raise :class:`CaseError` naming the valid forms.
-
-    For a built-in size the ``model_config`` keys and values are checked too
-    (the torch-free :class:`~gpubench.models.gpt_config.GPTConfig`). Only syntax
-    is checked for factories and ``hf:`` models: importing them would cost
-    torch (or transformers) at collection time.
-    """
-    if spec in BUILTIN_MODELS:
-        unknown = sorted(set(model_config or ()) - set(GPT_CONFIG_KEYS))
-        if unknown:
-            raise CaseError(
-                f"model_config key(s) {', '.join(unknown)} not known to built-in {spec!r}; "
-                f"valid keys: {', '.join(GPT_CONFIG_KEYS)}"
-            )
-        try:
-            GPTConfig(**{**BUILTIN_MODELS[spec].config_fields(), **(model_config or {})})
-        except ValueError as exc:
-            raise CaseError(f"model_config for built-in {spec!r}: {exc}") from None
-        return
-    if isinstance(spec, str) and (HF_SPEC.match(spec) or FACTORY_SPEC.match(spec)):
-        return
-    names = builtin_model_names()
-    close = difflib.get_close_matches(str(spec), names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise CaseError(
-        f"model={spec!r} is not a model gpubench can build{hint}; use a built-in size "
-        f"({', '.join(names)}), a factory 'package.module:function' returning a "
-        f"torch.nn.Module, or 'hf:<model_type>' (e.g. 'hf:gpt2', needs pip install gpubench[hf])"
-    )
-
-
-@dataclass
-class BuiltModel:
-    """A model on its device, with what the engine and the Result need to know about it."""
-
-    module: torch.nn.Module  # already on the device
-    vocab_size: int  # tokens the data may use: ids in [0, vocab_size)
-    n_params: int  # unique parameters (tied weights counted once)
-    declared_params: int | None  # checked against n_params (±10 %) by the worker
-    n_layers: int | None = None
-    n_heads: int | None = None
-    d_model: int | None = None
-    max_seq_len: int | None = None
-    description: str = ""
-
-    def logits(self, idx: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [B, T, V] for token ids [B, T], whatever the module returns."""
-        import torch
-
-        out = self.module(idx)
-        if isinstance(out, torch.Tensor):
-            return out
-        if hasattr(out, "logits"):  # Hugging Face ModelOutput
-            return out.logits
-        if isinstance(out, (tuple, list)):  # (logits, ...) as nanoGPT-style modules return
-            return out[0]
-        raise TypeError(
-            f"{type(self.module).__name__} returned {type(out).__name__}; expected a Tensor of "
-            "logits, a tuple whose first element is the logits, or an object with .logits"
-        )
-
-
-def count_params(module: torch.nn.Module) -> int:
-    """Unique parameters: ``Module.parameters()`` yields a tied tensor once."""
-    return sum(p.numel() for p in module.parameters())
 
 
 def build_model(case: Case, device: torch.device | str) -> BuiltModel:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gpubench.case import Case
-from gpubench.models import HF_PREFIX, BuiltModel, ModelBuildError, count_params
+from gpubench.models.built import BuiltModel, ModelBuildError, count_params
+from gpubench.models.spec import HF_PREFIX
+
+if TYPE_CHECKING:
+    from gpubench.case import Case
 
 _CKPT_KWARGS = {"use_reentrant": False}
 _LAYER_NAMES = ("n_layer", "n_layers", "num_hidden_layers", "num_layers")

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from gpubench.case import ATTENTION_KERNELS
 from gpubench.models.gpt_config import GPTConfig
-
-ATTENTION_KERNELS = ("sdpa", "math")
 
 __all__ = ["ATTENTION_KERNELS", "GPT", "GPTConfig"]
 

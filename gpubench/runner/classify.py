@@ -37,6 +37,7 @@ from typing import Any
 
 from gpubench.case import Case
 from gpubench.oom import looks_like_oom
+from gpubench.profiles import HardwareProfile
 from gpubench.result import Environment, ErrorInfo, Result
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def parse_worker_result(data: Mapping[str, Any] | None) -> tuple[Result | None, 
 
 def classify(
     case: Case,
-    profile: Mapping[str, Any],
+    profile: HardwareProfile,
     *,
     returncode: int | None,
     timed_out: bool,
@@ -124,38 +125,40 @@ def classify(
         return _with_parent_details(result, returncode, tail)
 
     sig = signal_name(returncode) if returncode is not None and returncode < 0 else None
+    status, kind, message = _without_result(returncode, timed_out, sig, tail, why_none, timeout_s)
+    error = ErrorInfo(
+        type=kind, message=message, stderr_tail=tail, exit_code=returncode, signal=sig
+    )
+    return Result(case=case, profile=profile, status=status, error=error, environment=environment())
+
+
+def _without_result(
+    returncode: int | None,
+    timed_out: bool,
+    sig: str | None,
+    tail: str,
+    why_none: str,
+    timeout_s: float | None,
+) -> tuple[str, str, str]:
+    """(status, error type, message) of a worker that left no Result: rules 2 to 5."""
     if timed_out:
         limit = f"{timeout_s:g} s " if timeout_s is not None else ""
-        status = "timeout"
-        error = ErrorInfo(
-            type="Timeout",
-            message=f"the case ran past its {limit}time limit; "
-            "gpubench killed the worker's process group",
+        return (
+            "timeout",
+            "Timeout",
+            f"the case ran past its {limit}time limit; gpubench killed the worker's process group",
         )
-    elif (line := oom_line(tail)) is not None:
-        status = "oom"
-        error = ErrorInfo(type="OutOfMemory", message=f"the worker ran out of memory: {line}")
-    elif sig is not None:
-        status = "crashed"
+    if (line := oom_line(tail)) is not None:
+        return "oom", "OutOfMemory", f"the worker ran out of memory: {line}"
+    if sig is not None:
         message = f"the worker was killed by {sig}"
         if sig == "SIGKILL":
             message += " (not by gpubench's timeout; it may have been the kernel OOM killer)"
-        error = ErrorInfo(type="Signal", message=message)
-    elif returncode == 0:
-        status = "crashed"
-        error = ErrorInfo(type="NoResult", message=f"the worker exited with 0 but left {why_none}")
-    else:
-        status = "crashed"
-        code = "no exit status" if returncode is None else f"exit code {returncode}"
-        error = ErrorInfo(
-            type="ExitCode", message=f"the worker ended with {code} and left {why_none}"
-        )
-    error.stderr_tail = tail
-    error.exit_code = returncode
-    error.signal = sig
-    return Result(
-        case=case, profile=dict(profile), status=status, error=error, environment=environment()
-    )
+        return "crashed", "Signal", message
+    if returncode == 0:
+        return "crashed", "NoResult", f"the worker exited with 0 but left {why_none}"
+    code = "no exit status" if returncode is None else f"exit code {returncode}"
+    return "crashed", "ExitCode", f"the worker ended with {code} and left {why_none}"
 
 
 CAUSE_STATUSES = ("oom", "diverged")  # a rank's own training outcome, not a lost peer
@@ -191,23 +194,19 @@ def merge_rank_results(
     if not failed or failed[0][2] == 0:
         return _with_silent_root_cause(result, {rank for _, rank, _ in ranks}, stderr)
     _, _, rank, first = failed[0]
-    error = (
-        dataclasses.replace(first.error)
-        if first.error is not None
-        else ErrorInfo(type="RankFailed", message=f"ended {first.status}")
+    error = first.error or ErrorInfo(type="RankFailed", message=f"ended {first.status}")
+    tail = result.error.stderr_tail if result.error else ""  # rank 0's (torchrun's) account
+    code = result.error.exit_code if result.error else None
+    error = dataclasses.replace(
+        error,
+        message=f"rank {rank}: {error.message}",
+        stderr_tail=error.stderr_tail or tail,
+        exit_code=code if error.exit_code is None else error.exit_code,
     )
-    error.message = f"rank {rank}: {error.message}"
-    if not error.stderr_tail and result.error is not None:
-        error.stderr_tail = result.error.stderr_tail
-    if error.exit_code is None and result.error is not None:
-        error.exit_code = result.error.exit_code
-    if not result.series.step_time_s:
-        # rank 0 recorded no step (stopped by torchrun, or it crashed outside the loop):
-        # the failed rank's own record, series and metrics included, is the best account
-        result = dataclasses.replace(first)
-    result.status = first.status
-    result.error = error
-    return result
+    # rank 0 recorded no step (stopped by torchrun, or it crashed outside the loop):
+    # the failed rank's own record, series and metrics included, is the best account
+    base = result if result.series.step_time_s else first
+    return dataclasses.replace(base, status=first.status, error=error)
 
 
 # torchrun's ChildFailedError report: the "Root Cause (first observed failure)" block
@@ -254,34 +253,23 @@ def _with_silent_root_cause(result: Result, answered: set[int], stderr: str) -> 
     return dataclasses.replace(result, error=error)
 
 
-MEMORY_PEAKS = (  # per-process figures, of which a multi-rank case reports the largest
-    "peak_allocated_bytes",
-    "peak_reserved_bytes",
-    "nvml_peak_used_bytes",
-    "peak_rss_bytes",
-)
-
-
 def _with_largest_rank_memory(result: Result, ranks: list[Result]) -> Result:
     """``result`` (rank 0's, trained to the end) with each memory peak the largest any
     rank recorded, and ``over_capacity`` when any rank ended so."""
     others = [r for r in ranks if r is not result and r.ran]
     if not others:
         return result
-    metrics = dataclasses.replace(result.metrics)
-    for name in MEMORY_PEAKS:
-        values = [v for v in (getattr(r.metrics, name) for r in (result, *others)) if v]
-        if values:
-            setattr(metrics, name, max(values))
-    result = dataclasses.replace(result, metrics=metrics)
-    if any(r.status == "over_capacity" for r in others):
-        result.status = "over_capacity"
-    return result
+    over = any(r.status == "over_capacity" for r in others)
+    return dataclasses.replace(
+        result,
+        metrics=result.metrics.with_largest_memory(r.metrics for r in others),
+        status="over_capacity" if over else result.status,
+    )
 
 
 def launch_failed(
     case: Case,
-    profile: Mapping[str, Any],
+    profile: HardwareProfile,
     reason: str,
     *,
     environment: Callable[[], Environment] = parent_environment,
@@ -289,17 +277,19 @@ def launch_failed(
     """The Result for a worker that could not even be started."""
     error = ErrorInfo(type="LaunchError", message=f"could not start the worker: {reason}")
     return Result(
-        case=case, profile=dict(profile), status="crashed", error=error, environment=environment()
+        case=case, profile=profile, status="crashed", error=error, environment=environment()
     )
 
 
 def _with_parent_details(result: Result, returncode: int | None, tail: str) -> Result:
     """Add what only the parent knows (exit code, stderr) to the worker's own Result."""
-    if result.status == "crashed" and result.error is None:
-        result.error = ErrorInfo(type="Crashed", message="the worker reported a crash")
-    if result.error is not None:
-        if result.status == "crashed" and not result.error.stderr_tail:
-            result.error.stderr_tail = tail
-        if result.error.exit_code is None:
-            result.error.exit_code = returncode
-    return result
+    error = result.error
+    if result.status == "crashed" and error is None:
+        error = ErrorInfo(type="Crashed", message="the worker reported a crash")
+    if error is None:
+        return result
+    if result.status == "crashed" and not error.stderr_tail:
+        error = dataclasses.replace(error, stderr_tail=tail)
+    if error.exit_code is None:
+        error = dataclasses.replace(error, exit_code=returncode)
+    return dataclasses.replace(result, error=error)

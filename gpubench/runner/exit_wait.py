@@ -4,8 +4,7 @@
 and sleeps 1, 2, 4 ... 50 ms in between, about seven wake-ups per 0.1 s. On a
 machine whose cores all run the case's intra-op threads, each wake-up of the
 parent preempts one of them, and the others wait for it at the end of the
-parallel region. Measured while the parent waited on a gpt-mini CPU case
-(2 cores): 73 voluntary context switches and 1.2 % of a core per second.
+parallel region (figures: docs/benchmarks/README.md, "The parent's wait").
 
 A pidfd (``os.pidfd_open``, Linux 5.3 and later) becomes readable when its
 process exits, so ``select`` on it sleeps the whole interval or returns at

@@ -26,6 +26,7 @@ its answer stands.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,12 @@ import psutil
 
 from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
+from gpubench.protocol import (
+    ProgressEvent,
+    ProgressReader,
+    WorkerPaths,
+    write_json_atomic,
+)
 from gpubench.result import Result
 from gpubench.runner.classify import (
     classify,
@@ -53,12 +60,6 @@ from gpubench.runner.classify import (
 )
 from gpubench.runner.exit_wait import ExitWaiter
 from gpubench.runner.launchers import Launcher, launcher_for
-from gpubench.runner.protocol import (
-    ProgressEvent,
-    ProgressReader,
-    WorkerPaths,
-    write_json_atomic,
-)
 from gpubench.runner.subreaper import Subreaper, adopted_children
 
 log = logging.getLogger(__name__)
@@ -103,16 +104,9 @@ def run_case(
     launcher = launcher if launcher is not None else launcher_for(case)
     paths = WorkerPaths(_make_workdir(workdir))
     try:
-        write_json_atomic(
-            paths.job,
-            {
-                "case": case.to_dict(),
-                "profile": profile.to_dict(),
-                "nodeid": nodeid,
-                "run_id": run_id,
-            },
-        )
-        outcome = _run_worker(
+        job = {"case": case.to_dict(), "profile": profile.to_dict(), "nodeid": nodeid}
+        write_json_atomic(paths.job, job | {"run_id": run_id})
+        worker = _run_worker(
             launcher,
             paths,
             timeout_s=timeout_s,
@@ -120,36 +114,22 @@ def run_case(
             on_progress=on_progress,
             poll_interval_s=poll_interval_s,
         )
-        if outcome.launch_error is not None:
-            result = launch_failed(case, profile.to_dict(), outcome.launch_error)
-        else:
-            stderr = _read_tail(paths.stderr)
-            result = classify(
-                case,
-                profile.to_dict(),
-                returncode=outcome.returncode,
-                timed_out=outcome.timed_out,
-                result_data=_read_result_data(paths.result),
-                stderr=stderr,
-                timeout_s=timeout_s,
-            )
-            if case.nproc > 1:
-                result = merge_rank_results(result, _rank_results(paths), stderr)
+        result = _answer(case, profile, paths, worker, timeout_s)
     finally:
         if not keep_workdir:
             shutil.rmtree(paths.root, ignore_errors=True)
-    result.duration_s = outcome.duration_s
-    result.nodeid = nodeid
-    result.run_id = run_id
-    if result.worker_pid is None:
-        result.worker_pid = outcome.pid
-    if not result.started_at:
-        result.started_at = outcome.started_at
-    return result
+    return dataclasses.replace(  # what only the parent knows
+        result,
+        duration_s=worker.duration_s,
+        nodeid=nodeid,
+        run_id=run_id,
+        worker_pid=worker.pid if result.worker_pid is None else result.worker_pid,
+        started_at=result.started_at or worker.started_at,
+    )
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class WorkerExit:
     """How the worker ended, as the parent saw it."""
 
     returncode: int | None
@@ -157,7 +137,28 @@ class _Outcome:
     pid: int | None
     started_at: str  # ISO 8601, UTC
     duration_s: float  # launch to the tree being gone
-    launch_error: str | None = None
+    launch_error: str | None = None  # why the worker could not be started
+
+
+def _answer(
+    case: Case, profile: HardwareProfile, paths: WorkerPaths, worker: WorkerExit, timeout_s: float
+) -> Result:
+    """The case's Result, from what the worker left in ``paths`` and how it ended."""
+    if worker.launch_error is not None:
+        return launch_failed(case, profile, worker.launch_error)
+    stderr = _read_tail(paths.stderr)
+    result = classify(
+        case,
+        profile,
+        returncode=worker.returncode,
+        timed_out=worker.timed_out,
+        result_data=_read_result_data(paths.result),
+        stderr=stderr,
+        timeout_s=timeout_s,
+    )
+    if case.nproc > 1:
+        result = merge_rank_results(result, _rank_results(paths), stderr)
+    return result
 
 
 def _run_worker(
@@ -168,68 +169,98 @@ def _run_worker(
     env: Mapping[str, str],
     on_progress: Callable[[ProgressEvent], None] | None,
     poll_interval_s: float,
-) -> _Outcome:
-    argv = launcher.argv(paths)
-    full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | launcher.env() | dict(env)
+) -> WorkerExit:
+    """Start the worker, watch it until it exits or its time is up, and end whatever of its
+    process tree is left (also on KeyboardInterrupt: nothing may outlive the case)."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.monotonic()
     with Subreaper() as reaper:
         known = _own_children()  # what this process ran before the case is not the case's
         since = time.time() - 1.0  # create_time has clock-tick resolution
-        with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    env=full_env,
-                )
-            except (OSError, ValueError, subprocess.SubprocessError) as exc:
-                command = argv[0] if argv else "(empty command)"
-                reason = f"{command}: {type(exc).__name__}: {exc}"
-                return _Outcome(None, False, None, started_at, time.monotonic() - t0, reason)
-
+        proc = _start(launcher, paths, env)
+        if isinstance(proc, str):
+            return WorkerExit(None, False, None, started_at, time.monotonic() - t0, proc)
         tree = _ProcessTree(proc, known=known | {proc.pid}, since=since)
         relay = _ProgressRelay(paths.progress, on_progress)
-        deadline = t0 + timeout_s
         # each scan reads /proc/<pid>/stat of every process on the machine; while this
         # process adopts orphans, what a scan would miss is adopted anyway
         scan_interval_s = ADOPTING_SCAN_INTERVAL_S if reaper.active else DESCENDANT_SCAN_INTERVAL_S
-        next_scan = t0 + scan_interval_s
-        answered_by: float | None = None  # when result.json appeared
-        timed_out = False
-        waiter = ExitWaiter(proc)  # sleeps between polls; Popen.wait(timeout) busy-waits
         try:
-            while True:
-                relay.poll()
-                if proc.poll() is not None:
-                    break
-                now = time.monotonic()
-                if now >= deadline:
-                    timed_out = True
-                    break
-                if answered_by is None and paths.result.exists():
-                    answered_by = now
-                if answered_by is not None and now - answered_by >= EXIT_GRACE_S:
-                    log.warning(
-                        "worker pid %d wrote its result but has not exited in %.0f s; ending it",
-                        proc.pid,
-                        EXIT_GRACE_S,
-                    )
-                    break
-                if now >= next_scan:
-                    tree.record_descendants()
-                    next_scan = now + scan_interval_s
-                waiter.wait(min(poll_interval_s, deadline - now))
-        finally:  # also on KeyboardInterrupt: nothing may outlive the case
-            waiter.close()
+            timed_out = _watch(
+                proc,
+                paths,
+                tree,
+                relay,
+                deadline=t0 + timeout_s,
+                scan_interval_s=scan_interval_s,
+                poll_interval_s=poll_interval_s,
+            )
+        finally:
             exited = proc.returncode is not None
             tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
     tree.reap_adopted()  # orphans that died after the last look, now that none can arrive
     relay.poll()
-    return _Outcome(proc.returncode, timed_out, proc.pid, started_at, time.monotonic() - t0)
+    return WorkerExit(proc.returncode, timed_out, proc.pid, started_at, time.monotonic() - t0)
+
+
+def _start(
+    launcher: Launcher, paths: WorkerPaths, env: Mapping[str, str]
+) -> subprocess.Popen[bytes] | str:
+    """The worker, started in a new session (its own process group) with its output in
+    ``paths``; or why it could not be started."""
+    argv = launcher.argv(paths)
+    full_env = os.environ | {"PYTHONUNBUFFERED": "1"} | launcher.env() | dict(env)
+    with open(paths.stdout, "wb") as stdout, open(paths.stderr, "wb") as stderr:
+        try:
+            return subprocess.Popen(
+                argv,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=full_env,
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            command = argv[0] if argv else "(empty command)"
+            return f"{command}: {type(exc).__name__}: {exc}"
+
+
+def _watch(
+    proc: subprocess.Popen[bytes],
+    paths: WorkerPaths,
+    tree: _ProcessTree,
+    relay: _ProgressRelay,
+    *,
+    deadline: float,
+    scan_interval_s: float,
+    poll_interval_s: float,
+) -> bool:
+    """Sleep between polls until the worker exits, relaying its progress and recording its
+    descendants; True when the time limit ended the wait. A worker that wrote its answer
+    but does not exit is given ``EXIT_GRACE_S``."""
+    next_scan = time.monotonic() + scan_interval_s
+    answered_by: float | None = None  # when result.json appeared
+    with contextlib.closing(ExitWaiter(proc)) as waiter:  # Popen.wait(timeout) busy-waits
+        while True:
+            relay.poll()
+            if proc.poll() is not None:
+                return False
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if answered_by is None and paths.result.exists():
+                answered_by = now
+            if answered_by is not None and now - answered_by >= EXIT_GRACE_S:
+                log.warning(
+                    "worker pid %d wrote its result but has not exited in %.0f s; ending it",
+                    proc.pid,
+                    EXIT_GRACE_S,
+                )
+                return False
+            if now >= next_scan:
+                tree.record_descendants()
+                next_scan = now + scan_interval_s
+            waiter.wait(min(poll_interval_s, deadline - now))
 
 
 def _own_children() -> set[int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from gpubench.profiles import first_visible_device
 from gpubench.result import Environment
 
 GIT_TIMEOUT_S = 2.0
@@ -33,7 +34,15 @@ def fingerprint(cuda: bool = False, cpu_only: bool = False) -> Environment:
     import torch
 
     use_torch_cuda = not cpu_only and (cuda or _cuda_initialised(torch))
-    env = Environment(
+    host_memory = int(psutil.virtual_memory().total)
+    cpu = cpu_model()
+    gpu = None
+    if not cpu_only:
+        gpu = _torch_cuda_device(torch) if use_torch_cuda else _nvml(_nvml_device)
+    # no GPU in use: the device is the CPU, and its memory the host's
+    device, device_count, device_memory = gpu if gpu is not None else (cpu, 1, host_memory)
+    git_commit, git_dirty = git_state(Path.cwd())
+    return Environment(
         hostname=socket.gethostname(),
         platform=platform.platform(),
         python=platform.python_version(),
@@ -41,28 +50,21 @@ def fingerprint(cuda: bool = False, cpu_only: bool = False) -> Environment:
         cuda=torch.version.cuda,
         cudnn=_cudnn_version(torch),
         driver=_nvml(_driver_version),
-        cpu=cpu_model(),
+        device=device,
+        device_count=device_count,
+        device_memory_bytes=device_memory,
+        cpu=cpu,
         cpu_count=_cpu_count(),
-        host_memory_bytes=int(psutil.virtual_memory().total),
+        host_memory_bytes=host_memory,
         deepspeed=package_version("deepspeed"),
         transformers=package_version("transformers"),
         gpubench=_gpubench_version(),
+        git_commit=git_commit,
+        git_dirty=git_dirty,
         allocator_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
         or os.environ.get("PYTORCH_ALLOC_CONF"),
         torch_threads=int(torch.get_num_threads()),
     )
-    env.git_commit, env.git_dirty = git_state(Path.cwd())
-
-    gpu = None
-    if not cpu_only:
-        gpu = _torch_cuda_device(torch) if use_torch_cuda else _nvml(_nvml_device)
-    if gpu is not None:
-        env.device, env.device_count, env.device_memory_bytes = gpu
-    else:
-        env.device = env.cpu
-        env.device_count = 1
-        env.device_memory_bytes = env.host_memory_bytes
-    return env
 
 
 # -- probes ----------------------------------------------------------------------------------
@@ -191,10 +193,8 @@ def _nvml_device(pynvml: Any) -> tuple[str, int, int] | None:
 
     CUDA_VISIBLE_DEVICES is read as profile detection reads it (an index or a
     ``GPU-`` UUID), so a result names the GPU the case ran on."""
-    from gpubench.profiles import _first_visible_device
-
     count = int(pynvml.nvmlDeviceGetCount())
-    visible = _first_visible_device()
+    visible = first_visible_device()
     if count == 0 or visible == "":
         return None
     if visible is None or visible.isdigit():

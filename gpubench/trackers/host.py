@@ -7,9 +7,9 @@ reads the high-water marks of the process and its live descendants (compile
 workers, data-loader processes) once a second, and once more at the end; a
 descendant that ended in between still counts through ``RUSAGE_CHILDREN``.
 
-Why not sample plain RSS at a high rate: on a 2-core machine a 20 Hz sampler
-thread (a /proc scan each time) took measurably from a CPU training step whose
-intra-op threads already use both cores (benchmarks/harness_overhead.py).
+Plain RSS is not sampled at a high rate because a fast sampler thread takes
+from a CPU training step whose intra-op threads use every core
+(docs/benchmarks/README.md).
 
 The tree's figure is the sum of each member's own peak, which can overstate a
 tree whose members peak at different times or share pages; for a training
@@ -24,7 +24,7 @@ import threading
 
 import psutil
 
-from gpubench.trackers import PeriodicSampler, Tracker
+from gpubench.trackers.base import PeriodicSampler, Tracker
 
 
 def peak_rss_bytes(pid: int) -> int | None:
@@ -46,10 +46,9 @@ def descendant_pids(pid: int) -> list[int] | None:
     """``pid``'s descendants, from the kernel's per-thread ``children`` lists
     (``/proc/<pid>/task/<tid>/children``): a few small reads per process of the
     tree, where ``psutil.Process.children`` reads the stat file of every process
-    on the machine (0.17 ms against 2.7 ms per sample of a torch process with
-    no children, measured on a 2-core VM). None where the kernel has no such
-    file (not Linux, or built without ``CONFIG_PROC_CHILDREN``); [] when
-    ``pid`` is gone."""
+    on the machine (docs/benchmarks/README.md, "The worker's host-memory
+    sampler"). None where the kernel has no such file (not Linux, or built
+    without ``CONFIG_PROC_CHILDREN``); [] when ``pid`` is gone."""
     if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
         return None if psutil.pid_exists(pid) else []
     found: list[int] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gpubench.trackers import PeriodicSampler, Tracker
+from gpubench.trackers.base import PeriodicSampler, Tracker
 
 
 class DeviceMemoryTracker(Tracker):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gpubench.trackers import Tracker
+from gpubench.trackers.base import Tracker
 
 
 class StepTimer(Tracker):

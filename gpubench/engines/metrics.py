@@ -1,0 +1,58 @@
+"""A run's Metrics, from the loop's StepLog (measured steps only) and the trackers' peaks."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from gpubench.engines.context import TrainingContext
+from gpubench.engines.loop import StepLog
+from gpubench.result import Metrics, Stats
+from gpubench.trackers.host import ProcessTreeRSS
+from gpubench.trackers.memory import DeviceMemoryTracker
+
+
+def loss_window(n: int) -> int:
+    """Steps averaged for loss_start/loss_end: ``min(5, n // 4 or 1)``."""
+    return min(5, max(1, n // 4))
+
+
+def _finite(values: list[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def training_metrics(
+    ctx: TrainingContext, log: StepLog, rss: ProcessTreeRSS, device_memory: DeviceMemoryTracker
+) -> Metrics:
+    """Throughput of all ranks over the measured steps, loss and gradient health over every
+    finite step, and the memory peaks the trackers saw."""
+    measured = [t for t in log.step_time_s[log.warmup_steps :] if t > 0]
+    tokens_per_step, samples_per_step = ctx.tokens_per_step, ctx.samples_per_step
+    losses = _finite(log.loss)
+    grad_norms = _finite(log.grad_norm)
+    window = loss_window(len(losses))
+    wall = None
+    if log.t_build is not None and log.t_last_step is not None:
+        wall = log.t_last_step - log.t_build
+    return Metrics(
+        tokens_per_s=Stats.of([tokens_per_step / t for t in measured]) if measured else None,
+        samples_per_s=Stats.of([samples_per_step / t for t in measured]) if measured else None,
+        step_time_s=Stats.of(measured) if measured else None,
+        warmup_steps=log.warmup_steps,
+        measured_steps=log.measured_steps,
+        steady_state_detected=log.steady_state_detected,
+        timing=log.timing,
+        tokens_per_step=tokens_per_step,
+        n_params=log.n_params,
+        declared_params=log.declared_params,
+        peak_allocated_bytes=device_memory.peak_allocated_bytes,
+        peak_reserved_bytes=device_memory.peak_reserved_bytes,
+        nvml_peak_used_bytes=device_memory.nvml_peak_used_bytes,
+        peak_rss_bytes=rss.peak_bytes,
+        loss_start=statistics.fmean(losses[:window]) if losses else None,
+        loss_end=statistics.fmean(losses[-window:]) if losses else None,
+        grad_norm_median=statistics.median(grad_norms) if grad_norms else None,
+        grad_norm_max=max(grad_norms) if grad_norms else None,
+        nonfinite_steps=log.nonfinite_steps,
+        wall_time_s=wall,
+    )

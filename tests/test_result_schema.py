@@ -1,0 +1,234 @@
+"""The Result schema as a contract: one reading policy, frozen records, earlier versions read.
+
+``data/result-v1-6ecbd18.json`` is a real Result (gpt-tiny, 3 steps, cpu:2GiB)
+written by gpubench at commit 6ecbd18, before the Result was built once and
+frozen: it must keep loading, and writing it back must give the same JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpubench import result as result_module
+from gpubench.case import Case, CaseError, make_case
+from gpubench.profiles import HardwareProfile, ProfileError, resolve_profile
+from gpubench.result import (
+    SCHEMA_VERSION,
+    Environment,
+    ErrorInfo,
+    Estimate,
+    Metrics,
+    Result,
+    Series,
+    Stats,
+)
+from gpubench.schema import SchemaError
+
+V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
+CPU = resolve_profile("cpu")
+
+
+def v1_record() -> dict[str, Any]:
+    return json.loads(V1.read_text(encoding="utf-8"))
+
+
+def full_result() -> Result:
+    """A Result with every optional part filled."""
+    return Result(
+        case=make_case(model="gpt-tiny", precision="bf16"),
+        profile=resolve_profile("rtx3060"),
+        status="oom",
+        metrics=Metrics(step_time_s=Stats.of([0.1, 0.2]), peak_allocated_bytes=3 * 2**30),
+        series=Series(step_time_s=[0.1, 0.2], loss=[5.0, 4.0]),
+        environment=Environment(hostname="h", device="NVIDIA H100 80GB HBM3"),
+        error=ErrorInfo(type="OutOfMemoryError", message="CUDA out of memory"),
+        estimate=Estimate(
+            peak_bytes=13 * 2**30,
+            capacity_bytes=12 * 2**30,
+            verdict="oom",
+            headroom_bytes=-(2**30),
+            method="analytical",
+            breakdown={"parameters": 2**30},
+        ),
+    )
+
+
+# -- what earlier gpubench wrote still loads -----------------------------------------------------
+
+
+def test_a_result_written_before_the_refactor_loads_and_writes_back_the_same() -> None:
+    record = v1_record()
+    result = Result.from_dict(record)
+    assert result.schema_version == SCHEMA_VERSION == 1
+    assert result.status == "ok" and result.case.model == "gpt-tiny"
+    assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
+    assert result.profile.memory_bytes == 2 * 2**30
+    assert result.estimate is None
+    assert result.metrics.peak_memory_source == "host-rss"
+    assert result.to_dict() == record  # the JSON format did not change
+
+
+def test_every_part_round_trips() -> None:
+    result = full_result()
+    again = Result.from_json(result.to_json())
+    assert again == result
+    assert isinstance(again.estimate, Estimate) and again.estimate.breakdown == {
+        "parameters": 2**30
+    }
+    assert isinstance(again.profile, HardwareProfile)
+
+
+# -- one reading policy: an unknown key is refused by its full name ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        (("novelty",), SchemaError),
+        (("metrics", "novelty"), SchemaError),
+        (("metrics", "step_time_s", "novelty"), SchemaError),
+        (("series", "novelty"), SchemaError),
+        (("environment", "novelty"), SchemaError),
+        (("error", "novelty"), SchemaError),
+        (("estimate", "novelty"), SchemaError),
+        (("profile", "novelty"), ProfileError),
+        (("case", "novelty"), CaseError),
+        (("case", "flags", "novelty"), CaseError),
+    ],
+)
+def test_a_key_this_gpubench_does_not_know_is_refused_by_name(
+    path: tuple[str, ...], error: type[Exception]
+) -> None:
+    record = full_result().to_dict()
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = 1
+    with pytest.raises(error) as info:
+        Result.from_dict(record)
+    assert ".".join(("result", *path)) in str(info.value)
+    assert "newer gpubench" in str(info.value)
+
+
+def test_derived_keys_are_read_as_derived() -> None:
+    record = v1_record()
+    assert {"loss_decreased", "noisy"} <= set(record["metrics"]) and "id" in record["case"]
+    record["metrics"]["loss_decreased"] = not record["metrics"]["loss_decreased"]  # a lie
+    record["case"]["id"] = "something-else"
+    result = Result.from_dict(record)
+    assert result.metrics.loss_decreased == (
+        result.metrics.loss_end is not None
+        and result.metrics.loss_start is not None
+        and result.metrics.loss_end < result.metrics.loss_start
+    )
+    assert result.case.id == "gpt-tiny-fp32-b2-s16-n3-warm1"  # recomputed, not read
+
+
+def test_a_missing_required_key_is_refused() -> None:
+    record = v1_record()
+    del record["status"]
+    with pytest.raises(SchemaError, match="result lacks required field.*status"):
+        Result.from_dict(record)
+    record = v1_record()
+    del record["metrics"]["tokens_per_s"]["median"]
+    with pytest.raises(SchemaError, match=r"result\.metrics\.tokens_per_s lacks .*median"):
+        Result.from_dict(record)
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1", True])
+def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
+    record = v1_record()
+    record["schema_version"] = version
+    with pytest.raises(SchemaError, match="schema_version"):
+        Result.from_dict(record)
+
+
+def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mechanism a schema change uses: bump the version, add the step from the last."""
+
+    def v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
+        record = copy.deepcopy(record)
+        record["status"] = "diverged"  # stands for whatever the change rewrites
+        return record
+
+    monkeypatch.setattr(result_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(result_module, "UPGRADES", {1: v1_to_v2})
+    result = Result.from_dict(v1_record())
+    assert result.status == "diverged"
+    record = v1_record()
+    record["schema_version"] = 3
+    with pytest.raises(SchemaError, match="reads 1, 2"):
+        Result.from_dict(record)
+
+
+# -- built once: frozen records ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [
+        (full_result(), "status"),
+        (full_result().metrics, "peak_allocated_bytes"),
+        (full_result().series, "loss"),
+        (full_result().environment, "hostname"),
+        (full_result().error, "message"),
+        (full_result().estimate, "peak_bytes"),
+    ],
+)
+def test_records_are_frozen(record: object, name: str) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(record, name, None)
+
+
+def test_a_profile_must_be_a_hardware_profile() -> None:
+    with pytest.raises(TypeError, match="HardwareProfile"):
+        Result(case=make_case(model="gpt-tiny"), profile={"name": "cpu"}, status="ok")  # type: ignore[arg-type]
+
+
+# -- the peak is decided once --------------------------------------------------------------------
+
+
+def test_the_peak_is_the_devices_largest_figure_else_the_hosts() -> None:
+    gpu = Metrics(
+        peak_allocated_bytes=5, peak_reserved_bytes=7, nvml_peak_used_bytes=6, peak_rss_bytes=99
+    )
+    assert (gpu.peak_memory_bytes, gpu.peak_memory_source) == (7, "cuda-reserved")
+    assert gpu.exceeds(6) and not gpu.exceeds(7)
+    cpu = Metrics(peak_rss_bytes=99)
+    assert (cpu.peak_memory_bytes, cpu.peak_memory_source) == (99, "host-rss")
+    assert not cpu.exceeds(1)  # a CPU case's capacity is the worker's cap, not a figure
+    assert Metrics().peak_memory_source is None
+    result = Result(case=make_case(model="gpt-tiny"), profile=CPU, status="ok", metrics=gpu)
+    assert result.peak_memory_bytes == 7
+
+
+def test_the_largest_rank_memory_is_taken_figure_by_figure() -> None:
+    rank0 = Metrics(peak_allocated_bytes=5, peak_rss_bytes=3, tokens_per_step=10)
+    rank1 = Metrics(peak_allocated_bytes=9, peak_rss_bytes=2, nvml_peak_used_bytes=None)
+    merged = rank0.with_largest_memory([rank1])
+    assert (merged.peak_allocated_bytes, merged.peak_rss_bytes) == (9, 3)
+    assert merged.tokens_per_step == 10 and merged.nvml_peak_used_bytes is None
+
+
+def test_an_error_from_an_exception_keeps_its_traceback() -> None:
+    try:
+        raise RuntimeError("x" * 5000)
+    except RuntimeError as exc:
+        error = ErrorInfo.from_exception(exc)
+    assert error.type == "RuntimeError" and len(error.message) == 4000
+    assert "test_an_error_from_an_exception_keeps_its_traceback" in error.traceback
+
+
+def test_case_and_profile_read_by_the_same_policy() -> None:
+    with pytest.raises(CaseError, match="case.novelty"):
+        Case.from_dict({**make_case(model="gpt-tiny").to_dict(), "novelty": 1})
+    with pytest.raises(ProfileError, match="profile.novelty"):
+        HardwareProfile.from_dict({**CPU.to_dict(), "novelty": 1})
+    with pytest.raises(ProfileError, match="lacks required field.*kind"):
+        HardwareProfile.from_dict({k: v for k, v in CPU.to_dict().items() if k != "kind"})
