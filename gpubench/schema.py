@@ -14,7 +14,10 @@ Environment, ErrorInfo, Estimate) are all read by :func:`record_fields`:
   is refused.
 
 Records of an earlier schema version are brought up to this one before they
-are read (:data:`gpubench.result.UPGRADES`).
+are read (:data:`gpubench.result.UPGRADES`). Progress events
+(:class:`gpubench.protocol.ProgressEvent`) are not records: nothing keeps them,
+and a field a newer worker adds must not stop the live display, so they drop
+what they do not know.
 """
 
 from __future__ import annotations

@@ -182,10 +182,17 @@ def test_single_process_deepspeed_cases_get_a_rendezvous(
     assert extensions.parent == tmp_path / "gpubench" / "torch_extensions"
     assert extensions.name.startswith(f"py{sys.version_info.major}{sys.version_info.minor}")
 
-    mine = {"TORCH_EXTENSIONS_DIR": str(tmp_path / "mine"), "MASTER_PORT": "29999"}
-    env = deepspeed_environment(CUDA, mine)
-    assert "TORCH_EXTENSIONS_DIR" not in env and "MASTER_PORT" not in env  # the user's stand
+    inherited = {
+        "TORCH_EXTENSIONS_DIR": str(tmp_path / "mine"),
+        "DS_ACCELERATOR": "cpu",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "10.0.0.9",  # exported in the shell: not for a world of one
+        "MASTER_PORT": "29999",
+    }
+    env = deepspeed_environment(CUDA, inherited)
+    assert "TORCH_EXTENSIONS_DIR" not in env  # the user's choice stands
     assert env["DS_ACCELERATOR"] == "cuda"  # the profile decides, whatever was set
+    assert env["MASTER_ADDR"] == "127.0.0.1" and set(RENDEZVOUS) <= set(env)
 
 
 def test_torchrun_deepspeed_cases_keep_torchruns_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,7 +205,7 @@ def test_torchrun_deepspeed_cases_keep_torchruns_ranks(monkeypatch: pytest.Monke
 def test_launchers_know_no_engine() -> None:
     assert launcher_for(ds_case(zero_stage=2)) == ProcessLauncher()
     assert launcher_for(ds_case(zero_stage=2, nproc=2)) == TorchrunLauncher(2)
-    assert set(ProcessLauncher().env()) <= {"PYTHONPATH"}
+    assert set(ProcessLauncher().env()) - {"PYTHONPATH"} == {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
 
 
 # -- real cases through the worker ---------------------------------------------------------------

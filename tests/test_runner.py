@@ -118,7 +118,13 @@ def test_process_launcher_runs_the_worker_module(tmp_path: Path) -> None:
         "--progress",
         str(tmp_path / "progress.jsonl"),
     ]
-    assert set(launcher.env()) <= {"PYTHONPATH"}  # torch cases: the import path only
+    env = launcher.env()  # the import path, and a world of one whatever pytest's rank
+    assert {k: env[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")} == {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }
+    assert set(env) <= {"PYTHONPATH", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
 
 
 def test_workers_get_the_import_path_pytest_added_but_not_the_interpreters(

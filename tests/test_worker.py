@@ -165,6 +165,21 @@ def test_torchrun_two_ranks_rank_zero_answers(tmp_path: Path) -> None:
     assert phases(paths).count("starting") == 1  # only rank 0 reports progress
 
 
+def test_a_single_process_case_is_a_world_of_one_whatever_rank_pytest_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pytest itself run as rank 1 of 2 (under torchrun or SLURM): a one-process case must not
+    wait for a peer, write rank 1's file, or pick rank 1's device."""
+    from gpubench.runner import run_case
+
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    case = make_case(model="gpt-tiny", batch_size=2, seq_len=16, steps=2, warmup=0)
+    result = run_case(case, cpu_profile(), timeout_s=120)
+    assert result.status == "ok", result.describe()
+    assert result.metrics.tokens_per_step == 2 * 16  # one rank's tokens
+
+
 # -- the CPU cap itself, in process --------------------------------------------------------------
 
 

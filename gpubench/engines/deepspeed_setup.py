@@ -73,15 +73,19 @@ def default_torch_extensions_dir() -> Path:
 
 
 def deepspeed_environment(profile: HardwareProfile, environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables to set in ``environ`` before DeepSpeed is imported (the module doc);
-    a variable the user (or torchrun) already set is left alone, ``DS_ACCELERATOR``
-    excepted: the profile decides it."""
+    """The variables to set in ``environ`` before DeepSpeed is imported (the module doc).
+
+    ``DS_ACCELERATOR`` is the profile's; ``TORCH_EXTENSIONS_DIR`` the user's when set.
+    A world of one (the single-process launcher pins ``WORLD_SIZE=1``) gets a fresh
+    rendezvous on a free local port, whatever ``MASTER_ADDR``/``MASTER_PORT`` it
+    inherited: concurrent cases (pytest-xdist) must not share a port, and a world of one
+    has no peer to meet elsewhere. Under torchrun its rendezvous stands.
+    """
     wanted = {"DS_ACCELERATOR": accelerator_name(profile)}
     if "TORCH_EXTENSIONS_DIR" not in environ:
         wanted["TORCH_EXTENSIONS_DIR"] = str(default_torch_extensions_dir())
-    if environ.get("WORLD_SIZE", "1") == "1":  # no torchrun: a world of one
-        rendezvous = single_process_rendezvous()
-        wanted |= {k: v for k, v in rendezvous.items() if k not in environ}
+    if environ.get("WORLD_SIZE", "1") == "1":
+        wanted |= single_process_rendezvous()
     return wanted
 
 

@@ -9,9 +9,14 @@ Every worker gets the parent's import path (:func:`import_path_env`): pytest
 puts a test file's folder (or rootdir) on ``sys.path`` before importing it, so
 ``model="mymodels:make"`` with ``mymodels.py`` beside the test imports in the
 test; the worker, a fresh interpreter, would not find it without the same
-entries on its ``PYTHONPATH``. What an engine needs in its environment (DeepSpeed's
-rendezvous and op cache) the engine sets itself, in the worker
-(:mod:`gpubench.engines.deepspeed_setup`): launchers know no engine.
+entries on its ``PYTHONPATH``.
+
+A launcher says how many processes a case has, nothing about its engine:
+:class:`ProcessLauncher` pins a world of one (``RANK=0``, ``WORLD_SIZE=1``,
+``LOCAL_RANK=0``), whatever rank pytest itself holds (under torchrun or SLURM),
+and torchrun sets its own ranks' values. What an engine needs beyond that
+(DeepSpeed's rendezvous address and op cache) it sets itself, in the worker
+(:mod:`gpubench.engines.deepspeed_setup`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from gpubench.case import Case
 from gpubench.protocol import WorkerPaths
 
 WORKER_MODULE = "gpubench.worker"
+SINGLE_PROCESS_WORLD = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
 
 
 @runtime_checkable
@@ -81,7 +87,7 @@ class ProcessLauncher:
         return [sys.executable, "-m", WORKER_MODULE, *worker_args(paths)]
 
     def env(self) -> dict[str, str]:
-        return import_path_env()
+        return import_path_env() | SINGLE_PROCESS_WORLD
 
 
 @dataclass(frozen=True)
