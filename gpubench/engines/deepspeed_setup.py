@@ -84,7 +84,7 @@ def deepspeed_environment(profile: HardwareProfile, environ: Mapping[str, str]) 
     wanted = {"DS_ACCELERATOR": accelerator_name(profile)}
     if "TORCH_EXTENSIONS_DIR" not in environ:
         wanted["TORCH_EXTENSIONS_DIR"] = str(default_torch_extensions_dir())
-    if environ.get("WORLD_SIZE", "1") == "1":
+    if not Ranks.from_env(environ).distributed:
         wanted |= single_process_rendezvous()
     return wanted
 

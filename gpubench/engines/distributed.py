@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,11 +34,13 @@ class Ranks:
     owns_group: bool = False  # this process started the process group (and closes it)
 
     @classmethod
-    def from_env(cls) -> Ranks:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ranks:
+        """The ranks torchrun set in ``environ`` (default: this process's environment)."""
+        env = os.environ if environ is None else environ
         return cls(
-            rank=int(os.environ.get("RANK", "0")),
-            world_size=int(os.environ.get("WORLD_SIZE", "1")),
-            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+            rank=int(env.get("RANK", "0")),
+            world_size=int(env.get("WORLD_SIZE", "1")),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
         )
 
     @property
