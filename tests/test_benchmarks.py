@@ -43,3 +43,16 @@ def test_harness_overhead_writes_its_figures(tmp_path: Path) -> None:
 def test_inprocess_step_compares_the_engines_own_step() -> None:
     stdout = run_script("inprocess_step.py", "--model", "gpt-tiny", "--steps", "4")
     assert "tokens/s engine / bare" in stdout
+
+
+def test_checkout_ab_compares_two_checkouts(tmp_path: Path) -> None:
+    root = str(BENCHMARKS.parent)
+    out_file = tmp_path / "ab.json"
+    stdout = run_script(
+        "checkout_ab.py",
+        *("--a", root, "--b", root, "--model", "gpt-tiny", "--steps", "3", "--warmup", "1"),
+        *("--repeats", "1", "--out", str(out_file)),
+    )
+    assert "tokens/s b / a, median of 1 pairs" in stdout
+    summary = json.loads(out_file.read_text())
+    assert len(summary["pair_ratios"]) == 1 and summary["ratio_b_over_a"] > 0
