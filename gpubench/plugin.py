@@ -16,6 +16,16 @@ from typing import Any
 
 import pytest
 
+from gpubench.baseline.compare import CaseVerdict
+from gpubench.baseline.gate import GateOptions
+from gpubench.baseline.rules import (
+    DEFAULT_CONFIRM,
+    GateError,
+    GateRules,
+    check_thresholds,
+    parse_thresholds,
+)
+from gpubench.baseline.store import DEFAULT_BASELINE_DIR, DEFAULT_HISTORY, BaselineError
 from gpubench.case import Case, CaseError
 from gpubench.collection_checks import (
     check_case_on_profile,
@@ -30,6 +40,8 @@ from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, S
 from gpubench.storage import new_run_id
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
+VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
+GATE_MARKER = "gpubench_gate"
 PROGRESS_MODES = ("auto", "live", "lines", "off")
 RESULT_FIXTURE = "gpubench_result"
 
@@ -45,6 +57,27 @@ def _positive_seconds(value: str) -> float:
             f"--gpubench-timeout={value!r}: expected a positive number of seconds"
         )
     return seconds
+
+
+def _thresholds(value: str) -> dict[str, float]:
+    try:
+        return parse_thresholds(value)
+    except GateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _history(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(
+            f"--gpubench-baseline-history={value!r}: expected a whole number of runs >= 1"
+        )
+    return int(value)
+
+
+def _confirm(value: str) -> int:
+    if not value.isdigit():
+        raise pytest.UsageError(f"--gpubench-confirm={value!r}: expected a whole number >= 0")
+    return int(value)
 
 
 def _profile_list(value: str) -> str:
@@ -96,6 +129,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="keep each case's worker directory (job, logs, progress) for debugging.",
     )
     group.addoption(
+        "--gpubench-baseline-dir",
+        default=DEFAULT_BASELINE_DIR,
+        metavar="DIR",
+        help="where baselines are read and saved: DIR/<profile>/<suite>.json, relative to "
+        f"the rootdir (default: {DEFAULT_BASELINE_DIR}).",
+    )
+    group.addoption(
+        "--gpubench-save-baseline",
+        action="store_true",
+        help="add this run to the baseline history of every case that ran (after comparing).",
+    )
+    group.addoption(
+        "--gpubench-no-compare",
+        action="store_true",
+        help="do not compare with baselines (a regression fails nothing).",
+    )
+    group.addoption(
+        "--gpubench-compare-any-env",
+        action="store_true",
+        help="let a baseline taken on another device, driver, torch or gpubench major "
+        "version decide the verdict (by default it is only shown).",
+    )
+    group.addoption(
+        "--gpubench-threshold",
+        type=_thresholds,
+        default=None,
+        metavar="METRIC=VALUE[,...]",
+        help="regression thresholds, relative changes in (0, 1), for tokens_per_s, "
+        "peak_memory, host_rss, loss (under a test's own gate=/marker; over "
+        "[tool.gpubench.gate]).",
+    )
+    group.addoption(
+        "--gpubench-baseline-history",
+        type=_history,
+        default=DEFAULT_HISTORY,
+        metavar="N",
+        help=f"runs a baseline entry keeps (default: {DEFAULT_HISTORY}).",
+    )
+    group.addoption(
+        "--gpubench-confirm",
+        type=_confirm,
+        default=DEFAULT_CONFIRM,
+        metavar="N",
+        help="run a case that looks regressed N more times and judge all its runs "
+        f"(median); 0: judge the one run (default: {DEFAULT_CONFIRM}).",
+    )
+    group.addoption(
+        "--gpubench-benchmark-json",
+        default=None,
+        metavar="PATH",
+        help="also write the run in pytest-benchmark's saved-run format "
+        "(`pytest-benchmark compare PATH` reads it).",
+    )
+    group.addoption(
         "--gpubench-progress",
         choices=PROGRESS_MODES,
         default="auto",
@@ -109,6 +196,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(matrix): the gpubench cases of a test (use @gpubench.matrix(...)).",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{GATE_MARKER}(**thresholds): regression thresholds of a test's gpubench cases, "
+        "e.g. tokens_per_s=0.05, peak_memory=0.03.",
     )
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput["gpubench_run_id"] if workerinput else new_run_id()
@@ -124,6 +216,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rootdir=config.rootpath,
         profiles_file=Path(profiles_file) if profiles_file else None,
         keep_workdirs=config.getoption("gpubench_keep_workdirs"),
+        gate=_gate_options(config),
     )
     session = BenchSession(
         options, case_progress=_make_case_progress(config, workerinput is not None)
@@ -141,6 +234,23 @@ def pytest_configure(config: pytest.Config) -> None:
                     raise pytest.UsageError(f"--gpu-profile: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run_id, session), "gpubench-xdist")
+
+
+def _gate_options(config: pytest.Config) -> GateOptions:
+    baseline_dir = Path(config.getoption("gpubench_baseline_dir"))
+    if not baseline_dir.is_absolute():
+        baseline_dir = config.rootpath / baseline_dir
+    return GateOptions(
+        baseline_dir=baseline_dir,
+        compare=not config.getoption("gpubench_no_compare"),
+        save=config.getoption("gpubench_save_baseline"),
+        history=config.getoption("gpubench_baseline_history"),
+        rules=GateRules(
+            any_env=config.getoption("gpubench_compare_any_env"),
+            confirm=config.getoption("gpubench_confirm"),
+        ),
+        thresholds=config.getoption("gpubench_threshold") or {},
+    )
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -238,7 +348,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if len(marker.args) != 1 or not isinstance(marker.args[0], Matrix):
             pytest.fail(f"@{MARKER} takes one gpubench.matrix(...)", pytrace=False)
         matrix = matrix + marker.args[0]
-    profiles = _resolve_profiles(metafunc.config.stash[SESSION_KEY])
+    bench = metafunc.config.stash[SESSION_KEY]
+    profiles = _resolve_profiles(bench)
+    _check_gate(bench, metafunc, profiles)
     params = []
     for case in matrix:
         for profile in profiles:
@@ -258,8 +370,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 missing = missing_requirement(case)
                 if missing is not None:
                     marks.append(pytest.mark.skip(reason=missing))
+            if matrix.gate(case):
+                marks.append(getattr(pytest.mark, GATE_MARKER)(**matrix.gate(case)))
             params.append(pytest.param(case, profile, id=f"{case.id}-{profile.name}", marks=marks))
     metafunc.parametrize(["gpubench_case", "gpubench_profile"], params)
+
+
+def _check_gate(
+    bench: BenchSession, metafunc: pytest.Metafunc, profiles: list[HardwareProfile]
+) -> None:
+    """Refuse at collection a bad gate marker, a bad [tool.gpubench.gate] table, or a
+    baseline file of this module that cannot be read (never overwritten by saving)."""
+    problem = None
+    try:
+        for marker in metafunc.definition.iter_markers(GATE_MARKER):
+            check_thresholds(marker.kwargs, f"@pytest.mark.{GATE_MARKER}")
+        if bench.gate.active:
+            suite = Path(metafunc.definition.path).stem
+            for profile in profiles:
+                bench.gate.baseline(profile.name, suite)
+    except (GateError, BaselineError) as exc:
+        problem = str(exc)
+    if problem is not None:  # outside the except: one message, not a chained traceback
+        pytest.fail(problem, pytrace=False)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -299,6 +432,9 @@ def gpubench_result(
     the test decides what passes."""
     bench = request.config.stash[SESSION_KEY]
     result = bench.run(gpubench_case, gpubench_profile, nodeid=request.node.nodeid)
+    marker = request.node.get_closest_marker(GATE_MARKER)
+    verdict = bench.judge(result, marker.kwargs if marker else None)
+    request.node.stash[VERDICT_KEY] = verdict
     for name, value in (
         ("gpubench_status", result.status),
         ("gpubench_tokens_per_s", result.tokens_per_s),
@@ -308,9 +444,40 @@ def gpubench_result(
         ("gpubench_summary", result.describe()),
         ("gpubench_duration_s", result.duration_s),
         ("gpubench_cases_total", bench.cases_total),
+        *_verdict_properties(verdict),
     ):
         request.node.user_properties.append((name, value))
     yield result
+
+
+def _verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:
+    """The gate's figures as JUnit XML properties (``--junitxml`` carries them)."""
+    if verdict is None:
+        return []
+    properties: list[tuple[str, Any]] = [
+        ("gpubench_verdict", verdict.decision),
+        ("gpubench_status_baseline", verdict.status_old),
+    ]
+    for m in verdict.metrics:
+        properties += [
+            (f"gpubench_{m.metric}_baseline", m.old),
+            (f"gpubench_{m.metric}_change", m.change),
+            (f"gpubench_{m.metric}_verdict", m.decision),
+        ]
+    return properties
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A case that regressed against its baseline fails its test, after the test's own
+    assertions (which keep their failure if they fail first)."""
+    outcome = yield
+    verdict = item.stash.get(VERDICT_KEY, None)
+    if verdict is not None and verdict.regressed:
+        from gpubench.baseline.table import describe_regression
+
+        pytest.fail(describe_regression(verdict), pytrace=False)
+    return outcome
 
 
 # -- end of session ---------------------------------------------------------------------------
@@ -330,3 +497,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in format_summary(results).splitlines():
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"results: {bench.store.results_path}")
+    benchmark_json = config.getoption("gpubench_benchmark_json")
+    if benchmark_json:
+        path = Path(benchmark_json)
+        bench.write_benchmark_json(path if path.is_absolute() else config.rootpath / path, results)
+        terminalreporter.write_line(f"pytest-benchmark json: {benchmark_json}")
+    verdicts = bench.verdicts()
+    if verdicts:
+        from gpubench.baseline.table import format_verdicts
+
+        terminalreporter.write_sep("=", "gpubench gate (against baselines)")
+        for line in format_verdicts(verdicts).splitlines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"gate summary: {bench.write_gate_summary(verdicts)}")

@@ -24,10 +24,17 @@ from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
 from gpubench.schema import SchemaError, record_fields
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """v2 added ``repeat`` (a gate's confirmation reruns); every v1 Result was a first run."""
+    return {**record, "repeat": 0}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
@@ -313,6 +320,7 @@ class Result:
     started_at: str = ""  # ISO 8601, UTC
     duration_s: float | None = None  # parent: launch to answer, whole subprocess
     estimate: Estimate | None = None  # predicted memory (None until the estimator fills it)
+    repeat: int = 0  # 0: the case's run; k > 0: the k-th rerun confirming a suspected regression
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -385,6 +393,7 @@ class Result:
                 "started_at": self.started_at,
                 "duration_s": self.duration_s,
                 "estimate": dataclasses.asdict(self.estimate) if self.estimate else None,
+                "repeat": self.repeat,
             }
         )
 

@@ -1,15 +1,24 @@
 """BenchSession: the work behind the plugin's hooks, importable and testable without pytest.
 
 It resolves the hardware profiles, runs each case in its own worker process,
-appends the Result to ``results.jsonl`` as soon as the case ends, feeds the
-progress display, and reads the run's results back for the summary.
+appends the Result to ``results.jsonl`` as soon as the case ends, compares it
+with its baseline and appends the verdict to ``verdicts.jsonl`` (saving it to
+the baseline when asked: :class:`~gpubench.baseline.gate.Gate`), feeds the
+progress display, and reads the run's records back for the summaries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpubench.baseline.compare import CaseVerdict
+from gpubench.baseline.gate import Gate, GateOptions
+from gpubench.baseline.rules import pyproject_thresholds
 from gpubench.case import Case
 from gpubench.profiles import (
     HardwareProfile,
@@ -19,7 +28,7 @@ from gpubench.profiles import (
 from gpubench.progress import LiveProgress
 from gpubench.result import Result
 from gpubench.runner import run_case
-from gpubench.storage import RunStore
+from gpubench.storage import RunStore, append_json_line, read_json_lines
 
 DEFAULT_PROFILE = "auto"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -34,6 +43,7 @@ class SessionOptions:
     rootdir: Path | None = None  # where pyproject.toml's [tool.gpubench] is read
     profiles_file: Path | None = None
     keep_workdirs: bool = False
+    gate: GateOptions = field(default_factory=GateOptions)
 
 
 class BenchSession:
@@ -42,6 +52,7 @@ class BenchSession:
         # draws the cases this process runs, while they run
         self.case_progress = case_progress
         self.store = RunStore(options.reports_dir, options.run_id)
+        self._gate: Gate | None = None
         self._profiles: list[HardwareProfile] | None = None
         self._store_ready = False
         self.cases_total = 0  # gpubench cases collected to run (skips excluded)
@@ -57,7 +68,20 @@ class BenchSession:
             self._profiles = parse_profile_list(self.options.profiles, user_profiles=user)
         return self._profiles
 
-    def run(self, case: Case, profile: HardwareProfile, nodeid: str | None = None) -> Result:
+    @property
+    def gate(self) -> Gate:
+        """Built on first use, with ``[tool.gpubench.gate]`` thresholds under the command
+        line's; raises GateError for a bad table."""
+        if self._gate is None:
+            options = self.options.gate
+            thresholds = {**pyproject_thresholds(self.options.rootdir), **options.thresholds}
+            rules = options.rules.with_thresholds(thresholds)
+            self._gate = Gate(dataclasses.replace(options, rules=rules))
+        return self._gate
+
+    def run(
+        self, case: Case, profile: HardwareProfile, nodeid: str | None = None, repeat: int = 0
+    ) -> Result:
         if not self._store_ready:
             self.store.create()
             self._store_ready = True
@@ -71,14 +95,57 @@ class BenchSession:
             run_id=self.store.run_id,
             on_progress=self.case_progress.update if self.case_progress else None,
             keep_workdir=self.options.keep_workdirs,
+            repeat=repeat,
         )
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
         return result
 
+    def judge(
+        self, result: Result, thresholds: Mapping[str, float] | None = None
+    ) -> CaseVerdict | None:
+        """Compare ``result`` with its baseline, running the case again to confirm a
+        suspected regression (the verdict goes to verdicts.jsonl), then add it to the
+        baseline when this run saves one."""
+
+        def rerun(repeat: int) -> Result:
+            return self.run(result.case, result.profile, result.nodeid, repeat=repeat)
+
+        verdict, reruns = self.gate.judge(result, thresholds, rerun)
+        if verdict is not None:
+            append_json_line(self.store.verdicts_path, verdict.to_dict())
+        self.gate.record(result, reruns)
+        return verdict
+
     def results(self) -> list[Result]:
         """Every result of this run (all xdist workers'), read back from results.jsonl."""
         if not self.store.results_path.exists():
             return []
         return self.store.read()
+
+    def write_gate_summary(self, verdicts: list[CaseVerdict]) -> Path:
+        """The gate's Markdown summary to ``<run>/summary.md``, and appended to
+        ``$GITHUB_STEP_SUMMARY`` when that is set (a GitHub Actions job's summary)."""
+        from gpubench.baseline.table import markdown_summary
+
+        text = markdown_summary(verdicts, title=f"gpubench gate, run {self.store.run_id}")
+        self.store.summary_path.write_text(text, encoding="utf-8")
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return self.store.summary_path
+
+    def write_benchmark_json(self, path: Path, results: list[Result]) -> None:
+        """The run in pytest-benchmark's saved-run format."""
+        from gpubench.pytest_benchmark_export import pytest_benchmark_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pytest_benchmark_json(results), indent=1), encoding="utf-8")
+
+    def verdicts(self) -> list[CaseVerdict]:
+        """Every verdict of this run (all xdist workers'), read back from verdicts.jsonl."""
+        if not self.store.verdicts_path.exists():
+            return []
+        return read_json_lines(self.store.verdicts_path, CaseVerdict.from_dict, "verdict")

@@ -1,8 +1,9 @@
-"""Where a run's results live: ``reports/<run-id>/results.jsonl`` and ``reports/latest``.
+"""Where a run's records live: ``reports/<run-id>/`` and ``reports/latest``.
 
-Results are appended one JSON line per case as each case ends, under an
-exclusive lock (pytest-xdist workers append to the same file), so a crash
-mid-session loses nothing already finished.
+``results.jsonl`` (one Result per case) and ``verdicts.jsonl`` (the gate's
+verdict per compared case) are appended one JSON line per case as each case
+ends, under an exclusive lock (pytest-xdist workers append to the same
+files), so a crash mid-session loses nothing already finished.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import os
 import secrets
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gpubench.result import Result
 
 RESULTS_FILE = "results.jsonl"
+VERDICTS_FILE = "verdicts.jsonl"
+GATE_SUMMARY_FILE = "summary.md"
 LATEST_LINK = "latest"
+T = TypeVar("T")
 
 
 def new_run_id() -> str:
@@ -34,6 +40,8 @@ class RunStore:
         self.run_id = run_id
         self.dir = self.root / run_id
         self.results_path = self.dir / RESULTS_FILE
+        self.verdicts_path = self.dir / VERDICTS_FILE
+        self.summary_path = self.dir / GATE_SUMMARY_FILE
 
     def create(self) -> None:
         """Make the run directory and point ``latest`` at it (atomically)."""
@@ -50,45 +58,56 @@ class RunStore:
             tmp.unlink(missing_ok=True)
 
     def append(self, result: Result) -> None:
-        """Append one line, whole: under the lock, after a newline if an earlier writer was
-        cut off mid-line (so its fragment cannot swallow this record), looping over short
-        writes, then fsync."""
-        line = (result.to_json() + "\n").encode("utf-8")
-        fd = os.open(self.results_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        """Append the Result to results.jsonl (:func:`append_json_line`)."""
+        append_json_line(self.results_path, result.to_dict())
 
     def read(self) -> list[Result]:
         return read_results(self.results_path)
 
 
-def read_results(path: Path) -> list[Result]:
-    """All Results of a results.jsonl. A line that is not a whole record (a writer killed
-    mid-line) or not a Result this gpubench can read (foreign JSON, a newer schema) is
-    skipped with a warning naming it and why; the records around it are kept."""
-    results = []
+def append_json_line(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one record as a line, whole: under the lock, after a newline if an earlier
+    writer was cut off mid-line (so its fragment cannot swallow this record), looping over
+    short writes, then fsync."""
+    line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def read_json_lines(path: Path, read: Callable[[Any], T], kind: str) -> list[T]:
+    """Every record of a JSON-lines file, each made by ``read``. A line that is not a whole
+    record (a writer killed mid-line) or not a ``kind`` this gpubench can read (foreign
+    JSON, a newer schema) is skipped with a warning naming it and why; the records around
+    it are kept."""
+    records = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                results.append(Result.from_dict(json.loads(line)))
+                records.append(read(json.loads(line)))
             except json.JSONDecodeError as exc:
                 _skipped(path, number, f"not a whole JSON record ({exc})")
             except (ValueError, TypeError, KeyError) as exc:
-                _skipped(path, number, f"not a Result ({type(exc).__name__}: {exc})")
-    return results
+                _skipped(path, number, f"not a {kind} ({type(exc).__name__}: {exc})")
+    return records
+
+
+def read_results(path: Path) -> list[Result]:
+    """All Results of a results.jsonl (:func:`read_json_lines`)."""
+    return read_json_lines(path, Result.from_dict, "Result")
 
 
 def _skipped(path: Path, number: int, why: str) -> None:
-    warnings.warn(f"{path}:{number}: skipped a line that is {why}", stacklevel=3)
+    warnings.warn(f"{path}:{number}: skipped a line that is {why}", stacklevel=4)

@@ -18,7 +18,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
         peak = m.peak_memory_bytes
         rows.append(
             {
-                "case": r.case.id,
+                "case": r.case.id + (f" (rerun {r.repeat})" if r.repeat else ""),
                 "profile": r.profile_name,
                 "status": r.status,
                 "tok/s": f"{tps.median:,.0f}" if tps else "-",

@@ -127,3 +127,91 @@ def test_python_dash_m_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "h100-sxm" in done.stdout and "Sources:" in done.stdout
+
+
+# -- gpubench compare / export (on the real suite runs of tests/data/gate) -----------------------
+GATE_DATA = Path(__file__).parent / "data" / "gate"
+
+
+def test_compare_a_busy_run_with_a_quiet_one_exits_1_with_the_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    md = tmp_path / "gate.md"
+    code = main(
+        [
+            "compare",
+            str(GATE_DATA / "quiet-3.jsonl"),
+            str(GATE_DATA / "busy-1.jsonl"),
+            "--md",
+            str(md),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "tokens_per_s" in out and "regression" in out
+    assert "steps vs the last baseline run's" in out  # one baseline run: the within-run rule
+    assert "10 of 10 case(s) regressed." in out
+    assert md.read_text().startswith("## ")
+
+
+def test_compare_a_baseline_dir_with_an_unchanged_run_exits_0(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from gpubench.baseline.store import save_runs
+    from gpubench.storage import read_results
+
+    # quiet-3 against quiet-4..8 (quiet-8 against quiet-3..7 would flag two cases: offline
+    # there are no confirmation reruns, and quiet-8 has one outlier; tests/test_gate_compare.py
+    # holds the rates over every choice)
+    path = tmp_path / "baselines" / "cpu" / "test_cpu_smoke.json"
+    for i in (4, 5, 6, 7, 8):
+        save_runs(path, read_results(GATE_DATA / f"quiet-{i}.jsonl"))
+    code = main(["compare", str(tmp_path / "baselines"), str(GATE_DATA / "quiet-3.jsonl")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "vs the spread of 5 baseline runs" in out
+    assert "0 of 10 case(s) regressed." in out
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["compare", "/nonexistent", "/nonexistent2"], "/nonexistent: no such file or directory"),
+        (["compare", "{readme}", "{readme}"], "not a results file (*.jsonl), a run directory"),
+        (["compare", "{bad_json}", "{bad_json}"], "not valid JSON, truncated?"),
+        (["compare", "{empty_dir}", "{empty_dir}"], "no results.jsonl and no baseline files"),
+        (["compare", "--threshold", "tokens_per_s=7", "a", "b"], "tokens_per_s=7.0 must be"),
+    ],
+)
+def test_compare_bad_input_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], problem: str
+) -> None:
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text('{"format": "gpubench-baseline", "cases": {')
+    (tmp_path / "empty").mkdir()
+    paths = {
+        "readme": str(GATE_DATA / "README.md"),
+        "bad_json": str(bad_json),
+        "empty_dir": str(tmp_path / "empty"),
+    }
+    assert main([a.format(**paths) for a in args]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_export_writes_what_pytest_benchmark_compare_reads(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    assert main(["export", str(GATE_DATA / "quiet-1.jsonl"), "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["benchmarks"]) == 10
+    bench = data["benchmarks"][0]
+    assert bench["stats"]["rounds"] == len(bench["stats"]["data"]) > 0
+    assert data["machine_info"]["gpubench"]["torch"].startswith("2.13")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gpt-mini-learns" in done.stdout

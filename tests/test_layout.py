@@ -23,10 +23,12 @@ CHILD_SIDE = (
     "gpubench.worker",
 )
 PARENT_SIDE = (
+    "gpubench.baseline",
     "gpubench.cli",
     "gpubench.collection_checks",
     "gpubench.plugin",
     "gpubench.progress",
+    "gpubench.pytest_benchmark_export",
     "gpubench.runner",
     "gpubench.session",
     "gpubench.storage",

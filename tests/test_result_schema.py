@@ -1,8 +1,9 @@
 """The Result schema as a contract: one reading policy, frozen records, earlier versions read.
 
 ``data/result-v1-6ecbd18.json`` is a real Result (gpt-tiny, 3 steps, cpu:2GiB)
-written by gpubench at commit 6ecbd18, before the Result was built once and
-frozen: it must keep loading, and writing it back must give the same JSON.
+written by gpubench at commit 6ecbd18, schema v1, before the Result was built
+once and frozen: it must keep loading, and writing it back must give the same
+JSON but for what v2 added (``repeat``, 0 for every v1 run).
 """
 
 from __future__ import annotations
@@ -62,16 +63,17 @@ def full_result() -> Result:
 # -- what earlier gpubench wrote still loads -----------------------------------------------------
 
 
-def test_a_result_written_before_the_refactor_loads_and_writes_back_the_same() -> None:
+def test_a_v1_result_loads_and_writes_back_the_same_but_for_v2s_field() -> None:
     record = v1_record()
+    assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 1
+    assert result.schema_version == SCHEMA_VERSION == 2
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
-    assert result.estimate is None
+    assert result.estimate is None and result.repeat == 0
     assert result.metrics.peak_memory_source == "host-rss"
-    assert result.to_dict() == record  # the JSON format did not change
+    assert result.to_dict() == {**record, "schema_version": 2, "repeat": 0}
 
 
 def test_every_part_round_trips() -> None:
@@ -141,7 +143,7 @@ def test_a_missing_required_key_is_refused() -> None:
         Result.from_dict(record)
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1", True])
+@pytest.mark.parametrize("version", [None, 0, 3, "1", True])
 def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
     record = v1_record()
     record["schema_version"] = version
@@ -157,7 +159,6 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
         record["status"] = "diverged"  # stands for whatever the change rewrites
         return record
 
-    monkeypatch.setattr(result_module, "SCHEMA_VERSION", 2)
     monkeypatch.setattr(result_module, "UPGRADES", {1: v1_to_v2})
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
@@ -165,6 +166,10 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     record["schema_version"] = 3
     with pytest.raises(SchemaError, match="reads 1, 2"):
         Result.from_dict(record)
+
+
+def test_the_real_v1_to_v2_step_fills_repeat() -> None:
+    assert result_module.UPGRADES[1]({"schema_version": 1})["repeat"] == 0
 
 
 # -- built once: frozen records ------------------------------------------------------------------

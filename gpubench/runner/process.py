@@ -86,6 +86,7 @@ def run_case(
     workdir: Path | None = None,
     keep_workdir: bool = False,
     poll_interval_s: float = 0.25,
+    repeat: int = 0,
 ) -> Result:
     """Run ``case`` against ``profile`` in a fresh worker process and return its Result.
 
@@ -94,6 +95,7 @@ def run_case(
     ``env`` is added on top of this process's environment and the launcher's.
     Progress events reach ``on_progress`` every ``poll_interval_s``; the
     worker's exit is seen at once, whatever the interval.
+    ``repeat`` marks a rerun confirming a suspected regression (``Result.repeat``).
     Worker failures (crash, signal, timeout, garbage output, failure to start)
     come back as a Result; only bad arguments raise.
     """
@@ -125,6 +127,7 @@ def run_case(
         run_id=run_id,
         worker_pid=worker.pid if result.worker_pid is None else result.worker_pid,
         started_at=result.started_at or worker.started_at,
+        repeat=repeat,
     )
 
 

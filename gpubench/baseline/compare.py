@@ -1,0 +1,291 @@
+"""``compare(result, history, rules) -> CaseVerdict``: is this run a regression of its case?
+
+Per metric (:data:`~gpubench.baseline.metrics.GATED_METRICS`) a regression needs
+both a practical change, beyond the metric's threshold in the bad direction, and
+statistical evidence that the run is not one more draw of the baseline's
+(:mod:`gpubench.baseline.evidence`):
+
+- ``runs``: with at least ``min_history`` comparable baseline runs, the new run's
+  value against the prediction interval of those runs' values (their spread
+  from run to run);
+- ``steps``: with fewer runs, a Mann-Whitney test of the new run's per-step
+  samples against the newest baseline run's, and the threshold widened
+  (``within_run_widening``), since steps of one run are not independent
+  samples of its speed;
+- ``threshold``: a metric with one figure per run (memory, final loss) and fewer
+  runs than ``min_history``: the threshold alone.
+
+Improvements are found the same way in the other direction. A case that
+trained to the end within capacity and now does not (``oom``,
+``over_capacity``, ``diverged``, ...) is a regression whatever its figures.
+
+A case that looks regressed is run again (``rules.confirm`` more times, by the
+caller) and judged on all its runs: each metric on the median of their
+values, the status on the most common one. On a shared machine a single run
+now and then lands tens of per cent off (a neighbour's burst during a short
+measurement); one such run then fails nothing (docs/baselines.md).
+
+Baseline runs are comparable when they ran on the same device (GPU or CPU model,
+and on a CPU its core count), driver, torch, gpubench major version and
+profile capacity. Runs from elsewhere are shown, not used to decide, unless
+``rules.any_env``: a baseline recorded on another machine must not fail a
+newcomer's first run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubench.baseline.evidence import Evidence, prediction_interval, steps_shifted
+from gpubench.baseline.metrics import GATED_METRICS, GatedMetric
+from gpubench.baseline.rules import GateRules
+from gpubench.result import Result
+
+REGRESSION = "regression"
+IMPROVEMENT = "improvement"
+UNCHANGED = "unchanged"
+NEW = "new"  # the baseline has no figure for it
+ELSEWHERE = "elsewhere"  # only baseline runs from another environment: shown, not judged
+DECISIONS = (REGRESSION, IMPROVEMENT, UNCHANGED, NEW, ELSEWHERE)
+
+
+def environment_key(result: Result) -> tuple[Any, ...]:
+    """What must match for one run's figures to judge another's."""
+    env = result.environment
+    major = env.gpubench.split(".", 1)[0] if env.gpubench else ""
+    on_cpu = result.profile.kind == "cpu"
+    return (
+        env.device,
+        env.cpu_count if on_cpu else None,
+        env.driver,
+        env.torch,
+        major,
+        result.profile.memory_bytes,
+    )
+
+
+def describe_environment(result: Result) -> str:
+    env = result.environment
+    cores = f", {env.cpu_count} cores" if result.profile.kind == "cpu" else ""
+    driver = f", driver {env.driver}" if env.driver else ""
+    software = f"torch {env.torch or '?'}, gpubench {env.gpubench or '?'}"
+    return f"{env.device or '?'}{cores}{driver}, {software}"
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    metric: str
+    decision: str  # one of DECISIONS
+    old: float | None  # the baseline's: median of the runs judged against
+    new: float | None
+    threshold: float  # the relative change that counts, as applied (widened or not)
+    rule: str  # "runs", "steps", "threshold" or "" (not judged)
+    runs: int = 0  # baseline runs the figure was judged against
+    p_value: float | None = None  # one-sided, in the direction of the change
+    interval: tuple[float, float] | None = None  # where an unchanged run would fall
+    new_runs: int = 1  # runs of this session ``new`` is the median of (confirmation reruns)
+
+    @property
+    def change(self) -> float | None:
+        """Relative change new / old - 1."""
+        if self.old is None or self.new is None or self.old == 0:
+            return None
+        return self.new / self.old - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["interval"] = list(self.interval) if self.interval else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricVerdict:
+        fields = dict(data)
+        if fields.get("interval") is not None:
+            fields["interval"] = tuple(fields["interval"])
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class CaseVerdict:
+    """The gate's answer for one case on one profile."""
+
+    case_id: str
+    profile: str
+    nodeid: str | None
+    status_old: str | None  # the newest comparable baseline run's status
+    status_new: str
+    status_decision: str
+    metrics: tuple[MetricVerdict, ...] = ()
+    baseline_runs: int = 0  # runs in the history
+    comparable_runs: int = 0  # of those, from this environment
+    elsewhere: str = ""  # the baseline's environment when none is comparable
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def regressed(self) -> bool:
+        return self.status_decision == REGRESSION or any(
+            m.decision == REGRESSION for m in self.metrics
+        )
+
+    @property
+    def improved(self) -> bool:
+        return not self.regressed and (
+            self.status_decision == IMPROVEMENT
+            or any(m.decision == IMPROVEMENT for m in self.metrics)
+        )
+
+    @property
+    def decision(self) -> str:
+        if self.regressed:
+            return REGRESSION
+        if self.improved:
+            return IMPROVEMENT
+        if self.baseline_runs == 0:
+            return NEW
+        if self.comparable_runs == 0:
+            return ELSEWHERE
+        return UNCHANGED
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["metrics"] = [m.to_dict() for m in self.metrics]
+        data["notes"] = list(self.notes)
+        data["decision"] = self.decision
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CaseVerdict:
+        fields = {k: v for k, v in data.items() if k != "decision"}
+        fields["metrics"] = tuple(MetricVerdict.from_dict(m) for m in fields.get("metrics", ()))
+        fields["notes"] = tuple(fields.get("notes", ()))
+        return cls(**fields)
+
+
+def compare(
+    result: Result,
+    history: Sequence[Result],
+    rules: GateRules,
+    confirmations: Sequence[Result] = (),
+) -> CaseVerdict:
+    """``result`` (with the reruns that confirm it) judged against the history of its case
+    (oldest run first)."""
+    key = environment_key(result)
+    comparable = [r for r in history if rules.any_env or environment_key(r) == key]
+    elsewhere = describe_environment(history[-1]) if history and not comparable else ""
+    judged = comparable or list(history)  # runs from elsewhere are shown, not judged
+    status_old = judged[-1].status if judged else None
+    runs = [result, *confirmations]
+    status_new = _most_common_status(runs)
+    return CaseVerdict(
+        case_id=result.case.id,
+        profile=result.profile.name,
+        nodeid=result.nodeid,
+        status_old=status_old,
+        status_new=status_new,
+        status_decision=_status_decision(status_old, status_new, bool(comparable)),
+        metrics=tuple(
+            _judge_metric(metric, runs, judged, bool(comparable), rules)
+            for metric in GATED_METRICS
+            if _values(metric, runs)
+        ),
+        baseline_runs=len(history),
+        comparable_runs=len(comparable),
+        elsewhere=elsewhere,
+    )
+
+
+def representative(runs: Sequence[Result]) -> Result:
+    """The run that stands for several runs of one case in one session (a confirmed
+    verdict's, or a run directory's): the median by tokens/s of those that trained to the
+    end, else the first."""
+    ran = sorted((r for r in runs if r.tokens_per_s is not None), key=lambda r: r.tokens_per_s or 0)
+    return ran[(len(ran) - 1) // 2] if ran else runs[0]
+
+
+def _values(metric: GatedMetric, runs: Sequence[Result]) -> list[float]:
+    return [v for r in runs if (v := metric.value(r)) is not None]
+
+
+def _most_common_status(runs: Sequence[Result]) -> str:
+    """The status most runs ended with (ties: the earliest run's)."""
+    statuses = [r.status for r in runs]
+    return max(statuses, key=lambda s: (statuses.count(s), -statuses.index(s)))
+
+
+def _status_decision(old: str | None, new: str, comparable: bool) -> str:
+    if old is None:
+        return NEW
+    if not comparable:
+        return ELSEWHERE
+    if old == "ok" and new != "ok":
+        return REGRESSION
+    if old != "ok" and new == "ok":
+        return IMPROVEMENT
+    return UNCHANGED
+
+
+def _judge_metric(
+    metric: GatedMetric,
+    new_runs: list[Result],
+    baseline_runs: list[Result],
+    comparable: bool,
+    rules: GateRules,
+) -> MetricVerdict:
+    new = statistics.median(_values(metric, new_runs))
+    judged = [r for r in baseline_runs if metric.value(r) is not None]
+    values = _values(metric, judged)
+    threshold = rules.threshold(metric.name)
+    count = len(_values(metric, new_runs))
+    if not values:
+        return MetricVerdict(metric.name, NEW, None, new, threshold, "", new_runs=count)
+    old = statistics.median(values)
+    if not comparable:
+        return MetricVerdict(
+            metric.name, ELSEWHERE, old, new, threshold, "", runs=len(values), new_runs=count
+        )
+    typical = representative(new_runs)
+    rule, evidence, threshold = _evidence(metric, typical, judged, values, new, rules)
+    change = new / old - 1 if old else 0.0
+    better = change if metric.higher_is_better else -change
+    if metric.higher_is_better:
+        p_worse, p_better = evidence.p_lower, evidence.p_higher
+    else:
+        p_worse, p_better = evidence.p_higher, evidence.p_lower
+    decision = UNCHANGED
+    if -better > threshold and p_worse < rules.alpha:
+        decision = REGRESSION
+    elif better > threshold and p_better < rules.alpha:
+        decision = IMPROVEMENT
+    return MetricVerdict(
+        metric.name,
+        decision,
+        old,
+        new,
+        threshold,
+        rule,
+        runs=len(values),
+        p_value=p_worse if better < 0 else p_better,
+        interval=evidence.interval,
+        new_runs=count,
+    )
+
+
+def _evidence(
+    metric: GatedMetric,
+    result: Result,
+    judged: list[Result],
+    values: list[float],
+    new: float,
+    rules: GateRules,
+) -> tuple[str, Evidence, float]:
+    """(rule, evidence, threshold as applied) for one metric."""
+    threshold = rules.threshold(metric.name)
+    if len(values) >= rules.min_history and len(values) >= 2:
+        return "runs", prediction_interval(values, new, rules.alpha), threshold
+    if metric.samples is not None:
+        evidence = steps_shifted(metric.samples(judged[-1]), metric.samples(result))
+        return "steps", evidence, min(0.99, threshold * rules.within_run_widening)
+    return "threshold", Evidence(0.0, 0.0), threshold

@@ -1,0 +1,100 @@
+"""What ``gpubench compare OLD NEW`` reads: run directories, results files, baselines.
+
+Any of them becomes histories of runs per (profile, case id), oldest first:
+
+- a run directory (``reports/<run-id>``, ``reports/latest``): its results.jsonl;
+- a results file (``results.jsonl``): each Result is a one-run history;
+- a baseline directory (``baselines/``, or one profile's folder): every
+  ``<profile>/<suite>.json`` in it, merged;
+- a baseline file (``baselines/cpu/test_cpu_smoke.json``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from gpubench.baseline.compare import representative
+from gpubench.baseline.store import read_baseline
+from gpubench.result import Result
+from gpubench.storage import RESULTS_FILE, read_results
+
+Histories = dict[tuple[str, str], list[Result]]  # (profile, case id) -> runs, oldest first
+
+
+class SourceError(ValueError):
+    """A path that is no run directory, results file or baseline (the message says which)."""
+
+
+def load_histories(path: Path) -> Histories:
+    """The runs at ``path`` per (profile, case id); SourceError or BaselineError (a broken
+    baseline file, named with its problem) when it cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / RESULTS_FILE).is_file():
+            return _group(_read_results(path / RESULTS_FILE))
+        baselines = sorted(path.rglob("*.json"))
+        if not baselines:
+            raise SourceError(
+                f"{path}: no {RESULTS_FILE} and no baseline files (<profile>/<suite>.json) in it"
+            )
+        return _group(r for f in baselines for r in _baseline_runs(f))
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if path.suffix == ".jsonl":
+        return _group(_read_results(path))
+    if path.suffix == ".json":
+        return _group(_baseline_runs(path))
+    raise SourceError(
+        f"{path}: not a results file (*.jsonl), a run directory or a gpubench baseline (*.json)"
+    )
+
+
+def newest_runs(histories: Histories) -> list[tuple[Result, list[Result]]]:
+    """The newest run of each history with its confirmation reruns (``repeat`` > 0 of the
+    same run id): what a set of runs says now."""
+    newest = []
+    for runs in histories.values():
+        if not runs:
+            continue
+        run_id = runs[-1].run_id
+        same = [r for r in runs if r.run_id == run_id] if run_id else [runs[-1]]
+        first = next((r for r in same if r.repeat == 0), same[0])
+        newest.append((first, [r for r in same if r is not first]))
+    return newest
+
+
+def one_per_run(runs: list[Result]) -> list[Result]:
+    """A history with one run per run id: confirmation reruns of one session are not runs of
+    their own (they share its machine's moment); the median one stands for them."""
+    sessions: dict[str | None, list[Result]] = {}
+    for result in runs:
+        key = result.run_id if result.run_id is not None else str(id(result))
+        sessions.setdefault(key, []).append(result)
+    return [representative(same) for same in sessions.values()]
+
+
+def _read_results(path: Path) -> list[Result]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = read_results(path)
+    if not results:
+        why = f" ({caught[0].message})" if caught else ""
+        raise SourceError(f"{path}: not a results file: no Result in it{why}")
+    for warning in caught:
+        warnings.warn(warning.message, stacklevel=2)
+    return results
+
+
+def _baseline_runs(path: Path) -> list[Result]:
+    return [r for runs in read_baseline(path).histories.values() for r in runs]
+
+
+def _group(results: Iterable[Result]) -> Histories:
+    histories: Histories = {}
+    for result in results:
+        histories.setdefault((result.profile.name, result.case.id), []).append(result)
+    for runs in histories.values():
+        runs.sort(key=lambda r: r.started_at)
+    return histories
