@@ -17,21 +17,26 @@ SMOKE = dict(model="gpt-mini", batch_size=8, seq_len=128, steps=12, max_warmup_s
 # its matmuls ~150x slower than fp32 (2.3 s vs 0.015 s for 1024^3), so the bf16 cells use a
 # quarter of the tokens per step: they check the autocast path, not a CPU's bf16 speed.
 SMOKE_BF16 = dict(SMOKE, batch_size=4, seq_len=64, steps=6, max_warmup_steps=4, lr=1e-3)
+# On a shared 2-core VM a case's tokens/s moves by 5 to 17 % between runs in a row and by up to
+# 29 % against a baseline recorded an hour earlier (docs/baselines.md), so this suite's gate is
+# a tripwire for a gross slowdown (two busy processes on the cores cost 50 to 97 %), not a 10 %
+# detector; memory, the final loss and the status keep the default thresholds.
+SMOKE_GATE = {"tokens_per_s": 0.35}
 
 # precision × activation checkpointing: the two switches every memory plan starts with
 PRECISION_BY_CHECKPOINTING = gpubench.matrix(
-    **SMOKE, precision="fp32", grad_ckpt=[False, True]
-) + gpubench.matrix(**SMOKE_BF16, precision="bf16", grad_ckpt=[False, True])
+    **SMOKE, precision="fp32", grad_ckpt=[False, True], gate=SMOKE_GATE
+) + gpubench.matrix(**SMOKE_BF16, precision="bf16", grad_ckpt=[False, True], gate=SMOKE_GATE)
 # the other engine flags, one at a time against the fp32 baseline
 ONE_FLAG_AT_A_TIME = (
-    gpubench.single_case(**SMOKE, grad_accum=2)
-    + gpubench.single_case(**SMOKE, attention="math")
-    + gpubench.single_case(**SMOKE, fused_adamw=True)
+    gpubench.single_case(**SMOKE, grad_accum=2, gate=SMOKE_GATE)
+    + gpubench.single_case(**SMOKE, attention="math", gate=SMOKE_GATE)
+    + gpubench.single_case(**SMOKE, fused_adamw=True, gate=SMOKE_GATE)
 )
 # the readiness gate's switches, small: DeepSpeed ZeRO-2 with and without the optimizer on the
 # CPU (DeepSpeedCPUAdam; its op compiles on first use). Skipped without gpubench[deepspeed].
 ZERO2_OFFLOAD = gpubench.matrix(
-    **SMOKE, engine="deepspeed", zero_stage=2, offload_optimizer=[False, True]
+    **SMOKE, engine="deepspeed", zero_stage=2, offload_optimizer=[False, True], gate=SMOKE_GATE
 )
 
 
@@ -51,7 +56,14 @@ def test_deepspeed_zero2(gpubench_result: Result, gpubench_profile: HardwareProf
 
 
 @gpubench.single_case(
-    model="gpt-mini", batch_size=8, seq_len=128, steps=60, warmup=2, lr=1e-3, name="gpt-mini-learns"
+    model="gpt-mini",
+    batch_size=8,
+    seq_len=128,
+    steps=60,
+    warmup=2,
+    lr=1e-3,
+    name="gpt-mini-learns",
+    gate=SMOKE_GATE,
 )
 def test_loss_falls_on_the_learnable_stream(gpubench_result: Result):
     """A model that cannot learn a 4-successor Markov chain is broken, whatever its tok/s."""
