@@ -447,7 +447,7 @@ def first_visible_device() -> str | None:
     return "" if first.startswith("-") else first
 
 
-def _nvml_gpu0() -> tuple[str, int] | None:
+def nvml_gpu0() -> tuple[str, int] | None:
     """(name, total memory bytes) of the GPU CUDA would call device 0, read with NVML.
 
     NVML, not torch.cuda: a CUDA context created in the long-lived pytest parent
@@ -501,7 +501,7 @@ def check_runnable_here(profile: HardwareProfile) -> None:
     """
     if profile.is_cpu:
         return
-    gpu = _nvml_gpu0()
+    gpu = nvml_gpu0()
     if gpu is None:
         raise ProfileError(
             f"profile {profile.name!r} needs an NVIDIA GPU and NVML sees none here; "
@@ -526,7 +526,7 @@ def detect_profile(profiles: Mapping[str, HardwareProfile] | None = None) -> Har
     profile of that name (a user profile), which is then used.
     """
     table = dict(profiles) if profiles is not None else builtin_profiles()
-    gpu = _nvml_gpu0()
+    gpu = nvml_gpu0()
     if gpu is None:
         return table.get("cpu", _CPU)
     device_name, total = gpu

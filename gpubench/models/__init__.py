@@ -9,7 +9,7 @@ runs in the worker and imports torch (and the builders) lazily: the built-in GPT
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gpubench.models.built import (
     BuiltModel,
@@ -22,6 +22,7 @@ from gpubench.models.gpt_config import GPTConfig
 from gpubench.models.sizes import (
     BUILTIN_MODELS,
     ModelSize,
+    builtin_config,
     builtin_model_names,
     gpt_param_count,
 )
@@ -70,12 +71,8 @@ def _build_builtin(case: Case, device: torch.device | str) -> BuiltModel:
 
     size = BUILTIN_MODELS[case.model]
     overrides = dict(case.model_config)  # keys already checked with the Case
-    fields: dict[str, Any] = {**size.config_fields(), **overrides}
-    if case.vocab_size is not None:
-        fields["vocab_size"] = case.vocab_size  # the data's vocabulary wins
-    fields["block_size"] = max(fields["block_size"], case.seq_len)
     try:
-        config = GPTConfig(**fields)
+        config = builtin_config(case)
     except ValueError as exc:
         raise ModelBuildError(f"built-in {case.model}: {exc}") from exc
 

@@ -20,8 +20,12 @@ above the family, chosen so their real count is within 3 % of the name.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 from gpubench.models.gpt_config import GPTConfig
+
+if TYPE_CHECKING:
+    from gpubench.case import Case
 
 GPT2_VOCAB_SIZE = 50257  # GPT-2's byte-level BPE: 50,000 merges + 256 bytes + <|endoftext|>
 GPT2_BLOCK_SIZE = 1024  # GPT-2's context length (Radford et al. 2019, section 2.3)
@@ -147,3 +151,15 @@ BUILTIN_MODELS: dict[str, ModelSize] = {
 def builtin_model_names() -> list[str]:
     """Built-in model names, smallest first."""
     return list(BUILTIN_MODELS)
+
+
+def builtin_config(case: Case) -> GPTConfig:
+    """The ``GPTConfig`` a built-in ``case.model`` builds: the size's fields, the case's
+    ``model_config`` overrides, its ``vocab_size`` (the data's vocabulary wins) and a
+    positional table long enough for ``seq_len``. Raises ``ValueError`` on a bad override."""
+    size = BUILTIN_MODELS[case.model]
+    config: dict[str, Any] = {**size.config_fields(), **dict(case.model_config)}
+    if case.vocab_size is not None:
+        config["vocab_size"] = case.vocab_size
+    config["block_size"] = max(config["block_size"], case.seq_len)
+    return GPTConfig(**config)

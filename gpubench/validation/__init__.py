@@ -1,0 +1,2 @@
+"""The GPU validation kit's parts: the plan, its pytest suite, the checks, the bare loop,
+the harness ratio and the kernel profile. The command is :mod:`gpubench.validate`."""

@@ -1,0 +1,211 @@
+"""The GPU validation kit: its smoke scale runs green on CPU, and each check can fail.
+
+The checks are judged on real Results: ``tests/data/validation/smoke-results.jsonl``
+is what ``python -m gpubench.validate --smoke`` wrote on this project's CPU VM
+(see its README); the failing variants change one field of those Results,
+the way a broken CUDA path would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpubench.profiles import resolve_profile
+from gpubench.result import Result
+from gpubench.storage import read_results
+from gpubench.validation import checks as C
+from gpubench.validation import plan as P
+from gpubench.validation.plan import plan_for
+
+DATA = Path(__file__).parent / "data" / "validation"
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.fixture
+def smoke() -> dict[str, Result]:
+    return {r.case.id: r for r in read_results(DATA / "smoke-results.jsonl")}
+
+
+def on_cuda(result: Result, profile: str = "h100-sxm", **metrics: object) -> Result:
+    """``result`` as if it had run on a CUDA profile, with ``metrics`` replaced."""
+    return dataclasses.replace(
+        result,
+        profile=resolve_profile(profile),
+        metrics=dataclasses.replace(result.metrics, **metrics),  # type: ignore[arg-type]
+    )
+
+
+def by_name(checks: list[C.Check]) -> dict[str, C.Check]:
+    return {c.name: c for c in checks}
+
+
+def test_the_smoke_results_pass_every_check_that_applies(smoke: dict[str, Result]) -> None:
+    got = by_name(C.case_checks(smoke, plan_for("smoke").skipped, None))
+    assert {n: c.status for n, c in got.items()} == {
+        "cuda-event-timing": "skip",
+        "memory-figures": "skip",
+        "capacity-emulation": "pass",
+        "bf16": "pass",
+        "fp16-gradscaler": "skip",
+        "tf32": "skip",
+        "compile": "skip",
+        "fused-adamw": "pass",
+        "deepspeed-zero2": "pass",
+        "deepspeed-zero2-offload": "pass",
+        "gpu-profile-auto": "skip",
+        "reference-mfu": "skip",
+        "estimate-vs-measured": "skip",
+    }
+    assert "RLIMIT_DATA" in got["capacity-emulation"].detail
+    assert got["reference-mfu"].figure["tokens_per_s"] > 0
+
+
+def test_a_case_that_did_not_train_fails_its_check(smoke: dict[str, Result]) -> None:
+    broken = dict(smoke)
+    broken[P.BF16] = dataclasses.replace(smoke[P.BF16], status="crashed")
+    broken[P.ZERO2] = dataclasses.replace(
+        smoke[P.ZERO2],
+        metrics=dataclasses.replace(smoke[P.ZERO2].metrics, loss_end=99.0),
+    )
+    del broken[P.FUSED_ADAMW]
+    got = by_name(C.case_checks(broken, {}, None))
+    assert got["bf16"].status == "fail" and "crashed" in got["bf16"].detail
+    assert (
+        got["deepspeed-zero2"].status == "fail" and "did not fall" in got["deepspeed-zero2"].detail
+    )
+    assert got["fused-adamw"].status == "fail" and "no Result" in got["fused-adamw"].detail
+
+
+def test_capacity_emulation_fails_when_the_big_case_fits(smoke: dict[str, Result]) -> None:
+    broken = dict(smoke)
+    broken[P.TOO_BIG] = dataclasses.replace(smoke[P.FITS], case=smoke[P.TOO_BIG].case)
+    check = C.capacity_emulation(broken)
+    assert check.status == "fail" and "expected oom" in check.detail
+
+
+def test_cuda_cases_need_cuda_events_and_ordered_memory_figures(
+    smoke: dict[str, Result],
+) -> None:
+    gib = 2**30
+    good = on_cuda(
+        smoke[P.BF16],
+        timing="cuda-events",
+        peak_allocated_bytes=3 * gib,
+        peak_reserved_bytes=4 * gib,
+        nvml_peak_used_bytes=5 * gib,
+    )
+    assert C.timing({P.BF16: good}).status == "pass"
+    assert C.memory_figures({P.BF16: good}).status == "pass"
+
+    perf = dataclasses.replace(
+        good, metrics=dataclasses.replace(good.metrics, timing="perf_counter")
+    )
+    assert C.timing({P.BF16: perf}).status == "fail"
+    swapped = on_cuda(good, peak_reserved_bytes=6 * gib)  # reserved above NVML's figure
+    check = C.memory_figures({P.BF16: swapped})
+    assert check.status == "fail" and "out of order" in check.detail
+    missing = on_cuda(good, nvml_peak_used_bytes=None)
+    assert C.memory_figures({P.BF16: missing}).status == "fail"
+
+
+def test_gpu_profile_auto_must_name_the_card(smoke: dict[str, Result]) -> None:
+    right = on_cuda(smoke[P.BF16], "h100-sxm")
+    assert C.profile_auto({P.BF16: right}, H100).status == "pass"
+    wrong = on_cuda(smoke[P.BF16], "h100-pcie")
+    check = C.profile_auto({P.BF16: wrong}, H100)
+    assert check.status == "fail" and "expected 'h100-sxm'" in check.detail
+    assert C.profile_auto({P.BF16: smoke[P.BF16]}, None).status == "skip"
+
+
+def test_reference_mfu_against_the_target(smoke: dict[str, Result]) -> None:
+    reference = smoke[P.REFERENCE]
+    gpt2 = dataclasses.replace(
+        reference.case,
+        model="gpt2-small",
+        seq_len=1024,
+        vocab_size=P.PADDED_GPT2_VOCAB,
+        flags=dataclasses.replace(reference.case.flags, precision="bf16"),
+    )
+    h100 = resolve_profile("h100-sxm")
+    per_token = 6 * (124_439_808 + (50_304 - 50_257) * 768 - 1024 * 768) + 12 * 12 * 768 * 1024
+
+    def at(tokens_per_s: float) -> C.Check:
+        stats = dataclasses.replace(reference.metrics.tokens_per_s, median=tokens_per_s)
+        result = dataclasses.replace(
+            on_cuda(reference, tokens_per_s=stats), case=gpt2, profile=h100
+        )
+        return C.reference_mfu({P.REFERENCE: result})
+
+    needed = 0.45 * h100.bf16_flops / per_token  # tokens/s at exactly the target
+    assert at(needed * 1.01).status == "pass"
+    low = at(needed * 0.9)
+    assert low.status == "fail" and low.figure["mfu"] == pytest.approx(0.405, rel=1e-3)
+    assert low.figure["flops_per_token"] == per_token
+
+
+def test_the_estimate_check_compares_estimated_and_measured_peaks(
+    smoke: dict[str, Result],
+) -> None:
+    from gpubench.result import Estimate
+
+    fits = smoke[P.FITS]
+    peak = fits.peak_memory_bytes
+    assert peak
+    estimate = Estimate(
+        peak_bytes=int(peak * 1.1),
+        capacity_bytes=2**29,
+        verdict="fits",
+        headroom_bytes=0,
+        method="test",
+    )
+    close = C.estimate_vs_measured({P.FITS: dataclasses.replace(fits, estimate=estimate)})
+    assert close.status == "pass" and close.figure[P.FITS] == pytest.approx(0.1, abs=1e-6)
+    far = dataclasses.replace(estimate, peak_bytes=peak * 2)
+    assert (
+        C.estimate_vs_measured({P.FITS: dataclasses.replace(fits, estimate=far)}).status == "fail"
+    )
+    assert C.estimate_vs_measured(smoke).status == "skip"
+
+
+def run_kit(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpubench.validate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_bad_usage_exits_2_and_says_why(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    done = run_kit("--out", str(a_file), "--smoke", timeout=60)
+    assert done.returncode == 2 and "is not a directory" in done.stderr
+    done = run_kit("--out", str(tmp_path / "gpu"), timeout=60)  # the gpu scale, no GPU here
+    assert done.returncode == 2 and "--smoke" in done.stderr
+
+
+def test_the_smoke_kit_runs_green_on_cpu_and_writes_at_most_8_files(tmp_path: Path) -> None:
+    out = tmp_path / "evidence"
+    done = run_kit("--out", str(out), "--smoke")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8
+    assert {"validation.json", "validation.md", "results.jsonl", "pytest.log"} <= set(files)
+    assert "kernel-profile.txt" in files  # a cpu profile has no peak FLOP/s: MFU is unknown
+    evidence = json.loads((out / "validation.json").read_text())
+    assert evidence["complete"] and evidence["scale"] == "smoke"
+    statuses = {c["name"]: c["status"] for c in evidence["checks"]}
+    assert statuses["capacity-emulation"] == "pass" and statuses["bf16"] == "pass"
+    assert statuses["harness-ratio"] == "skip" and evidence["figures"]["harness"]["ratio"] > 0
+    assert evidence["summary"]["fail"] == 0
+    names = {r.case.id for r in read_results(out / "results.jsonl")}
+    assert names == set(plan_for("smoke").cases())
+    assert "matmul" in (out / "kernel-profile.txt").read_text()
+    assert "| capacity-emulation | pass |" in (out / "validation.md").read_text()
