@@ -109,10 +109,12 @@ class TrainingEngine:
                 status, error = "oom", ErrorInfo.from_exception(exc)
             if status == "oom":
                 release_memory(ctx.device)
-        metrics = training_metrics(ctx, log, rss, device_memory)
+        trained_to_end = status == "ok"
+        metrics = training_metrics(ctx, log, rss, device_memory, trained_to_end=trained_to_end)
         tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
         progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
-        return Measurement(status=status, metrics=metrics, series=log.series(), error=error)
+        series = log.series(trained_to_end=trained_to_end)
+        return Measurement(status=status, metrics=metrics, series=series, error=error)
 
     def _train(
         self,
