@@ -99,7 +99,7 @@ def measure_under_cap(
         from gpubench.engines import get_engine
 
         engine = get_engine(case.engine)
-        engine.prepare(case, profile)  # the framework's set-up (imports, op builds): uncapped
+        engine.prepare(case, profile, progress)  # the framework's set-up (imports, ops): uncapped
         capacity = CapacityLimit.apply(profile)
         try:
             return engine.run(case, profile, progress), capacity
