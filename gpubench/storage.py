@@ -27,6 +27,23 @@ LATEST_LINK = "latest"
 T = TypeVar("T")
 
 
+def unwritable_reason(root: Path) -> str | None:
+    """Why runs cannot be written under ``root``: a file where a folder must be, or a
+    folder this user may not write in; None when they can. Creates nothing."""
+    probe = Path(root)
+    while not probe.exists():  # the nearest part that exists decides
+        if probe.is_symlink():
+            return f"{probe} is a symbolic link to nothing"
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
+
+
 def new_run_id() -> str:
     """Sortable and unique: ``20261122-014755-3fa2``."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
