@@ -61,10 +61,19 @@ class RunStore:
         self.summary_path = self.dir / GATE_SUMMARY_FILE
 
     def create(self) -> None:
-        """Make the run directory and point ``latest`` at it (atomically)."""
+        """Make the run directory and point ``latest`` at it (atomically). A file or folder
+        of the user's called ``latest`` is left alone, with a warning."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.results_path.touch()
         link = self.root / LATEST_LINK
+        if link.exists() and not link.is_symlink():
+            kind = "folder" if link.is_dir() else "file"
+            warnings.warn(
+                f"{link} is a {kind}, not gpubench's link to the latest run: left as it is "
+                f"(this run is in {self.dir})",
+                stacklevel=2,
+            )
+            return
         tmp = self.root / f".{LATEST_LINK}.{os.getpid()}.tmp"
         try:
             if tmp.is_symlink() or tmp.exists():

@@ -87,6 +87,27 @@ def test_appends_from_several_processes_interleave_whole_lines(tmp_path: Path) -
     assert len(store.read()) == 100
 
 
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_latest_of_the_users_is_left_alone_with_a_warning(tmp_path: Path, kind: str) -> None:
+    latest = tmp_path / "latest"
+    if kind == "file":
+        latest.write_text("my notes")
+    else:
+        latest.mkdir()
+        (latest / "keep.txt").write_text("mine")
+    store = RunStore(tmp_path, new_run_id())
+    with pytest.warns(
+        UserWarning, match=rf"latest is a {kind}, not gpubench's link.*left as it is"
+    ):
+        store.create()
+    assert store.results_path.exists()  # the run itself goes on
+    assert not latest.is_symlink()
+    if kind == "file":
+        assert latest.read_text() == "my notes"
+    else:
+        assert [p.name for p in latest.iterdir()] == ["keep.txt"]
+
+
 @pytest.mark.parametrize(
     ("setup", "reason"),
     [
