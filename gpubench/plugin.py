@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,13 @@ from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
 from gpubench.result import Result
+from gpubench.runner.signals import interrupt_on_sigterm
 from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, SessionOptions
 from gpubench.storage import new_run_id, unwritable_reason
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
+UNDO_SIGTERM_KEY = pytest.StashKey[Callable[[], None]]()
 DEFAULT_REPORTS_DIR = "reports"
 GATE_MARKER = "gpubench_gate"
 PROGRESS_MODES = ("auto", "live", "lines", "off")
@@ -433,6 +435,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         bench.case_progress.clock.total = bench.cases_total
     if bench.cases_total and not session.config.option.collectonly:
         _check_reports_dir(session.config)  # the default folder too, before any case runs
+        undo = interrupt_on_sigterm()  # SIGTERM ends the session as Ctrl-C does
+        if undo is not None:
+            session.config.stash[UNDO_SIGTERM_KEY] = undo
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    undo = config.stash.get(UNDO_SIGTERM_KEY, None)
+    if undo is not None:
+        undo()
 
 
 # -- fixtures ---------------------------------------------------------------------------------
