@@ -29,6 +29,7 @@ DATA_SOURCES = ("learnable", "random")
 ENGINES = ("torch", "deepspeed")
 ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
+MAX_NAME_CHARS = 120  # a name is a test id, a baseline key and a summary row
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
@@ -45,6 +46,19 @@ def _positive_number(name: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     if not ok or math.isinf(value) or math.isnan(value):
         raise CaseError(f"{name}={value!r} must be a positive, finite number")
+
+
+def _case_name(value: Any) -> None:
+    """A name is printed raw (terminal, summary, reports): printable text, no control
+    characters, not blank, at most :data:`MAX_NAME_CHARS` long."""
+    if value is None:
+        return
+    ok = isinstance(value, str) and value.strip() and value.isprintable()
+    if not ok or len(value) > MAX_NAME_CHARS:
+        raise CaseError(
+            f"name={value!r} must be printable text of 1 to {MAX_NAME_CHARS} characters "
+            "(no control characters such as newlines or escapes), or None for the generated id"
+        )
 
 
 def _grad_clip(value: Any) -> None:
@@ -221,6 +235,7 @@ class Case:
             )
         if self.timeout_s is not None:
             _positive_number("timeout_s", self.timeout_s)
+        _case_name(self.name)
         check_model_spec(self.model, dict(self.model_config))
 
     # -- identity ---------------------------------------------------------------------------

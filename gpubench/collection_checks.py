@@ -10,9 +10,14 @@ with that reason, so ``pytest suites/`` runs everything else.
 
 from __future__ import annotations
 
+import ast
+import difflib
+import functools
 import importlib.util
+from pathlib import Path
 
 from gpubench.case import Case, CaseError
+from gpubench.models.spec import HF_PREFIX
 from gpubench.profiles import HardwareProfile
 
 
@@ -68,6 +73,56 @@ def check_model_importable(case: Case) -> None:
             "module beside the test file (pytest adds that folder), install its package, "
             "or add its folder to PYTHONPATH"
         )
+
+
+HF_CAUSAL_LM_REGISTRY = "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"  # what AutoModelForCausalLM builds
+
+
+def check_hf_model_type(case: Case) -> None:
+    """Raise :class:`CaseError` when an ``hf:<model_type>`` model is not a causal language
+    model the installed transformers can build (``AutoModelForCausalLM``). Without
+    transformers, or where its registry cannot be read, nothing is checked."""
+    if not case.model.startswith(HF_PREFIX) or not framework_installed(HF_PACKAGE[0]):
+        return
+    known = hf_causal_lm_types()
+    model_type = case.model[len(HF_PREFIX) :]
+    if not known or model_type in known:
+        return
+    close = difflib.get_close_matches(model_type, sorted(known), n=3)
+    hint = f" (did you mean {', '.join(repr(HF_PREFIX + c) for c in close)}?)" if close else ""
+    raise CaseError(
+        f"model={case.model!r}: {model_type!r} is not a causal language model type of the "
+        f"installed transformers{hint}; it knows {len(known)}, listed in "
+        f"transformers.models.auto.modeling_auto.{HF_CAUSAL_LM_REGISTRY}"
+    )
+
+
+@functools.cache
+def hf_causal_lm_types() -> frozenset[str]:
+    """The model types transformers' ``AutoModelForCausalLM`` maps, read from the installed
+    package's source, not imported (importing transformers imports torch: seconds at every
+    collection); empty when the registry cannot be read there."""
+    spec = importlib.util.find_spec(HF_PACKAGE[0])
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    source = Path(list(spec.submodule_search_locations)[0]) / "models/auto/modeling_auto.py"
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == HF_CAUSAL_LM_REGISTRY for t in node.targets
+        ):
+            return frozenset(
+                pair.elts[0].value
+                for pair in ast.walk(node.value)
+                if isinstance(pair, ast.Tuple)
+                and len(pair.elts) == 2
+                and isinstance(pair.elts[0], ast.Constant)
+                and isinstance(pair.elts[0].value, str)
+            )
+    return frozenset()
 
 
 def framework_installed(name: str) -> bool:

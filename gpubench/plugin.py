@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from gpubench.baseline.store import DEFAULT_BASELINE_DIR, DEFAULT_HISTORY, Basel
 from gpubench.case import Case, CaseError
 from gpubench.collection_checks import (
     check_case_on_profile,
+    check_hf_model_type,
     check_model_importable,
     missing_requirement,
 )
@@ -36,11 +37,14 @@ from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
 from gpubench.result import Result
+from gpubench.runner.signals import interrupt_on_sigterm
 from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, SessionOptions
-from gpubench.storage import new_run_id
+from gpubench.storage import new_run_id, unwritable_reason
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
+UNDO_SIGTERM_KEY = pytest.StashKey[Callable[[], None]]()
+DEFAULT_REPORTS_DIR = "reports"
 GATE_MARKER = "gpubench_gate"
 PROGRESS_MODES = ("auto", "live", "lines", "off")
 RESULT_FIXTURE = "gpubench_result"
@@ -111,10 +115,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--gpubench-dir",
-        default="reports",
+        default=None,
         metavar="DIR",
         help="where runs write <run-id>/results.jsonl and the `latest` link, relative to "
-        "the rootdir (default: reports).",
+        f"the rootdir (default: {DEFAULT_REPORTS_DIR}).",
     )
     group.addoption(
         "--gpubench-profiles-file",
@@ -204,9 +208,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput["gpubench_run_id"] if workerinput else new_run_id()
-    reports_dir = Path(config.getoption("gpubench_dir"))
-    if not reports_dir.is_absolute():
-        reports_dir = config.rootpath / reports_dir
+    reports_dir = _reports_dir(config)
+    if config.getoption("gpubench_dir") is not None:  # named explicitly: check it now
+        _check_reports_dir(config)
     profiles_file = config.getoption("gpubench_profiles_file")
     options = SessionOptions(
         profiles=config.getoption("gpubench_profiles") or DEFAULT_PROFILE,
@@ -234,6 +238,19 @@ def pytest_configure(config: pytest.Config) -> None:
                     raise pytest.UsageError(f"--gpu-profile: {exc}") from None
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(run_id, session), "gpubench-xdist")
+
+
+def _reports_dir(config: pytest.Config) -> Path:
+    reports_dir = Path(config.getoption("gpubench_dir") or DEFAULT_REPORTS_DIR)
+    return reports_dir if reports_dir.is_absolute() else config.rootpath / reports_dir
+
+
+def _check_reports_dir(config: pytest.Config) -> None:
+    """Refuse a --gpubench-dir no run could write in (a file in the way, no permission)."""
+    reason = unwritable_reason(_reports_dir(config))
+    if reason is not None:
+        value = config.getoption("gpubench_dir") or DEFAULT_REPORTS_DIR
+        raise pytest.UsageError(f"--gpubench-dir={value!r}: {reason}; give a folder to write in")
 
 
 def _gate_options(config: pytest.Config) -> GateOptions:
@@ -362,11 +379,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     )
                 )
             else:
-                try:
-                    check_case_on_profile(case, profile)
-                    check_model_importable(case)
-                except CaseError as exc:
-                    pytest.fail(str(exc), pytrace=False)
+                problem = _declaration_problem(case, profile)
+                if problem is not None:  # outside the except: one message, not a chain
+                    pytest.fail(problem, pytrace=False)
                 missing = missing_requirement(case)
                 if missing is not None:
                     marks.append(pytest.mark.skip(reason=missing))
@@ -374,6 +389,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 marks.append(getattr(pytest.mark, GATE_MARKER)(**matrix.gate(case)))
             params.append(pytest.param(case, profile, id=f"{case.id}-{profile.name}", marks=marks))
     metafunc.parametrize(["gpubench_case", "gpubench_profile"], params)
+
+
+def _declaration_problem(case: Case, profile: HardwareProfile) -> str | None:
+    """Why collection refuses ``case`` on ``profile``, or None."""
+    try:
+        check_case_on_profile(case, profile)
+        check_model_importable(case)
+        check_hf_model_type(case)
+    except CaseError as exc:
+        return str(exc)
+    return None
 
 
 def _check_gate(
@@ -407,6 +433,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     )
     if bench.case_progress is not None:
         bench.case_progress.clock.total = bench.cases_total
+    if bench.cases_total and not session.config.option.collectonly:
+        _check_reports_dir(session.config)  # the default folder too, before any case runs
+        undo = interrupt_on_sigterm()  # SIGTERM ends the session as Ctrl-C does
+        if undo is not None:
+            session.config.stash[UNDO_SIGTERM_KEY] = undo
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    undo = config.stash.get(UNDO_SIGTERM_KEY, None)
+    if undo is not None:
+        undo()
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -314,10 +314,26 @@ def _memory_value(text: str | int, where: str) -> int:
     except ValueError as exc:
         raise ProfileError(f"{where}: {exc}") from None
     if memory < MIN_MEMORY_BYTES:
-        bare = str(text).strip()
-        hint = f"; write the unit, e.g. '{bare}GiB' or '{bare}MiB'" if bare.isdigit() else ""
-        raise ProfileError(f"{where}: memory {text!r} is {memory} bytes, below 1 MiB{hint}")
+        raise ProfileError(
+            f"{where}: memory {text!r} is {memory} bytes, below 1 MiB; {_unit_hint(text)}"
+        )
     return memory
+
+
+def _unit_hint(text: str | int) -> str:
+    """How to write a capacity: the same number with a unit, where that is one (a bare
+    512 meant 512MiB), else an example."""
+    bare = str(text).strip()
+    suggestions = []
+    for unit in ("GiB", "MiB"):
+        try:
+            if parse_bytes(bare + unit) >= MIN_MEMORY_BYTES:
+                suggestions.append(f"'{bare}{unit}'")
+        except ValueError:
+            continue
+    if suggestions:
+        return f"write the unit, e.g. {' or '.join(suggestions)}"
+    return "give a capacity of 1 MiB or more, with its unit, e.g. '8GiB' or '512MiB'"
 
 
 def resolve_profile(

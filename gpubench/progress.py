@@ -75,6 +75,9 @@ class SessionClock:
 
 
 def describe_event(event: ProgressEvent) -> str:
+    if event.phase == "building-ops":  # DeepSpeed's compiled ops, not in the cache yet
+        ops = f" {event.detail}" if event.detail else ""
+        return f"building ops{ops} (not in the op cache yet: tens of seconds)"
     parts = [event.phase]
     if event.phase in ("warmup", "measuring"):
         total = f"/{event.total_steps}" if event.total_steps else ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PHASES = ("starting", "building", "warmup", "measuring", "done")
+PHASES = ("starting", "building-ops", "building", "warmup", "measuring", "done")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class ProgressEvent:
     tokens_per_s: float | None = None
     memory_bytes: int | None = None
     t: float = 0.0  # unix time
+    detail: str = ""  # what the phase works on (building-ops: the ops being compiled)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,13 +100,14 @@ class ProgressWriter:
         total_steps: int | None = None,
         tokens_per_s: float | None = None,
         memory_bytes: int | None = None,
+        detail: str = "",
     ) -> None:
         if self._fh is None:
             return
         now = time.time()
         if phase == self._last_phase and now - self._last_t < self._min_interval_s:
             return
-        event = ProgressEvent(phase, step, total_steps, tokens_per_s, memory_bytes, now)
+        event = ProgressEvent(phase, step, total_steps, tokens_per_s, memory_bytes, now, detail)
         self._fh.write(json.dumps(event.to_dict()) + "\n")
         self._fh.flush()
         self._last_phase, self._last_t = phase, now

@@ -24,7 +24,10 @@ from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
 from gpubench.schema import SchemaError, record_fields
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
+RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
+THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
 
 
 def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
@@ -32,12 +35,21 @@ def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "repeat": 0}
 
 
+def _v2_to_v3(record: dict[str, Any]) -> dict[str, Any]:
+    """v3: a case that did not train to the end has no throughput (v2 summarised the steps
+    it made as if they were the case's), and the steps it made are marked partial."""
+    metrics = dict(record.get("metrics") or {})
+    series = dict(record.get("series") or {})
+    ran = record.get("status") in RAN_STATUSES
+    if not ran:
+        metrics.update(dict.fromkeys(THROUGHPUT_FIELDS))
+    series["partial"] = not ran and bool(series.get("step_time_s"))
+    return {**record, "metrics": metrics, "series": series}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
-
-STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
-RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
 
@@ -117,7 +129,9 @@ MEMORY_PEAK_FIELDS = tuple(name for _, name in (*DEVICE_MEMORY_FIGURES, HOST_MEM
 
 @dataclass(frozen=True)
 class Metrics:
-    """What the worker measured. Throughput over measured (post-warm-up) steps only."""
+    """What the worker measured. Throughput over measured (post-warm-up) steps only, and
+    only for a case that trained to the end (the steps of one that stopped early are in
+    its partial :class:`Series`)."""
 
     tokens_per_s: Stats | None = None  # all ranks' real tokens / step time
     samples_per_s: Stats | None = None
@@ -224,10 +238,17 @@ class Series:
     loss: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     allocated_bytes: list[int] = field(default_factory=list)  # device memory after each step
+    # the steps of a case that stopped before its last (oom, diverged): kept as measured,
+    # but no throughput of the case's (Metrics has none)
+    partial: bool = False
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "series") -> Series:
-        return cls(**{k: list(v) for k, v in record_fields(cls, data, where).items()})
+        fields: dict[str, Any] = record_fields(cls, data, where)
+        for name, value in fields.items():
+            if name != "partial":
+                fields[name] = list(value)
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -369,6 +390,8 @@ class Result:
             parts.append(f"peak {self.peak_memory_bytes / 2**30:.2f} GiB")
         if self.metrics.loss_start is not None and self.metrics.loss_end is not None:
             parts.append(f"loss {self.metrics.loss_start:.3f}->{self.metrics.loss_end:.3f}")
+        if self.series.partial:
+            parts.append(f"stopped after {len(self.series.step_time_s)} steps")
         if self.error:
             parts.append(f"{self.error.type}: {self.error.message}")
         return ", ".join(parts)

@@ -27,6 +27,23 @@ LATEST_LINK = "latest"
 T = TypeVar("T")
 
 
+def unwritable_reason(root: Path) -> str | None:
+    """Why runs cannot be written under ``root``: a file where a folder must be, or a
+    folder this user may not write in; None when they can. Creates nothing."""
+    probe = Path(root)
+    while not probe.exists():  # the nearest part that exists decides
+        if probe.is_symlink():
+            return f"{probe} is a symbolic link to nothing"
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
+
+
 def new_run_id() -> str:
     """Sortable and unique: ``20261122-014755-3fa2``."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
@@ -44,10 +61,19 @@ class RunStore:
         self.summary_path = self.dir / GATE_SUMMARY_FILE
 
     def create(self) -> None:
-        """Make the run directory and point ``latest`` at it (atomically)."""
+        """Make the run directory and point ``latest`` at it (atomically). A file or folder
+        of the user's called ``latest`` is left alone, with a warning."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.results_path.touch()
         link = self.root / LATEST_LINK
+        if link.exists() and not link.is_symlink():
+            kind = "folder" if link.is_dir() else "file"
+            warnings.warn(
+                f"{link} is a {kind}, not gpubench's link to the latest run: left as it is "
+                f"(this run is in {self.dir})",
+                stacklevel=2,
+            )
+            return
         tmp = self.root / f".{LATEST_LINK}.{os.getpid()}.tmp"
         try:
             if tmp.is_symlink() or tmp.exists():

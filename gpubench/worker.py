@@ -14,7 +14,8 @@ its Result (rank 0 to ``--result``, rank N beside it:
 train to the end exits ``EXIT_RANK_FAILED``: torchrun then stops the other
 ranks at once instead of leaving them blocked in a collective until the
 case's time limit (:func:`gpubench.runner.classify.merge_rank_results` finds
-the rank that failed first).
+the rank that failed first). The worker dies with its parent, the runner or
+torchrun (:mod:`gpubench.tether`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from gpubench.oom import is_oom
 from gpubench.profiles import HardwareProfile
 from gpubench.protocol import ProgressWriter, rank_result_path, write_json_atomic
 from gpubench.result import Environment, ErrorInfo, Result
+from gpubench.tether import tether_to_parent
 
 EXIT_OK = 0  # a Result was written, whatever its status
 EXIT_ERROR = 1  # an unexpected exception; a crashed Result was written if possible
@@ -99,7 +101,7 @@ def measure_under_cap(
         from gpubench.engines import get_engine
 
         engine = get_engine(case.engine)
-        engine.prepare(case, profile)  # the framework's set-up (imports, op builds): uncapped
+        engine.prepare(case, profile, progress)  # the framework's set-up (imports, ops): uncapped
         capacity = CapacityLimit.apply(profile)
         try:
             return engine.run(case, profile, progress), capacity
@@ -134,6 +136,7 @@ def _fingerprint(profile: HardwareProfile) -> Environment:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tether_to_parent()  # a worker never outlives the runner (or torchrun) that started it
     args = parse_args(argv)
     ranks = Ranks.from_env()
     progress = ProgressWriter(args.progress if ranks.rank == 0 else None)

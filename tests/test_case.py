@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from gpubench.case import Case, CaseError, Flags, make_case
+from gpubench.case import MAX_NAME_CHARS, Case, CaseError, Flags, make_case
 from gpubench.profiles import resolve_profile
 from gpubench.result import Result, Stats
 
@@ -82,6 +82,21 @@ def test_bad_values_name_the_value_and_the_valid_ones(settings: dict, message: s
     with pytest.raises(CaseError) as excinfo:
         make_case(model="gpt-tiny", **settings)
     assert message in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [5, "", "   ", "clear\x1b[2J", "two\nlines", "tab\there", "x" * (MAX_NAME_CHARS + 1)],
+    ids=["int", "empty", "blank", "escape", "newline", "tab", "too-long"],
+)
+def test_a_name_must_be_printable_text_of_sane_length(name: object) -> None:
+    with pytest.raises(CaseError, match="must be printable text of 1 to 120 characters"):
+        make_case(model="gpt-tiny", name=name)
+
+
+@pytest.mark.parametrize("name", ["ladder: 1.3B, bf16 (Ümlaut)", "x" * MAX_NAME_CHARS])
+def test_a_printable_name_is_the_id(name: str) -> None:
+    assert make_case(model="gpt-tiny", name=name).id == name
 
 
 def test_case_round_trips_through_json() -> None:

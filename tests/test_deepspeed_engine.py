@@ -9,6 +9,7 @@ later runs load them from there.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -20,10 +21,17 @@ import pytest
 
 from gpubench import collection_checks
 from gpubench.case import Case, make_case
-from gpubench.engines import engine_names
+from gpubench.engines import deepspeed_setup, engine_names
 from gpubench.engines.deepspeed_config import deepspeed_config, engine_clips
-from gpubench.engines.deepspeed_setup import deepspeed_environment, ops_for
+from gpubench.engines.deepspeed_setup import (
+    announce_op_builds,
+    deepspeed_environment,
+    default_torch_extensions_dir,
+    ops_for,
+)
 from gpubench.profiles import HardwareProfile, resolve_profile
+from gpubench.progress import describe_event
+from gpubench.protocol import ProgressEvent, ProgressReader, ProgressWriter
 from gpubench.result import Result
 from gpubench.runner import ProcessLauncher, TorchrunLauncher, launcher_for, run_case
 
@@ -202,10 +210,52 @@ def test_torchrun_deepspeed_cases_keep_torchruns_ranks(monkeypatch: pytest.Monke
     assert set(env) == {"DS_ACCELERATOR", "TORCH_EXTENSIONS_DIR"}
 
 
+@needs_deepspeed
+def test_each_environment_keeps_its_own_op_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    here = default_torch_extensions_dir()
+    python, torch_build, ds_version, location = here.name.split("-")
+    assert python.startswith(f"py{sys.version_info.major}{sys.version_info.minor}")
+    assert torch_build == "torch" + importlib.metadata.version("torch")
+    assert ds_version == "ds" + importlib.metadata.version("deepspeed")
+    assert len(location) == 8 and int(location, 16) >= 0
+    # the same DeepSpeed version installed elsewhere (another virtualenv) builds elsewhere
+    elsewhere = tmp_path / "other-venv" / "site-packages" / "deepspeed"
+    monkeypatch.setattr(deepspeed_setup, "_package_dir", lambda package: elsewhere)
+    other = default_torch_extensions_dir()
+    assert other.parent == here.parent and other.name != here.name
+    assert other.name.rsplit("-", 1)[0] == here.name.rsplit("-", 1)[0]  # only the location
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))  # the user's choice
+    assert "TORCH_EXTENSIONS_DIR" not in deepspeed_environment(resolve_profile("cpu"), os.environ)
+
+
+def test_an_op_build_is_announced_with_the_ops_it_builds(tmp_path: Path) -> None:
+    cache = tmp_path / "torch_extensions"
+    (cache / "cpu_adam").mkdir(parents=True)
+    (cache / "cpu_adam" / "cpu_adam.so").write_bytes(b"")  # built before
+    (cache / "deepspeed_shm_comm").mkdir()  # a build that never finished: no library
+    writer = ProgressWriter(tmp_path / "progress.jsonl")
+    ops = ["deepspeed_shm_comm", "cpu_adam"]
+    assert announce_op_builds(ops, writer, cache) == ["deepspeed_shm_comm"]
+    assert announce_op_builds(["cpu_adam"], writer, cache) == []  # cached: nothing said
+    writer.close()
+    events = ProgressReader(tmp_path / "progress.jsonl").poll()
+    assert [(e.phase, e.detail) for e in events] == [("building-ops", "deepspeed_shm_comm")]
+    assert describe_event(events[0]) == (
+        "building ops deepspeed_shm_comm (not in the op cache yet: tens of seconds)"
+    )
+
+
 def test_launchers_know_no_engine() -> None:
     assert launcher_for(ds_case(zero_stage=2)) == ProcessLauncher()
     assert launcher_for(ds_case(zero_stage=2, nproc=2)) == TorchrunLauncher(2)
-    assert set(ProcessLauncher().env()) - {"PYTHONPATH"} == {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    assert set(ProcessLauncher().env()) - {"PYTHONPATH", "GPUBENCH_PARENT_PID"} == {
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+    }
 
 
 # -- real cases through the worker ---------------------------------------------------------------
@@ -241,6 +291,25 @@ def check_trained(result: Result, case: Case, profile: str = "cpu") -> None:
 def test_zero2_bf16_trains_through_the_worker() -> None:
     case = ds_case(precision="bf16", zero_stage=2, grad_accum=2)
     check_trained(run_cpu(case), case)
+
+
+@needs_deepspeed
+def test_the_progress_line_says_when_a_case_builds_ops_and_only_then() -> None:
+    extensions = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default_torch_extensions_dir())
+    library = extensions / "deepspeed_shm_comm" / "deepspeed_shm_comm.so"  # cpu: shm_comm
+    case = ds_case(steps=2, warmup=0)
+    runs = []
+    for _ in range(2):
+        built_before = library.is_file()
+        events: list[ProgressEvent] = []
+        result = run_case(
+            case, resolve_profile("cpu"), timeout_s=TIMEOUT_S, on_progress=events.append
+        )
+        assert result.status == "ok", result.describe()
+        runs.append((built_before, [(e.phase, e.detail) for e in events if e.detail]))
+    (built_before_first, first), (built_before_second, second) = runs
+    assert first == ([] if built_before_first else [("building-ops", "deepspeed_shm_comm")])
+    assert built_before_second and second == []  # the first run built it: nothing to say
 
 
 @needs_deepspeed

@@ -260,6 +260,7 @@ def test_nonfinite_loss_is_diverged(fake_models: str) -> None:
     assert result.status == "diverged"
     check_consistent(result)
     assert len(result.series.loss) == 3  # stopped at the first non-finite loss
+    assert result.series.partial and result.tokens_per_s is None
     assert math.isnan(result.series.loss[-1])
     assert result.metrics.nonfinite_steps == 1
     assert result.metrics.loss_start is not None and math.isfinite(result.metrics.loss_end or 0)
@@ -276,7 +277,11 @@ def test_allocation_failure_is_oom_with_the_series_so_far(fake_models: str) -> N
     assert "forward" in result.error.traceback
     assert len(result.series.loss) == 3
     check_consistent(result)
-    assert result.metrics.tokens_per_s is not None  # two measured steps made it
+    # two measured steps made it: kept, marked partial, but no throughput of the case's
+    assert result.metrics.measured_steps == 2 and result.series.partial
+    assert result.tokens_per_s is None and result.metrics.step_time_s is None
+    assert result.metrics.samples_per_s is None
+    assert "stopped after 3 steps" in result.describe()
 
 
 def test_oom_before_any_step(fake_models: str) -> None:

@@ -19,6 +19,7 @@ CHILD_SIDE = (
     "gpubench.data",
     "gpubench.engines",
     "gpubench.models",
+    "gpubench.tether",
     "gpubench.trackers",
     "gpubench.worker",
 )

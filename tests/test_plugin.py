@@ -274,7 +274,60 @@ def test_a_factory_module_not_on_the_import_path_fails_collection(
     result = pytester.runpytest("--gpu-profile", "cpu")
     assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the session
     result.stdout.fnmatch_lines(["*no module 'no_such_pkg_xyz' on the import path*"])
+    output = "\n".join(result.outlines)
+    assert output.count("no module 'no_such_pkg_xyz'") == 1, output  # said once, not chained
+    assert "During handling of the above exception" not in output
     assert not (pytester.path / "reports").exists()
+
+
+def test_an_hf_model_type_transformers_does_not_know_fails_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("transformers")
+    pytester.makepyfile(
+        test_hf="""
+        import gpubench
+
+        @gpubench.matrix(model=["hf:gpt2", "hf:gtp2"], batch_size=2, seq_len=8, steps=2)
+        def test_hf(gpubench_result):
+            pass
+        """
+    )
+    result = pytester.runpytest("--gpu-profile", "cpu")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*model='hf:gtp2': 'gtp2' is not a causal language model type*did you mean 'hf:gpt2'*"]
+    )
+    assert "hf:gpt2':" not in "\n".join(result.outlines)  # the known one passes
+    assert not (pytester.path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    "value", ["reports", "reports/runs", None], ids=["file", "under", "default"]
+)
+def test_a_reports_folder_no_run_could_write_is_a_usage_error_before_any_case(
+    pytester: pytest.Pytester, value: str | None
+) -> None:
+    pytester.makepyfile(
+        test_one=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY})
+        def test_one(gpubench_result):
+            pass
+        """
+    )
+    (pytester.path / "reports").write_text("not a folder")
+    args = ["--gpu-profile", "cpu", "-p", "no:cacheprovider"]
+    if value is not None:
+        args += ["--gpubench-dir", value]
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*--gpubench-dir='{value or 'reports'}': *reports is a file, not a folder; give a*"]
+    )
+    assert not any("passed" in line or "failed" in line for line in result.outlines)
+    assert (pytester.path / "reports").read_text() == "not a folder"
 
 
 def test_hf_models_without_transformers_skip_with_the_extra_to_install(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -206,6 +207,19 @@ def test_resolve_bad_specs(spec: str, fragment: str) -> None:
     with pytest.raises(ProfileError) as info:
         resolve_profile(spec)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("memory", ["0", "0.0", "0.0001", "0MiB", "512", "0.5", "1KiB"])
+def test_a_capacity_below_one_mib_is_refused_with_a_hint_that_works(memory: str) -> None:
+    with pytest.raises(ProfileError) as info:
+        resolve_profile(f"cpu:{memory}")
+    message = str(info.value)
+    assert f"memory {memory!r}" in message and "below 1 MiB" in message
+    hint = message.split("below 1 MiB; ", 1)[1]
+    suggested = re.findall(r"'([^']+)'", hint)
+    assert suggested, message
+    for value in suggested:  # every value the hint offers is one that is accepted
+        assert resolve_profile(f"cpu:{value}").memory_bytes >= 2**20, (value, message)
 
 
 def test_parse_profile_list() -> None:

@@ -3,7 +3,11 @@
 ``data/result-v1-6ecbd18.json`` is a real Result (gpt-tiny, 3 steps, cpu:2GiB)
 written by gpubench at commit 6ecbd18, schema v1, before the Result was built
 once and frozen: it must keep loading, and writing it back must give the same
-JSON but for what v2 added (``repeat``, 0 for every v1 run).
+JSON but for what v2 and v3 added (``repeat``, 0 for every v1 run; ``series.partial``,
+false for a case that trained to the end). ``data/result-v2-c5105cf-oom.json`` is
+a real v2 Result of a case that ran out of memory after two measured steps
+(written at c5105cf): v2 gave it a throughput, v3 reads it without one, its
+steps kept and marked partial.
 """
 
 from __future__ import annotations
@@ -32,11 +36,16 @@ from gpubench.result import (
 from gpubench.schema import SchemaError
 
 V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
+V2_OOM = Path(__file__).parent / "data" / "result-v2-c5105cf-oom.json"
 CPU = resolve_profile("cpu")
 
 
 def v1_record() -> dict[str, Any]:
     return json.loads(V1.read_text(encoding="utf-8"))
+
+
+def v2_oom_record() -> dict[str, Any]:
+    return json.loads(V2_OOM.read_text(encoding="utf-8"))
 
 
 def full_result() -> Result:
@@ -63,17 +72,34 @@ def full_result() -> Result:
 # -- what earlier gpubench wrote still loads -----------------------------------------------------
 
 
-def test_a_v1_result_loads_and_writes_back_the_same_but_for_v2s_field() -> None:
+def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> None:
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 2
+    assert result.schema_version == SCHEMA_VERSION == 3
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
     assert result.estimate is None and result.repeat == 0
     assert result.metrics.peak_memory_source == "host-rss"
-    assert result.to_dict() == {**record, "schema_version": 2, "repeat": 0}
+    assert result.tokens_per_s is not None and not result.series.partial  # it trained
+    series = {**record["series"], "partial": False}
+    assert result.to_dict() == {**record, "schema_version": 3, "repeat": 0, "series": series}
+
+
+def test_a_v2_oom_loses_its_throughput_and_keeps_its_steps_marked_partial() -> None:
+    record = v2_oom_record()
+    assert record["schema_version"] == 2 and record["status"] == "oom"
+    assert record["metrics"]["tokens_per_s"] is not None  # what v2 showed as the speed
+    result = Result.from_dict(record)
+    assert result.tokens_per_s is None
+    assert result.metrics.samples_per_s is None and result.metrics.step_time_s is None
+    assert result.series.partial and result.series.step_time_s == record["series"]["step_time_s"]
+    assert result.metrics.measured_steps == 2 and result.error is not None
+    assert "stopped after 3 steps" in result.describe()
+    written = result.to_dict()
+    assert written["series"] == {**record["series"], "partial": True}
+    assert Result.from_dict(written) == result
 
 
 def test_every_part_round_trips() -> None:
@@ -143,7 +169,7 @@ def test_a_missing_required_key_is_refused() -> None:
         Result.from_dict(record)
 
 
-@pytest.mark.parametrize("version", [None, 0, 3, "1", True])
+@pytest.mark.parametrize("version", [None, 0, 4, "1", True])
 def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
     record = v1_record()
     record["schema_version"] = version
@@ -159,17 +185,44 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
         record["status"] = "diverged"  # stands for whatever the change rewrites
         return record
 
-    monkeypatch.setattr(result_module, "UPGRADES", {1: v1_to_v2})
+    monkeypatch.setattr(result_module, "UPGRADES", {**result_module.UPGRADES, 1: v1_to_v2})
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 3
-    with pytest.raises(SchemaError, match="reads 1, 2"):
+    record["schema_version"] = 4
+    with pytest.raises(SchemaError, match="reads 1, 2, 3"):
         Result.from_dict(record)
 
 
 def test_the_real_v1_to_v2_step_fills_repeat() -> None:
     assert result_module.UPGRADES[1]({"schema_version": 1})["repeat"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "steps", "kept", "partial"),
+    [
+        ("ok", [0.1, 0.2], True, False),
+        ("over_capacity", [0.1], True, False),
+        ("diverged", [0.1, 0.2], False, True),
+        ("oom", [], False, False),  # no step made: nothing partial to keep
+        ("timeout", [], False, False),
+    ],
+)
+def test_the_v2_to_v3_step_drops_the_throughput_of_a_case_that_stopped_early(
+    status: str, steps: list[float], kept: bool, partial: bool
+) -> None:
+    stats = dataclasses.asdict(Stats.of([1.0, 2.0]))
+    record = {
+        "schema_version": 2,
+        "status": status,
+        "metrics": {name: stats for name in ("tokens_per_s", "samples_per_s", "step_time_s")},
+        "series": {"step_time_s": steps},
+    }
+    upgraded = result_module.UPGRADES[2](record)
+    assert (upgraded["metrics"]["tokens_per_s"] == stats) is kept
+    assert (upgraded["metrics"]["step_time_s"] is None) is not kept
+    assert upgraded["series"]["partial"] is partial
+    assert record["metrics"]["tokens_per_s"] == stats  # the record read is not changed
 
 
 # -- built once: frozen records ------------------------------------------------------------------

@@ -124,7 +124,8 @@ def test_process_launcher_runs_the_worker_module(tmp_path: Path) -> None:
         "WORLD_SIZE": "1",
         "LOCAL_RANK": "0",
     }
-    assert set(env) <= {"PYTHONPATH", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    assert env["GPUBENCH_PARENT_PID"] == str(os.getpid())  # the parent it is tethered to
+    assert set(env) <= {"PYTHONPATH", "RANK", "WORLD_SIZE", "LOCAL_RANK", "GPUBENCH_PARENT_PID"}
 
 
 def test_workers_get_the_import_path_pytest_added_but_not_the_interpreters(
@@ -147,6 +148,9 @@ def test_torchrun_launcher_runs_nproc_workers(tmp_path: Path) -> None:
     launcher = TorchrunLauncher(4)
     assert isinstance(launcher, Launcher)
     assert launcher.argv(paths) == [
+        sys.executable,
+        "-m",
+        "gpubench.tether",  # torchrun dies with its parent (gpubench.tether)
         sys.executable,
         "-m",
         "torch.distributed.run",

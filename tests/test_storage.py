@@ -9,7 +9,7 @@ import pytest
 from gpubench import make_case
 from gpubench.profiles import resolve_profile
 from gpubench.result import Result
-from gpubench.storage import RunStore, new_run_id, read_results
+from gpubench.storage import RunStore, new_run_id, read_results, unwritable_reason
 
 CPU = resolve_profile("cpu")
 
@@ -85,3 +85,48 @@ def test_appends_from_several_processes_interleave_whole_lines(tmp_path: Path) -
     for pid in pids:
         os.waitpid(pid, 0)
     assert len(store.read()) == 100
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_latest_of_the_users_is_left_alone_with_a_warning(tmp_path: Path, kind: str) -> None:
+    latest = tmp_path / "latest"
+    if kind == "file":
+        latest.write_text("my notes")
+    else:
+        latest.mkdir()
+        (latest / "keep.txt").write_text("mine")
+    store = RunStore(tmp_path, new_run_id())
+    with pytest.warns(
+        UserWarning, match=rf"latest is a {kind}, not gpubench's link.*left as it is"
+    ):
+        store.create()
+    assert store.results_path.exists()  # the run itself goes on
+    assert not latest.is_symlink()
+    if kind == "file":
+        assert latest.read_text() == "my notes"
+    else:
+        assert [p.name for p in latest.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("file", "is a file, not a folder"),
+        ("under-file", "is a file, not a folder"),
+        ("dangling-link", "is a symbolic link to nothing"),
+    ],
+)
+def test_a_reports_folder_no_run_could_write_is_named_before_any_is_made(
+    tmp_path: Path, setup: str, reason: str
+) -> None:
+    (tmp_path / "blocker").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere" / "deeper")
+    root = {
+        "file": tmp_path / "blocker",
+        "under-file": tmp_path / "blocker" / "reports",
+        "dangling-link": tmp_path / "link" / "reports",
+    }[setup]
+    found = unwritable_reason(root)
+    assert found is not None and reason in found
+    assert unwritable_reason(tmp_path / "new" / "reports") is None
+    assert not (tmp_path / "new").exists()  # checked, not created

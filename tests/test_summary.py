@@ -42,3 +42,13 @@ def test_a_case_that_never_measured_shows_dashes_and_no_footnote() -> None:
     oom = Result(case=make_case(model="gpt-tiny"), profile=CPU, status="oom")
     assert summary_frame([oom])["cv%"].tolist() == ["-"]
     assert "cv% =" not in format_summary([oom])
+
+
+def test_an_oom_written_by_v2_with_a_throughput_shows_none() -> None:
+    import json
+    from pathlib import Path
+
+    record = json.loads((Path(__file__).parent / "data" / "result-v2-c5105cf-oom.json").read_text())
+    assert record["metrics"]["tokens_per_s"]["median"] > 0  # what v2 put in the summary
+    row = summary_frame([Result.from_dict(record)]).iloc[0]
+    assert (row["status"], row["tok/s"], row["p10-p90"], row["step ms"]) == ("oom", "-", "-", "-")

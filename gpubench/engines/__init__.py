@@ -1,7 +1,7 @@
 """Training engines: each trains one Case on one HardwareProfile and returns a Measurement.
 
-An engine is any object with ``prepare(case, profile)`` and ``run(case,
-profile, progress) -> Measurement``; :func:`get_engine` maps a Case's
+An engine is any object with ``prepare(case, profile, progress)`` and
+``run(case, profile, progress) -> Measurement``; :func:`get_engine` maps a Case's
 ``engine`` name to one. The worker calls ``prepare`` before it caps the
 process's memory (what the framework itself needs: the process group,
 imports, compiled ops) and ``run`` under the cap, and assembles the Result
@@ -29,7 +29,7 @@ class Engine(Protocol):
 
     name: str
 
-    def prepare(self, case: Case, profile: HardwareProfile) -> None:
+    def prepare(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> None:
         """Set-up that is the framework's, not the case's: runs before the memory cap."""
         ...
 

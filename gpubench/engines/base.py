@@ -62,7 +62,7 @@ class TrainingEngine:
         self._ranks: Ranks | None = None  # started by prepare(), taken by run()
 
     # -- what an engine supplies ------------------------------------------------------------
-    def start(self, case: Case, profile: HardwareProfile) -> Ranks:
+    def start(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Ranks:
         """The framework's own set-up, before the cap; returns this process's Ranks with the
         process group started under torchrun (gloo's set-up maps tens of MiB and starts
         threads: the runtime's, not the case's)."""
@@ -74,15 +74,15 @@ class TrainingEngine:
         raise NotImplementedError
 
     # -- the same for every engine ----------------------------------------------------------
-    def prepare(self, case: Case, profile: HardwareProfile) -> None:
+    def prepare(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> None:
         """Set-up that is the framework's, not the case's: runs before the memory cap."""
-        self._ranks = self.start(case, profile)
+        self._ranks = self.start(case, profile, progress)
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Measurement:
         """Train ``case`` and measure it. Raises for anything but an allocation failure or
         divergence (the worker turns it into a ``crashed`` Result)."""
         if self._ranks is None:  # called in process, without the worker's prepare()
-            self.prepare(case, profile)
+            self.prepare(case, profile, progress)
         assert self._ranks is not None
         ranks, self._ranks = self._ranks, None
         try:
@@ -109,10 +109,12 @@ class TrainingEngine:
                 status, error = "oom", ErrorInfo.from_exception(exc)
             if status == "oom":
                 release_memory(ctx.device)
-        metrics = training_metrics(ctx, log, rss, device_memory)
+        trained_to_end = status == "ok"
+        metrics = training_metrics(ctx, log, rss, device_memory, trained_to_end=trained_to_end)
         tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
         progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
-        return Measurement(status=status, metrics=metrics, series=log.series(), error=error)
+        series = log.series(trained_to_end=trained_to_end)
+        return Measurement(status=status, metrics=metrics, series=series, error=error)
 
     def _train(
         self,

@@ -41,6 +41,7 @@ from gpubench.engines.distributed import Ranks
 from gpubench.engines.loop import TrainStep
 from gpubench.engines.recipe import lm_loss, max_grad_norm
 from gpubench.profiles import HardwareProfile
+from gpubench.protocol import ProgressWriter
 
 if TYPE_CHECKING:
     from gpubench.data.synthetic import TokenStream
@@ -52,8 +53,8 @@ class DeepSpeedEngine(TrainingEngine):
 
     name = "deepspeed"
 
-    def start(self, case: Case, profile: HardwareProfile) -> Ranks:
-        set_up_deepspeed(case, profile)
+    def start(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Ranks:
+        set_up_deepspeed(case, profile, progress)
         return start_deepspeed_group()
 
     def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:

@@ -72,12 +72,13 @@ class StepLog:
         else:
             self.measured_steps += 1
 
-    def series(self) -> Series:
+    def series(self, *, trained_to_end: bool) -> Series:
         return Series(
             step_time_s=list(self.step_time_s),
             loss=list(self.loss),
             grad_norm=list(self.grad_norm),
             allocated_bytes=list(self.allocated_bytes),
+            partial=not trained_to_end and bool(self.step_time_s),
         )
 
 

@@ -22,11 +22,17 @@ def _finite(values: list[float]) -> list[float]:
 
 
 def training_metrics(
-    ctx: TrainingContext, log: StepLog, rss: ProcessTreeRSS, device_memory: DeviceMemoryTracker
+    ctx: TrainingContext,
+    log: StepLog,
+    rss: ProcessTreeRSS,
+    device_memory: DeviceMemoryTracker,
+    *,
+    trained_to_end: bool,
 ) -> Metrics:
-    """Throughput of all ranks over the measured steps, loss and gradient health over every
+    """Throughput of all ranks over the measured steps (none for a case that stopped early:
+    a few steps before an OOM are not its speed), loss and gradient health over every
     finite step, and the memory peaks the trackers saw."""
-    measured = [t for t in log.step_time_s[log.warmup_steps :] if t > 0]
+    measured = [t for t in log.step_time_s[log.warmup_steps :] if t > 0] if trained_to_end else []
     tokens_per_step, samples_per_step = ctx.tokens_per_step, ctx.samples_per_step
     losses = _finite(log.loss)
     grad_norms = _finite(log.grad_norm)

@@ -11,6 +11,11 @@ puts a test file's folder (or rootdir) on ``sys.path`` before importing it, so
 test; the worker, a fresh interpreter, would not find it without the same
 entries on its ``PYTHONPATH``.
 
+Both tie the case to this process (:mod:`gpubench.tether`): the worker asks
+the kernel for SIGKILL when its parent, this process, dies, and torchrun is
+started through ``python -m gpubench.tether``, which asks the same for
+torchrun and names it as the parent its ranks, workers, expect.
+
 A launcher says how many processes a case has, nothing about its engine:
 :class:`ProcessLauncher` pins a world of one (``RANK=0``, ``WORLD_SIZE=1``,
 ``LOCAL_RANK=0``), whatever rank pytest itself holds (under torchrun or SLURM),
@@ -28,8 +33,10 @@ from typing import Protocol, runtime_checkable
 
 from gpubench.case import Case
 from gpubench.protocol import WorkerPaths
+from gpubench.tether import PARENT_PID_ENV
 
 WORKER_MODULE = "gpubench.worker"
+TETHER_MODULE = "gpubench.tether"
 SINGLE_PROCESS_WORLD = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
 
 
@@ -87,7 +94,7 @@ class ProcessLauncher:
         return [sys.executable, "-m", WORKER_MODULE, *worker_args(paths)]
 
     def env(self) -> dict[str, str]:
-        return import_path_env() | SINGLE_PROCESS_WORLD
+        return import_path_env() | SINGLE_PROCESS_WORLD | {PARENT_PID_ENV: str(os.getpid())}
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,9 @@ class TorchrunLauncher:
         return [
             sys.executable,
             "-m",
+            TETHER_MODULE,
+            sys.executable,
+            "-m",
             "torch.distributed.run",
             "--standalone",
             "--nproc-per-node",
@@ -114,7 +124,7 @@ class TorchrunLauncher:
         ]
 
     def env(self) -> dict[str, str]:
-        return import_path_env()
+        return import_path_env() | {PARENT_PID_ENV: str(os.getpid())}
 
 
 def launcher_for(case: Case) -> Launcher:

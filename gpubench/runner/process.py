@@ -21,6 +21,11 @@ machine whose cores all train, every wake-up of the parent costs the case.
 A worker that has written its answer but does not exit (a hang in NCCL's or
 a thread's teardown) gets ``EXIT_GRACE_S`` more, then is ended like a timeout;
 its answer stands.
+
+The clean-up is not cut short by a second Ctrl-C (:mod:`gpubench.runner.signals`
+holds the signals until it is done), and should this process die before it
+could clean up (SIGKILL), the worker dies with it (:mod:`gpubench.tether`) and
+the case's guardian ends the rest (:mod:`gpubench.runner.guardian`).
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ from gpubench.runner.classify import (
     parse_worker_result,
 )
 from gpubench.runner.exit_wait import ExitWaiter
+from gpubench.runner.guardian import Guardian
 from gpubench.runner.launchers import Launcher, launcher_for
+from gpubench.runner.signals import HeldSignals
 from gpubench.runner.subreaper import Subreaper, adopted_children
 
 log = logging.getLogger(__name__)
@@ -104,6 +111,7 @@ def run_case(
     if not poll_interval_s > 0:
         raise ValueError(f"poll_interval_s={poll_interval_s!r} must be positive")
     launcher = launcher if launcher is not None else launcher_for(case)
+    held = HeldSignals()  # from the start of the clean-up to its end
     paths = WorkerPaths(_make_workdir(workdir))
     try:
         job = {"case": case.to_dict(), "profile": profile.to_dict(), "nodeid": nodeid}
@@ -115,11 +123,17 @@ def run_case(
             env=env or {},
             on_progress=on_progress,
             poll_interval_s=poll_interval_s,
+            held=held,
+            remove_workdir=not keep_workdir,
         )
         result = _answer(case, profile, paths, worker, timeout_s)
     finally:
-        if not keep_workdir:
-            shutil.rmtree(paths.root, ignore_errors=True)
+        held.hold()
+        try:
+            if not keep_workdir:
+                shutil.rmtree(paths.root, ignore_errors=True)
+        finally:
+            held.release()  # a signal held during the clean-up acts now
     return dataclasses.replace(  # what only the parent knows
         result,
         duration_s=worker.duration_s,
@@ -172,36 +186,49 @@ def _run_worker(
     env: Mapping[str, str],
     on_progress: Callable[[ProgressEvent], None] | None,
     poll_interval_s: float,
+    held: HeldSignals,
+    remove_workdir: bool,
 ) -> WorkerExit:
     """Start the worker, watch it until it exits or its time is up, and end whatever of its
-    process tree is left (also on KeyboardInterrupt: nothing may outlive the case)."""
+    process tree is left: also on KeyboardInterrupt, with signals held from the moment the
+    clean-up starts (``held``; the caller releases them), and, should this process die,
+    by the case's guardian (:mod:`gpubench.runner.guardian`)."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     t0 = time.monotonic()
-    with Subreaper() as reaper:
-        known = _own_children()  # what this process ran before the case is not the case's
-        since = time.time() - 1.0  # create_time has clock-tick resolution
-        proc = _start(launcher, paths, env)
-        if isinstance(proc, str):
-            return WorkerExit(None, False, None, started_at, time.monotonic() - t0, proc)
-        tree = _ProcessTree(proc, known=known | {proc.pid}, since=since)
-        relay = _ProgressRelay(paths.progress, on_progress)
-        # each scan reads /proc/<pid>/stat of every process on the machine; while this
-        # process adopts orphans, what a scan would miss is adopted anyway
-        scan_interval_s = ADOPTING_SCAN_INTERVAL_S if reaper.active else DESCENDANT_SCAN_INTERVAL_S
-        try:
-            timed_out = _watch(
-                proc,
-                paths,
-                tree,
-                relay,
-                deadline=t0 + timeout_s,
-                scan_interval_s=scan_interval_s,
-                poll_interval_s=poll_interval_s,
+    guardian = Guardian.start(paths.root if remove_workdir else None)
+    try:
+        with Subreaper() as reaper:
+            known = _own_children()  # what this process ran before the case (the guardian)
+            since = time.time() - 1.0  # create_time has clock-tick resolution
+            proc = _start(launcher, paths, {**env, **guardian.env})
+            if isinstance(proc, str):
+                return WorkerExit(None, False, None, started_at, time.monotonic() - t0, proc)
+            guardian.watch_group(proc.pid)  # start_new_session: the worker leads its group
+            tree = _ProcessTree(proc, known=known | {proc.pid}, since=since)
+            relay = _ProgressRelay(paths.progress, on_progress)
+            # each scan reads /proc/<pid>/stat of every process on the machine; while this
+            # process adopts orphans, what a scan would miss is adopted anyway
+            scan_interval_s = (
+                ADOPTING_SCAN_INTERVAL_S if reaper.active else DESCENDANT_SCAN_INTERVAL_S
             )
-        finally:
-            exited = proc.returncode is not None
-            tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
-    tree.reap_adopted()  # orphans that died after the last look, now that none can arrive
+            try:
+                timed_out = _watch(
+                    proc,
+                    paths,
+                    tree,
+                    relay,
+                    deadline=t0 + timeout_s,
+                    scan_interval_s=scan_interval_s,
+                    poll_interval_s=poll_interval_s,
+                )
+            finally:
+                held.hold()  # a second Ctrl-C must not leave the tree half ended
+                exited = proc.returncode is not None
+                tree.end(grace_s=LEFTOVER_GRACE_S if exited else TERM_GRACE_S)
+        tree.reap_adopted()  # orphans that died after the last look, now that none can arrive
+    finally:
+        held.hold()
+        guardian.release()
     relay.poll()
     return WorkerExit(proc.returncode, timed_out, proc.pid, started_at, time.monotonic() - t0)
 

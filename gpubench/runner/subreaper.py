@@ -17,37 +17,24 @@ the runner relies on its scans of the worker's tree alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
-import sys
 from types import TracebackType
 
 import psutil
 
+from gpubench.prctl import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
+
 log = logging.getLogger(__name__)
-
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-PR_GET_CHILD_SUBREAPER = 37
-
-
-def _prctl() -> ctypes._FuncPointer | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
 
 
 def is_subreaper() -> bool | None:
     """Whether this process is marked a child subreaper (None where it cannot be asked)."""
-    prctl = _prctl()
-    if prctl is None:
+    call = prctl()
+    if call is None:
         return None
     flag = ctypes.c_int(0)
-    if prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+    if call(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
         return None
     return bool(flag.value)
 
@@ -62,11 +49,11 @@ class Subreaper:
         self._was: bool | None = None
 
     def __enter__(self) -> Subreaper:
-        prctl = _prctl()
+        call = prctl()
         self._was = is_subreaper()
-        if prctl is None or self._was is None:
+        if call is None or self._was is None:
             return self
-        if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+        if call(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
             self.active = True
         else:
             log.debug("PR_SET_CHILD_SUBREAPER failed: %s", os.strerror(ctypes.get_errno()))
@@ -78,9 +65,9 @@ class Subreaper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        prctl = _prctl()
-        if self.active and prctl is not None and not self._was:
-            prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        call = prctl()
+        if self.active and call is not None and not self._was:
+            call(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
         self.active = False
 
 
