@@ -1,0 +1,211 @@
+"""The report's charts: matplotlib figures rendered to SVG text, inlined in the page.
+
+No pyplot (no global figure state): each chart is a :class:`matplotlib.figure.Figure`
+saved as SVG with its text kept as text (``svg.fonttype: none``, so the page
+needs no embedded glyphs and stays small), no date in its metadata and the
+chart's own id as the hash salt, so a page's charts never share an element id
+and the same results give the same page. A chart without data is None: the
+page then shows no chart, not an empty frame.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+from matplotlib.figure import Figure
+
+from gpubench.report.capacity import capacity_bytes
+from gpubench.result import Result
+
+GIB = 2**30
+WIDTH_IN = 9.0
+COLOURS: Sequence[tuple[float, ...]] = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
+_RC: dict[Any, Any] = {
+    "svg.fonttype": "none",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+def to_svg(figure: Figure, chart_id: str) -> str:
+    """The figure as an inline ``<svg>`` element (no XML prolog)."""
+    buffer = io.StringIO()
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": chart_id}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def _figure(height_in: float, width_in: float = WIDTH_IN, fixed: bool = False) -> Figure:
+    """A figure laid out by matplotlib's constrained layout (long case names as labels), or,
+    ``fixed``, by fixed margins: the small per-case charts, a few hundred of them in a big
+    run, skip the layout solver."""
+    with matplotlib.rc_context(_RC):
+        return Figure(figsize=(width_in, height_in), layout=None if fixed else "constrained")
+
+
+def _colour(profile: str, profiles: list[str]) -> tuple[float, ...]:
+    return COLOURS[profiles.index(profile) % len(COLOURS)]  # type: ignore[no-any-return]
+
+
+def _values(series: Sequence[float | None], scale: float = 1.0) -> list[float]:
+    """A series for plotting: a non-finite value the JSON kept as null becomes a gap (nan)."""
+    return [math.nan if v is None else v * scale for v in series]
+
+
+def label(result: Result, several_profiles: bool) -> str:
+    return f"{result.case.id} @ {result.profile.name}" if several_profiles else result.case.id
+
+
+def throughput_chart(results: Sequence[Result]) -> str | None:
+    """Median tokens/s per case with p10-p90 whiskers, fastest at the top."""
+    ran = sorted(
+        (r for r in results if r.metrics.tokens_per_s is not None),
+        key=lambda r: r.tokens_per_s or 0.0,
+    )
+    if not ran:
+        return None
+    profiles = list(dict.fromkeys(r.profile.name for r in results))
+    several = len(profiles) > 1
+    with matplotlib.rc_context(_RC):
+        figure = _figure(0.8 + 0.22 * len(ran))
+        ax = figure.add_subplot()
+        for y, r in enumerate(ran):
+            tps = r.metrics.tokens_per_s
+            assert tps is not None
+            ax.barh(y, tps.median, color=_colour(r.profile.name, profiles), height=0.7)
+            ax.errorbar(
+                tps.median,
+                y,
+                xerr=[[tps.median - tps.p10], [tps.p90 - tps.median]],
+                color="black",
+                capsize=2,
+                linewidth=0.8,
+            )
+        ax.set_yticks(range(len(ran)), [label(r, several) for r in ran])
+        ax.set_xlabel("tokens/s (median; whiskers p10-p90 of the measured steps)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.set_title("Throughput per case")
+        return to_svg(figure, "throughput")
+
+
+def memory_chart(results: Sequence[Result]) -> str | None:
+    """Peak memory per case against its profile's capacity (a GPU profile's) and the
+    estimate, where one was made."""
+    measured = [r for r in results if r.peak_memory_bytes]
+    if not measured:
+        return None
+    profiles = list(dict.fromkeys(r.profile.name for r in results))
+    several = len(profiles) > 1
+    with matplotlib.rc_context(_RC):
+        figure = _figure(0.9 + 0.22 * len(measured))
+        ax = figure.add_subplot()
+        for y, r in enumerate(measured):
+            peak = (r.peak_memory_bytes or 0) / GIB
+            ax.barh(y, peak, color=_colour(r.profile.name, profiles), height=0.7)
+        # a cpu profile's cap counts above the worker's imports, which its RSS includes: no
+        # marker to compare it with (report/capacity.py)
+        capped = [
+            (y, capacity_bytes(r) / GIB) for y, r in enumerate(measured) if not r.profile.is_cpu
+        ]
+        if capped:
+            ys, capacities = zip(*capped, strict=True)
+            ax.plot(capacities, ys, "|", color="red", markersize=12, label="capacity")
+        estimated = [(y, r.estimate.peak_bytes / GIB) for y, r in enumerate(measured) if r.estimate]
+        if estimated:
+            ys, peaks = zip(*estimated, strict=True)
+            ax.plot(peaks, ys, "D", color="black", markersize=4, label="estimate")
+        ax.set_yticks(range(len(measured)), [label(r, several) for r in measured])
+        ax.set_xlabel("peak memory, GiB (device; host RSS on a cpu profile)")
+        ax.set_xlim(left=0)
+        if capped or estimated:
+            ax.legend(loc="lower right")
+        ax.set_title("Peak memory per case against capacity")
+        return to_svg(figure, "memory")
+
+
+def loss_chart(results: Sequence[Result]) -> str | None:
+    """Every case's loss per step on one axis."""
+    curves = [r for r in results if r.series.loss]
+    if not curves:
+        return None
+    several = len({r.profile.name for r in results}) > 1
+    with matplotlib.rc_context(_RC):
+        figure = _figure(4.0)
+        ax = figure.add_subplot()
+        for r in curves:
+            ax.plot(
+                range(1, len(r.series.loss) + 1),
+                _values(r.series.loss),
+                linewidth=1,
+                label=label(r, several),
+            )
+        ax.set_xlabel("step (warm-up included)")
+        ax.set_ylabel("loss")
+        if len(curves) <= 12:
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("Loss curves of all cases")
+        return to_svg(figure, "loss")
+
+
+def case_chart(result: Result, chart_id: str) -> str | None:
+    """One case's per-step series: step time (warm-up shaded: excluded from the figures),
+    loss, memory after each step and gradient norm; a panel only for a series it has."""
+    s = result.series
+    warmup = result.metrics.warmup_steps
+    panels = [
+        (name, values, unit)
+        for name, values, unit in (
+            ("step time", _values(s.step_time_s, 1000), "ms"),
+            ("loss", _values(s.loss), ""),
+            ("memory after the step", _values(s.allocated_bytes, 1 / GIB), "GiB"),
+            ("gradient norm", _values(s.grad_norm), ""),
+        )
+        if values
+    ]
+    if not panels:
+        return None
+    rows = (len(panels) + 1) // 2
+    with matplotlib.rc_context(_RC):
+        figure = _figure(2.0 * rows, fixed=True)
+        figure.subplots_adjust(
+            left=0.07, right=0.98, bottom=0.3 / rows, top=1 - 0.22 / rows, wspace=0.2, hspace=0.6
+        )
+        for index, (name, values, unit) in enumerate(panels, 1):
+            ax = figure.add_subplot(rows, 2, index)
+            steps = range(1, len(values) + 1)
+            ax.plot(steps, values, linewidth=1, marker="." if len(values) < 40 else None)
+            if warmup and len(values) >= warmup:
+                ax.axvspan(0.5, warmup + 0.5, color="grey", alpha=0.2, label="warm-up (excluded)")
+                ax.legend(fontsize=7, loc="upper right")
+            ax.set_title(f"{name}" + (f", {unit}" if unit else ""), fontsize=9)
+            ax.set_xlabel("step")
+        return to_svg(figure, chart_id)
+
+
+def trend_chart(history: Sequence[Result], result: Result, chart_id: str) -> str | None:
+    """Tokens/s of the baseline's runs, oldest first, and this run's, last."""
+    points = [r.tokens_per_s for r in history if r.tokens_per_s is not None]
+    if not points or result.tokens_per_s is None:
+        return None
+    with matplotlib.rc_context(_RC):
+        figure = _figure(1.5, width_in=3.2)
+        ax = figure.add_subplot()
+        xs = range(len(points) + 1)
+        ys = [*points, result.tokens_per_s]
+        ax.plot(xs[:-1], ys[:-1], marker="o", color="grey", linewidth=1, label="baseline runs")
+        ax.plot([xs[-1]], [ys[-1]], marker="o", color="tab:blue", label="this run")
+        ax.set_xticks(list(xs), [""] * len(xs))
+        ax.set_ylabel("tok/s", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.legend(fontsize=6, loc="lower left")
+        return to_svg(figure, chart_id)
