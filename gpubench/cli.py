@@ -217,9 +217,14 @@ def _run_report(args: argparse.Namespace) -> int:
         checkpoint_save_s=args.checkpoint_save_s,
         max_hours=args.max_hours,
     )
-    verdicts, histories = list(runs.verdicts), {}
-    if args.baseline is not None:  # judged here, by the gate's rules, against that baseline
-        histories = load_histories(args.baseline)
+    verdicts = list(runs.verdicts)
+    histories: Histories = {}
+    if args.baseline:  # judged here, by the gate's rules, against that baseline
+        for path in args.baseline:
+            for key, history in load_histories(path).items():
+                histories.setdefault(key, []).extend(history)
+        for history in histories.values():
+            history.sort(key=lambda r: r.started_at)
         thresholds = {**pyproject_thresholds(args.rootdir), **(args.threshold or {})}
         rules = GateRules(any_env=args.any_env).with_thresholds(thresholds)
         new: Histories = {}
@@ -278,10 +283,11 @@ def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
+        nargs="+",
         default=None,
         metavar="DIR",
-        help="compare with this baseline (baselines/, a run directory or results file) by the "
-        "gate's rules; default: the verdicts the runs' own gates wrote",
+        help="compare with this baseline (baselines/, run directories or results files, "
+        "merged) by the gate's rules; default: the verdicts the runs' own gates wrote",
     )
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("report.html"), metavar="HTML", help="the page"

@@ -314,3 +314,19 @@ def test_the_templates_ship_as_package_data() -> None:
     assert templates
     for name in templates:
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
+
+
+def test_the_rerun_command_is_the_recorded_one_or_made_from_the_pytest_ids() -> None:
+    from gpubench.report.environment import rerun_command
+
+    loaded = load_runs([RUN_CPU])
+    recorded = rerun_command(loaded.results, loaded.invocations)
+    assert recorded is not None and recorded.recorded
+    assert recorded.commands[0].startswith("cd ") and "--gpu-profile cpu" in recorded.commands[0]
+    made = rerun_command(loaded.results, [])  # a results file alone: no invocation.json
+    assert made is not None and not made.recorded
+    command = made.commands[0]
+    assert command.startswith("pytest ") and command.endswith("--gpu-profile cpu")
+    for result in loaded.results:
+        assert result.nodeid is not None and result.nodeid.split("::")[-1] in command
+    assert "'" in command  # the <script> id is quoted for the shell

@@ -80,6 +80,13 @@ def test_report_against_a_baseline_judges_by_the_gates_rules(
     assert main(args) == 0
     page = (tmp_path / "r.html").read_text()
     assert 'id="baseline"' in page and "vs the spread of 5 baseline runs" in page
+    # the same history given as five results files, merged
+    files = [str(p) for p in QUIET[2:7]]
+    assert (
+        main(["report", str(QUIET[7]), "--baseline", *files, "-o", str(tmp_path / "f.html")]) == 0
+    )
+    merged = (tmp_path / "f.html").read_text()
+    assert merged.split('id="baseline"')[1] == page.split('id="baseline"')[1]
 
 
 def test_report_projection_options_and_their_errors(
