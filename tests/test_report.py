@@ -330,3 +330,10 @@ def test_the_rerun_command_is_the_recorded_one_or_made_from_the_pytest_ids() -> 
     for result in loaded.results:
         assert result.nodeid is not None and result.nodeid.split("::")[-1] in command
     assert "'" in command  # the <script> id is quoted for the shell
+
+
+def test_charts_drawn_by_several_processes_are_the_ones_drawn_by_one() -> None:
+    from gpubench.report.charts import case_charts
+
+    results = statuses()[:4]
+    assert case_charts(results, parallel_from=2) == case_charts(results, parallel_from=10**9)

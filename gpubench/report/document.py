@@ -128,13 +128,13 @@ def build_report(data: ReportData) -> Report:
         )
         if svg is not None
     }
-    case_charts = charts.CaseCharts()
+    case_svgs = charts.case_charts(results)
     details = tuple(
         CaseDetail(
             result=r,
             anchor=anchor(r),
             label=charts.label(r, several) + (f" (rerun {r.repeat})" if r.repeat else ""),
-            chart_svg=case_charts.draw(r, f"case{index}"),
+            chart_svg=case_svgs[index],
             rerun=(
                 shlex.join(["pytest", r.nodeid, "--gpu-profile", profile_spec(r)])
                 if r.nodeid
