@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gpubench.case import Case
 from gpubench.report import figures
 from gpubench.report.capacity import capacity_bytes, share_upper_bound
 from gpubench.result import NOISY_CV, Result
@@ -36,13 +37,19 @@ class Advice:
     findings: tuple[Finding, ...]
 
 
-def _same_but_batch(a: Result, b: Result) -> bool:
-    return a.profile.name == b.profile.name and a.case.replace(
-        batch_size=1, name=None, timeout_s=None
-    ) == b.case.replace(batch_size=1, name=None, timeout_s=None)
+def _batch_probe_key(result: Result) -> tuple[str, Case]:
+    """What two results share when they differ only in batch size (and name, time limit)."""
+    return result.profile.name, result.case.replace(batch_size=1, name=None, timeout_s=None)
 
 
 def memory_headroom(results: Sequence[Result]) -> Advice | None:
+    largest_fitting: dict[tuple[str, Case], Result] = {}  # per case but the batch size
+    for r in results:
+        if r.fits:
+            key = _batch_probe_key(r)
+            known = largest_fitting.get(key)
+            if known is None or r.case.batch_size > known.case.batch_size:
+                largest_fitting[key] = r
     findings = []
     for r in results:
         share = share_upper_bound(r)
@@ -56,8 +63,7 @@ def memory_headroom(results: Sequence[Result]) -> Advice | None:
             f"peak {figures.gib(r.peak_memory_bytes)} GiB ({source}){bound} is "
             f"{figures.percent(share)} % of {figures.gib(capacity_bytes(r))} GiB"
         )
-        probes = [p for p in results if p.fits and _same_but_batch(p, r)]
-        largest = max(probes, key=lambda p: p.case.batch_size)
+        largest = largest_fitting[_batch_probe_key(r)]
         if largest.case.batch_size > r.case.batch_size:
             text += (
                 f"; batch {largest.case.batch_size} measured to fit ({largest.case.id}, peak "
