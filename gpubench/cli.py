@@ -3,6 +3,7 @@
     gpubench profiles [--json] [--rootdir DIR] [--file FILE]
     gpubench compare OLD NEW [--threshold METRIC=VALUE,...] [--any-env] [--md FILE]
     gpubench export --format pytest-benchmark RESULTS -o FILE
+    gpubench report RESULTS... [--baseline DIR] [-o report.html] [--md report.md]
 
 Each subcommand is one ``_add_<name>_command(subparsers)`` function that adds
 its parser and sets ``run`` to a function ``(args) -> exit code``; adding a
@@ -104,19 +105,14 @@ def _add_profiles_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from gpubench.baseline.compare import compare
+    from gpubench.baseline.offline import judge_runs
     from gpubench.baseline.rules import GateRules, pyproject_thresholds
-    from gpubench.baseline.sources import load_histories, newest_runs, one_per_run
+    from gpubench.baseline.sources import load_histories
     from gpubench.baseline.table import format_verdicts, markdown_summary
 
-    old = load_histories(args.old)
-    new = newest_runs(load_histories(args.new))
     thresholds = {**pyproject_thresholds(args.rootdir), **(args.threshold or {})}
     rules = GateRules(any_env=args.any_env).with_thresholds(thresholds)
-    verdicts = []
-    for result, confirmations in new:
-        history = one_per_run(old.get((result.profile.name, result.case.id), []))
-        verdicts.append(compare(result, history, rules, confirmations))
+    verdicts = judge_runs(load_histories(args.old), load_histories(args.new), rules)
     print(format_verdicts(verdicts))
     if args.md is not None:
         args.md.write_text(markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))
@@ -198,11 +194,183 @@ def _add_export_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_export)
 
 
+# -- gpubench report -----------------------------------------------------------------------------
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from gpubench.baseline.offline import judge_runs
+    from gpubench.baseline.rules import GateRules, pyproject_thresholds
+    from gpubench.baseline.sources import Histories, load_histories
+    from gpubench.report.document import ReportData
+    from gpubench.report.load import load_runs
+    from gpubench.report.projection import ProjectionInputs, pyproject_projection
+    from gpubench.report.write import write_report
+
+    runs = load_runs(args.results)
+    projection = ProjectionInputs.merged(
+        pyproject_projection(args.rootdir),
+        train_tokens=args.train_tokens,
+        epochs=args.epochs,
+        dataset_tokens=args.dataset_tokens,
+        price_per_hour=args.price_per_hour,
+        checkpoint_interval_steps=args.checkpoint_interval_steps,
+        checkpoint_save_s=args.checkpoint_save_s,
+        max_hours=args.max_hours,
+    )
+    verdicts = list(runs.verdicts)
+    histories: Histories = {}
+    if args.baseline:  # judged here, by the gate's rules, against that baseline
+        for path in args.baseline:
+            for key, history in load_histories(path).items():
+                histories.setdefault(key, []).extend(history)
+        for history in histories.values():
+            history.sort(key=lambda r: r.started_at)
+        thresholds = {**pyproject_thresholds(args.rootdir), **(args.threshold or {})}
+        rules = GateRules(any_env=args.any_env).with_thresholds(thresholds)
+        new: Histories = {}
+        for result in runs.results:
+            new.setdefault((result.profile.name, result.case.id), []).append(result)
+        verdicts = judge_runs(histories, new, rules)
+    data = ReportData(
+        results=runs.results,
+        verdicts=verdicts,
+        histories=histories,
+        invocations=runs.invocations,
+        projection=projection,
+        safety_margin=args.safety_margin,
+    )
+    written = write_report(data, args.output, args.md)
+    for path in written.paths:
+        print(path)
+    if args.tensorboard is not None:
+        from gpubench.report.tensorboard import TensorBoardMissing, export_tensorboard
+
+        try:
+            export_tensorboard(runs.results, args.tensorboard)
+            print(args.tensorboard)
+        except TensorBoardMissing as exc:
+            print(f"gpubench report: {exc}", file=sys.stderr)
+    return 0
+
+
+def _parsed(parse: Callable[[str, str], object], option: str) -> Callable[[str], object]:
+    """An argparse ``type=`` from one of the report's parsers (the plugin uses the same)."""
+
+    def parse_argument(text: str) -> object:
+        try:
+            return parse(text, option)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse_argument
+
+
+def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
+    from gpubench.report.projection import parse_count, parse_epochs, parse_positive
+    from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, parse_margin
+
+    def positive(what: str) -> Callable[[str, str], float]:
+        return lambda text, option: parse_positive(text, option, what)
+
+    parser = subparsers.add_parser(
+        "report",
+        help="render a run's report (HTML, Markdown, recommended.json) from its results",
+        description="Render the report a pytest run writes at its end, offline, from one or "
+        "more run directories or results files (merged: the shards of a matrix, or two GPUs "
+        "side by side). Exit 2 on a path that is not a run or results file.",
+    )
+    parser.add_argument("results", type=Path, nargs="+", help="run directories or results.jsonl")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="compare with this baseline (baselines/, run directories or results files, "
+        "merged) by the gate's rules; default: the verdicts the runs' own gates wrote",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("report.html"), metavar="HTML", help="the page"
+    )
+    parser.add_argument("--md", type=Path, default=None, metavar="FILE", help="also Markdown")
+    parser.add_argument(
+        "--train-tokens",
+        type=_parsed(parse_count, "--train-tokens"),
+        metavar="N",
+        help="project hours and cost to train N tokens (300M, 2.5B, 3e9)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_parsed(parse_epochs, "--epochs"),
+        metavar="E[,E...]",
+        help="project E epochs over --dataset-tokens",
+    )
+    parser.add_argument(
+        "--dataset-tokens",
+        type=_parsed(parse_count, "--dataset-tokens"),
+        metavar="N",
+        help="tokens in one epoch",
+    )
+    parser.add_argument(
+        "--price-per-hour",
+        type=_parsed(positive("dollars per hour, e.g. 2.5"), "--price-per-hour"),
+        metavar="USD",
+        help="price of an hour (default: the profile's usd_per_hour)",
+    )
+    parser.add_argument(
+        "--checkpoint-interval-steps",
+        type=_parsed(positive("optimizer steps"), "--checkpoint-interval-steps"),
+        metavar="N",
+        help="a checkpoint every N optimizer steps (with --checkpoint-save-s)",
+    )
+    parser.add_argument(
+        "--checkpoint-save-s",
+        type=_parsed(positive("seconds one save takes"), "--checkpoint-save-s"),
+        metavar="S",
+        help="seconds one checkpoint takes to save",
+    )
+    parser.add_argument(
+        "--max-hours",
+        type=_parsed(positive("a wall-clock limit in hours, e.g. 72"), "--max-hours"),
+        metavar="H",
+        help="flag projections above this wall-clock limit",
+    )
+    parser.add_argument(
+        "--safety-margin",
+        type=_parsed(parse_margin, "--safety-margin"),
+        default=DEFAULT_SAFETY_MARGIN,
+        metavar="FRACTION",
+        help=f"capacity the recommended case leaves free (default: {DEFAULT_SAFETY_MARGIN:g})",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_threshold_arg,
+        default=None,
+        metavar="METRIC=VALUE[,...]",
+        help="with --baseline: the gate's thresholds",
+    )
+    parser.add_argument(
+        "--any-env", action="store_true", help="with --baseline: runs from elsewhere decide too"
+    )
+    parser.add_argument(
+        "--tensorboard", type=Path, default=None, metavar="DIR", help="also TensorBoard runs"
+    )
+    parser.add_argument(
+        "--rootdir",
+        type=Path,
+        default=Path.cwd(),
+        metavar="DIR",
+        help="read [tool.gpubench.projection] and [tool.gpubench.gate] from DIR/pyproject.toml",
+    )
+    parser.set_defaults(run=_run_report)
+
+
 # -- the command line -----------------------------------------------------------------------------
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_profiles_command,
     _add_compare_command,
     _add_export_command,
+    _add_report_command,
 )
 
 
@@ -210,8 +378,10 @@ def _explained_errors() -> tuple[type[Exception], ...]:
     from gpubench.baseline.rules import GateError
     from gpubench.baseline.sources import SourceError
     from gpubench.baseline.store import BaselineError
+    from gpubench.report.load import ReportInputError
+    from gpubench.report.projection import ProjectionError
 
-    return (ProfileError, GateError, SourceError, BaselineError)
+    return (ProfileError, GateError, SourceError, BaselineError, ReportInputError, ProjectionError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,10 +36,25 @@ from gpubench.collection_checks import (
 from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
+from gpubench.report.projection import (
+    ProjectionError,
+    ProjectionInputs,
+    parse_count,
+    parse_epochs,
+    parse_positive,
+    pyproject_projection,
+)
+from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, parse_margin
 from gpubench.result import Result
 from gpubench.runner.signals import interrupt_on_sigterm
-from gpubench.session import DEFAULT_PROFILE, DEFAULT_TIMEOUT_S, BenchSession, SessionOptions
-from gpubench.storage import new_run_id, unwritable_reason
+from gpubench.session import (
+    DEFAULT_PROFILE,
+    DEFAULT_TIMEOUT_S,
+    BenchSession,
+    ReportOptions,
+    SessionOptions,
+)
+from gpubench.storage import Invocation, new_run_id, unwritable_reason
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
@@ -82,6 +97,28 @@ def _confirm(value: str) -> int:
     if not value.isdigit():
         raise pytest.UsageError(f"--gpubench-confirm={value!r}: expected a whole number >= 0")
     return int(value)
+
+
+def _usage(parse: Any, option: str) -> Any:
+    """A ``type=`` function from a parser that raises ValueError: pytest's UsageError."""
+
+    def parse_option(value: str) -> Any:
+        try:
+            return parse(value, option)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    return parse_option
+
+
+REPORT_OFF = "none"
+
+
+def _report_path(value: str) -> Path | str:
+    """An HTML path, or ``none`` (:data:`REPORT_OFF`): no report."""
+    if not value.strip():
+        raise pytest.UsageError(f"--gpubench-report='': expected an HTML path or {REPORT_OFF}")
+    return REPORT_OFF if value.strip().lower() == REPORT_OFF else Path(value)
 
 
 def _profile_list(value: str) -> str:
@@ -187,6 +224,61 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(`pytest-benchmark compare PATH` reads it).",
     )
     group.addoption(
+        "--gpubench-report",
+        type=_report_path,
+        default=None,
+        metavar="PATH|none",
+        help="where the run's HTML report goes (report.md and recommended.json beside it; "
+        "default: <gpubench-dir>/<run-id>/report.html); none: no report.",
+    )
+    group.addoption(
+        "--gpubench-train-tokens",
+        type=_usage(parse_count, "--gpubench-train-tokens"),
+        default=None,
+        metavar="N",
+        help="project hours and cost to train N tokens (300M, 2.5B, 3e9) on each case's "
+        "measured tokens/s (also [tool.gpubench.projection] train_tokens).",
+    )
+    group.addoption(
+        "--gpubench-epochs",
+        type=_usage(parse_epochs, "--gpubench-epochs"),
+        default=None,
+        metavar="E[,E...]",
+        help="project hours and cost of E epochs over --gpubench-dataset-tokens.",
+    )
+    group.addoption(
+        "--gpubench-dataset-tokens",
+        type=_usage(parse_count, "--gpubench-dataset-tokens"),
+        default=None,
+        metavar="N",
+        help="tokens in one epoch of the data set, for --gpubench-epochs.",
+    )
+    group.addoption(
+        "--gpubench-price-per-hour",
+        type=_usage(
+            lambda v, w: parse_positive(v, w, "dollars per hour, e.g. 2.5"),
+            "--gpubench-price-per-hour",
+        ),
+        default=None,
+        metavar="USD",
+        help="price of an hour for projected costs (default: the profile's usd_per_hour).",
+    )
+    group.addoption(
+        "--gpubench-safety-margin",
+        type=_usage(parse_margin, "--gpubench-safety-margin"),
+        default=DEFAULT_SAFETY_MARGIN,
+        metavar="FRACTION",
+        help="share of capacity the recommended case must leave free "
+        f"(default: {DEFAULT_SAFETY_MARGIN:g}).",
+    )
+    group.addoption(
+        "--gpubench-tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also write each case's per-step series as a TensorBoard run under DIR "
+        "(needs the tensorboard package).",
+    )
+    group.addoption(
         "--gpubench-progress",
         choices=PROGRESS_MODES,
         default="auto",
@@ -221,6 +313,7 @@ def pytest_configure(config: pytest.Config) -> None:
         profiles_file=Path(profiles_file) if profiles_file else None,
         keep_workdirs=config.getoption("gpubench_keep_workdirs"),
         gate=_gate_options(config),
+        report=_report_options(config),
     )
     session = BenchSession(
         options, case_progress=_make_case_progress(config, workerinput is not None)
@@ -268,6 +361,34 @@ def _gate_options(config: pytest.Config) -> GateOptions:
         ),
         thresholds=config.getoption("gpubench_threshold") or {},
     )
+
+
+def _report_options(config: pytest.Config) -> ReportOptions:
+    """The report's options; ``[tool.gpubench.projection]`` of the rootdir's pyproject.toml
+    under the command line's values (a bad table stops the run here, before any case)."""
+    html = config.getoption("gpubench_report")
+    tensorboard = config.getoption("gpubench_tensorboard")
+    try:
+        projection = ProjectionInputs.merged(
+            pyproject_projection(config.rootpath),
+            train_tokens=config.getoption("gpubench_train_tokens"),
+            epochs=config.getoption("gpubench_epochs"),
+            dataset_tokens=config.getoption("gpubench_dataset_tokens"),
+            price_per_hour=config.getoption("gpubench_price_per_hour"),
+        )
+    except ProjectionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return ReportOptions(
+        enabled=html != REPORT_OFF,
+        html=_rooted(config, html) if isinstance(html, Path) else None,
+        projection=projection,
+        safety_margin=config.getoption("gpubench_safety_margin"),
+        tensorboard=_rooted(config, Path(tensorboard)) if tensorboard else None,
+    )
+
+
+def _rooted(config: pytest.Config, path: Path) -> Path:
+    return path if path.is_absolute() else config.rootpath / path
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -547,3 +668,36 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for line in format_verdicts(verdicts).splitlines():
             terminalreporter.write_line(line)
         terminalreporter.write_line(f"gate summary: {bench.write_gate_summary(verdicts)}")
+    _write_report(terminalreporter, bench, results, verdicts)
+
+
+def _write_report(
+    terminalreporter: pytest.TerminalReporter,
+    bench: BenchSession,
+    results: list[Result],
+    verdicts: list[CaseVerdict],
+) -> None:
+    """The run's report and TensorBoard export. A failure here costs the report, not the
+    run: it is said, with the command that renders the report again."""
+    params = terminalreporter.config.invocation_params
+    invocation = Invocation(tuple(str(a) for a in params.args), str(params.dir))
+    try:
+        written = bench.write_report(results, verdicts, invocation)
+    except Exception as exc:
+        terminalreporter.write_line(
+            f"gpubench report: not written ({type(exc).__name__}: {exc}); "
+            f"render it with `gpubench report {bench.store.dir}`",
+            red=True,
+        )
+    else:
+        for path in written.paths if written else []:
+            terminalreporter.write_line(f"report: {path}")
+    if bench.options.report.tensorboard is not None:
+        from gpubench.report.tensorboard import TensorBoardMissing
+
+        try:
+            bench.export_tensorboard(results)
+        except TensorBoardMissing as exc:
+            terminalreporter.write_line(f"gpubench: {exc}", yellow=True)
+        else:
+            terminalreporter.write_line(f"tensorboard: {bench.options.report.tensorboard}")

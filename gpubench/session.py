@@ -4,7 +4,8 @@ It resolves the hardware profiles, runs each case in its own worker process,
 appends the Result to ``results.jsonl`` as soon as the case ends, compares it
 with its baseline and appends the verdict to ``verdicts.jsonl`` (saving it to
 the baseline when asked: :class:`~gpubench.baseline.gate.Gate`), feeds the
-progress display, and reads the run's records back for the summaries.
+progress display, and reads the run's records back for the summaries and the
+report (``report.html``, ``report.md``, ``recommended.json``: :mod:`gpubench.report`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpubench.baseline.compare import CaseVerdict
 from gpubench.baseline.gate import Gate, GateOptions
 from gpubench.baseline.rules import pyproject_thresholds
+from gpubench.baseline.store import suite_name
 from gpubench.case import Case
 from gpubench.profiles import (
     HardwareProfile,
@@ -26,12 +29,27 @@ from gpubench.profiles import (
     parse_profile_list,
 )
 from gpubench.progress import LiveProgress
+from gpubench.report.projection import ProjectionInputs
+from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN
 from gpubench.result import Result
 from gpubench.runner import run_case
-from gpubench.storage import RunStore, append_json_line, read_json_lines
+from gpubench.storage import Invocation, RunStore, append_json_line, read_json_lines
+
+if TYPE_CHECKING:
+    from gpubench.report.write import WrittenReport
 
 DEFAULT_PROFILE = "auto"
 DEFAULT_TIMEOUT_S = 1800.0
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class ReportOptions:
+    enabled: bool = True
+    html: Path | None = None  # None: <run dir>/report.html; report.md goes beside it
+    projection: ProjectionInputs = field(default_factory=ProjectionInputs)
+    safety_margin: float = DEFAULT_SAFETY_MARGIN
+    tensorboard: Path | None = None  # also write each case's series as a TensorBoard run
 
 
 @dataclass
@@ -44,6 +62,7 @@ class SessionOptions:
     profiles_file: Path | None = None
     keep_workdirs: bool = False
     gate: GateOptions = field(default_factory=GateOptions)
+    report: ReportOptions = field(default_factory=ReportOptions)
 
 
 class BenchSession:
@@ -149,3 +168,48 @@ class BenchSession:
         if not self.store.verdicts_path.exists():
             return []
         return read_json_lines(self.store.verdicts_path, CaseVerdict.from_dict, "verdict")
+
+    def baseline_histories(self, results: list[Result]) -> dict[tuple[str, str], list[Result]]:
+        """Each case's baseline history as the gate holds it, without this run's own runs
+        (an xdist controller reads the files after its workers saved to them)."""
+        if not self.options.gate.compare:
+            return {}
+        histories = {}
+        for result in results:
+            baseline = self.gate.baseline(result.profile.name, suite_name(result.nodeid))
+            history = [h for h in baseline.history(result.case.id) if h.run_id != self.store.run_id]
+            if history:
+                histories[(result.profile.name, result.case.id)] = history
+        return histories
+
+    def write_report(
+        self, results: list[Result], verdicts: list[CaseVerdict], invocation: Invocation
+    ) -> WrittenReport | None:
+        """The run's command line to ``invocation.json``, then, unless turned off, the report:
+        ``report.html`` (or the chosen path), ``report.md`` beside it and
+        ``recommended.json`` when a profile has a recommended case."""
+        from gpubench.report.document import ReportData
+        from gpubench.report.write import write_report
+
+        self.store.write_invocation(invocation)
+        options = self.options.report
+        if not options.enabled:
+            return None
+        html = options.html or self.store.dir / REPORT_FILE
+        data = ReportData(
+            results=results,
+            verdicts=verdicts,
+            histories=self.baseline_histories(results),
+            invocations=[invocation],
+            projection=options.projection,
+            safety_margin=options.safety_margin,
+        )
+        return write_report(data, html, html.with_suffix(".md"))
+
+    def export_tensorboard(self, results: list[Result]) -> list[Path]:
+        """Each case's per-step series as a TensorBoard run under ``--gpubench-tensorboard``;
+        TensorBoardMissing when it cannot be written here."""
+        from gpubench.report.tensorboard import export_tensorboard
+
+        root = self.options.report.tensorboard
+        return export_tensorboard(results, root) if root is not None else []

@@ -4,6 +4,8 @@
 verdict per compared case) are appended one JSON line per case as each case
 ends, under an exclusive lock (pytest-xdist workers append to the same
 files), so a crash mid-session loses nothing already finished.
+``invocation.json`` keeps the command line that ran the session, so a report
+rendered later can say how to run it again.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ from gpubench.result import Result
 
 RESULTS_FILE = "results.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"
+INVOCATION_FILE = "invocation.json"
 GATE_SUMMARY_FILE = "summary.md"
 LATEST_LINK = "latest"
 T = TypeVar("T")
@@ -59,6 +64,7 @@ class RunStore:
         self.results_path = self.dir / RESULTS_FILE
         self.verdicts_path = self.dir / VERDICTS_FILE
         self.summary_path = self.dir / GATE_SUMMARY_FILE
+        self.invocation_path = self.dir / INVOCATION_FILE
 
     def create(self) -> None:
         """Make the run directory and point ``latest`` at it (atomically). A file or folder
@@ -89,6 +95,52 @@ class RunStore:
 
     def read(self) -> list[Result]:
         return read_results(self.results_path)
+
+    def write_invocation(self, invocation: Invocation) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.invocation_path.write_text(
+            json.dumps(invocation.to_dict(), indent=1) + "\n", encoding="utf-8"
+        )
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The command line that ran a session: pytest's arguments and the folder it ran in."""
+
+    args: tuple[str, ...]
+    cwd: str
+
+    @property
+    def command(self) -> str:
+        """A shell line that runs it again: ``cd DIR && pytest ARGS``."""
+        return f"cd {shlex.quote(self.cwd)} && {shlex.join(('pytest', *self.args))}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"args": list(self.args), "cwd": self.cwd}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Invocation:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("cwd"), str)
+            or not isinstance(data.get("args"), list)
+            or not all(isinstance(a, str) for a in data["args"])
+        ):
+            raise ValueError(f'expected {{"args": [str, ...], "cwd": str}}, got {data!r}')
+        return cls(tuple(data["args"]), data["cwd"])
+
+
+def read_invocation(run_dir: Path) -> Invocation | None:
+    """The run's recorded command line; None when it was not recorded or cannot be read
+    (a warning says which)."""
+    path = Path(run_dir) / INVOCATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Invocation.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path}: not a command line record ({exc})", stacklevel=2)
+        return None
 
 
 def append_json_line(path: Path, record: Mapping[str, Any]) -> None:

@@ -1,4 +1,7 @@
-"""The end-of-session table: one row per case, the figures a person would copy out."""
+"""The end-of-session table: one row per case, the figures a person would copy out.
+
+Figures are written by :mod:`gpubench.report.figures`, as the report's Markdown and HTML
+write them."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from gpubench.report import figures
 from gpubench.result import NOISY_CV, Result
 
 
@@ -21,20 +25,18 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "case": r.case.id + (f" (rerun {r.repeat})" if r.repeat else ""),
                 "profile": r.profile_name,
                 "status": r.status,
-                "tok/s": f"{tps.median:,.0f}" if tps else "-",
-                "p10-p90": f"{tps.p10:,.0f}-{tps.p90:,.0f}" if tps else "-",
+                "tok/s": figures.rate(tps.median if tps else None),
+                "p10-p90": figures.rate_range(tps.p10, tps.p90) if tps else figures.MISSING,
                 # the step time's CV, the one Metrics.noisy judges (the "!")
-                "cv%": (f"{100 * step.cv:.1f}" + ("!" if m.noisy else "")) if step else "-",
-                "step ms": f"{1000 * step.median:.1f}" if step else "-",
-                "peak GiB": f"{peak / 2**30:.2f}" if peak else "-",
-                "mem": m.peak_memory_source or "-",
-                "loss": (
-                    f"{m.loss_start:.3f}->{m.loss_end:.3f}"
-                    if m.loss_start is not None and m.loss_end is not None
-                    else "-"
-                ),
-                "params": f"{m.n_params / 1e6:,.1f}M" if m.n_params else "-",
-                "time s": f"{r.duration_s:.1f}" if r.duration_s is not None else "-",
+                "cv%": (figures.percent(step.cv) + ("!" if m.noisy else ""))
+                if step
+                else figures.MISSING,
+                "step ms": figures.milliseconds(step.median if step else None),
+                "peak GiB": figures.gib(peak) if peak else figures.MISSING,
+                "mem": m.peak_memory_source or figures.MISSING,
+                "loss": figures.loss_change(m.loss_start, m.loss_end),
+                "params": figures.millions(m.n_params),
+                "time s": figures.seconds(r.duration_s),
                 "test": (r.nodeid or "").rsplit("::", 1)[-1].split("[", 1)[0],
             }
         )

@@ -56,3 +56,13 @@ def test_checkout_ab_compares_two_checkouts(tmp_path: Path) -> None:
     assert "tokens/s b / a, median of 1 pairs" in stdout
     summary = json.loads(out_file.read_text())
     assert len(summary["pair_ratios"]) == 1 and summary["ratio_b_over_a"] > 0
+
+
+def test_report_render_benchmark_renders_the_cases_it_names(tmp_path: Path) -> None:
+    out_file = tmp_path / "render.json"
+    stdout = run_script(
+        "report_render.py", "--cases", "3", "--repeats", "1", "--out", str(out_file)
+    )
+    figures = json.loads(stdout)
+    assert figures["cases"] == 3 and len(figures["render_s"]) == 1
+    assert json.loads(out_file.read_text()) == figures

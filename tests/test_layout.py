@@ -30,6 +30,7 @@ PARENT_SIDE = (
     "gpubench.plugin",
     "gpubench.progress",
     "gpubench.pytest_benchmark_export",
+    "gpubench.report",
     "gpubench.runner",
     "gpubench.session",
     "gpubench.storage",

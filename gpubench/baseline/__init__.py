@@ -6,6 +6,8 @@
     evidence.py  the statistics: prediction interval over runs, Mann-Whitney over steps
     compare.py   compare(result, history, rules) -> CaseVerdict
     table.py     the verdicts as a table: terminal, Markdown, a failure's message
+    sources.py   what `gpubench compare` reads: run dirs, results files, baselines
+    offline.py   runs judged against histories read from files (compare, report)
 
 Nothing here knows pytest; the plugin and ``gpubench compare`` call it.
 """

@@ -1,0 +1,175 @@
+"""A report's content, built once from results (and baselines): every section's data,
+ready for the templates. Nothing here knows pytest, a session or a file format.
+
+A section is None or empty when its data does not exist (no projection inputs, no
+baseline, no failed case...): the templates then leave it out, never a placeholder.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubench.baseline.compare import CaseVerdict, representative
+from gpubench.report import charts
+from gpubench.report.advice import Advice, advise
+from gpubench.report.comparison import CaseComparison, Histories, comparisons
+from gpubench.report.environment import (
+    EnvironmentColumn,
+    Rerun,
+    environment_columns,
+    profile_spec,
+    rerun_command,
+)
+from gpubench.report.matrix import anchor, matrix_frame
+from gpubench.report.projection import ProjectionInputs, projection_frame
+from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
+from gpubench.result import Result
+from gpubench.storage import Invocation
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """What a report is made from."""
+
+    results: Sequence[Result]
+    verdicts: Sequence[CaseVerdict] = ()  # the gate's, for the baseline comparison
+    histories: Histories = field(default_factory=dict)  # the baseline's runs per case
+    invocations: Sequence[Invocation] = ()  # the command lines that ran the runs
+    projection: ProjectionInputs = field(default_factory=ProjectionInputs)
+    safety_margin: float = DEFAULT_SAFETY_MARGIN
+
+
+@dataclass(frozen=True)
+class CaseDetail:
+    result: Result
+    anchor: str
+    label: str
+    chart_svg: str | None
+    rerun: str | None  # the pytest command that runs this case alone
+    settings: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    run_ids: tuple[str, ...]
+    profiles: tuple[str, ...]
+    started: tuple[str, str]  # first and last case's start (ISO 8601, UTC)
+    cases: int
+    status_counts: Mapping[str, int]
+    verdicts: tuple[ProfileVerdict, ...]
+    matrix: tuple[dict[str, Any], ...]
+    charts: Mapping[str, str]  # title -> inline SVG
+    projection: ProjectionInputs
+    projections: tuple[dict[str, Any], ...]
+    advice: tuple[Advice, ...]
+    comparisons: tuple[CaseComparison, ...]
+    details: tuple[CaseDetail, ...]
+    environments: tuple[EnvironmentColumn, ...]
+    rerun: Rerun | None
+    safety_margin: float
+
+    @property
+    def several_profiles(self) -> bool:
+        return len(self.profiles) > 1
+
+    @property
+    def title(self) -> str:
+        runs = ", ".join(self.run_ids) if len(self.run_ids) <= 3 else f"{len(self.run_ids)} runs"
+        return f"gpubench report: {runs or 'results'}"
+
+
+def representatives(results: Sequence[Result]) -> list[Result]:
+    """One result per case of each run: a case the gate ran again to confirm a regression
+    is stood for by its median run (the gate's :func:`representative`)."""
+    groups: dict[tuple[str | None, str, str], list[Result]] = {}
+    for result in results:
+        groups.setdefault((result.run_id, result.profile.name, result.case.id), []).append(result)
+    return [representative(runs) for runs in groups.values()]
+
+
+def _settings(result: Result) -> tuple[tuple[str, str], ...]:
+    case = result.case
+    flags = case.flags
+    m = result.metrics
+    items = [
+        ("model", case.model + (f" ({m.n_params:,} parameters)" if m.n_params else "")),
+        ("engine", case.engine + (f", {case.nproc} processes" if case.nproc > 1 else "")),
+        ("batch x sequence", f"{case.batch_size} x {case.seq_len}"),
+        ("tokens per step (all ranks)", f"{m.tokens_per_step or case.tokens_per_step:,}"),
+        ("precision", flags.precision),
+        ("flags", ", ".join(flags.id_tokens()[1:]) or "none"),
+        ("data", case.data),
+        ("steps", f"{m.warmup_steps} warm-up (excluded) + {m.measured_steps} measured"),
+        ("timing", m.timing),
+        ("started", result.started_at),
+        ("pytest id", result.nodeid or ""),
+        ("run", result.run_id or ""),
+    ]
+    return tuple((k, v) for k, v in items if v)
+
+
+def build_report(data: ReportData) -> Report:
+    results = list(data.results)
+    if not results:
+        raise ValueError("a report needs at least one Result")
+    cases = representatives(results)
+    profiles = tuple(dict.fromkeys(r.profile.name for r in results))
+    several = len(profiles) > 1
+    starts = sorted(r.started_at for r in results if r.started_at)
+    chart_svgs = {
+        title: svg
+        for title, svg in (
+            ("Throughput", charts.throughput_chart(cases)),
+            ("Peak memory", charts.memory_chart(cases)),
+            ("Loss", charts.loss_chart(cases)),
+        )
+        if svg is not None
+    }
+    case_svgs = charts.case_charts(results)
+    details = tuple(
+        CaseDetail(
+            result=r,
+            anchor=anchor(r),
+            label=charts.label(r, several) + (f" (rerun {r.repeat})" if r.repeat else ""),
+            chart_svg=case_svgs[index],
+            rerun=(
+                shlex.join(["pytest", r.nodeid, "--gpu-profile", profile_spec(r)])
+                if r.nodeid
+                else None
+            ),
+            settings=_settings(r),
+        )
+        for index, r in enumerate(results)
+    )
+    projections = (
+        projection_frame(cases, data.projection).to_dict("records")
+        if data.projection.active
+        else []
+    )
+    return Report(
+        run_ids=tuple(dict.fromkeys(r.run_id for r in results if r.run_id)),
+        profiles=profiles,
+        started=(starts[0], starts[-1]) if starts else ("", ""),
+        cases=len(cases),
+        status_counts={
+            s: n for s in dict.fromkeys(r.status for r in cases) if (n := _count(cases, s))
+        },
+        verdicts=tuple(profile_verdicts(cases, data.safety_margin)),
+        matrix=tuple(matrix_frame(results).to_dict("records")),
+        charts=chart_svgs,
+        projection=data.projection,
+        projections=tuple(projections),
+        advice=tuple(advise(cases)),
+        comparisons=tuple(comparisons(data.verdicts, results, data.histories)),
+        details=details,
+        environments=tuple(environment_columns(results)),
+        rerun=rerun_command(results, data.invocations),
+        safety_margin=data.safety_margin,
+    )
+
+
+def _count(results: Sequence[Result], status: str) -> int:
+    return sum(r.status == status for r in results)

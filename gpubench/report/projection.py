@@ -1,0 +1,210 @@
+"""Projections: how long, and at what price, training a given amount would take on each
+case's measured throughput.
+
+    hours = tokens / tokens_per_s / 3600 + checkpoints * checkpoint_save_s / 3600
+    checkpoints = floor(optimizer steps / checkpoint_interval_steps)
+    optimizer steps = tokens / the case's tokens per step (all ranks)
+    cost = hours * $/hour (the option's, else the profile's usd_per_hour)
+
+A target is a number of tokens (``train_tokens``) or epochs over a data set of
+``dataset_tokens`` tokens. Inputs come from options (``--gpubench-train-tokens``,
+``--gpubench-epochs``, ``--gpubench-dataset-tokens``, ``--gpubench-price-per-hour``)
+over ``[tool.gpubench.projection]`` in pyproject.toml, which also holds
+``checkpoint_interval_steps``, ``checkpoint_save_s`` and ``max_hours`` (a
+wall-clock limit: a projection above it is flagged). Without a target there is
+no projection section.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpubench.result import Result
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PROJECTION_TABLE = "tool.gpubench.projection"
+_SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_COUNT = re.compile(r"^\s*(?P<number>\d[\d_]*(?:\.\d*)?(?:e\d+)?)\s*(?P<suffix>[kmbgt]?)\s*$", re.I)
+COUNT_FORMS = "a number of tokens: 300000000, 3e8, 300M, 2.5B, 1T"
+
+
+class ProjectionError(ValueError):
+    """A projection input gpubench cannot use (the message names it and the valid forms)."""
+
+
+def parse_count(value: Any, where: str) -> float:
+    """A positive token count: a number, or text with a K/M/B/T suffix (decimal)."""
+    if isinstance(value, bool):
+        raise ProjectionError(f"{where}={value!r}: expected {COUNT_FORMS}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        match = _COUNT.match(str(value))
+        if match is None:
+            raise ProjectionError(f"{where}={value!r}: expected {COUNT_FORMS}")
+        number = float(match["number"]) * _SUFFIXES[match["suffix"].lower()]
+    if not math.isfinite(number) or number <= 0:
+        raise ProjectionError(f"{where}={value!r}: expected a positive count ({COUNT_FORMS})")
+    return number
+
+
+def parse_positive(value: Any, where: str, what: str = "a positive number") -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise ProjectionError(f"{where}={value!r}: expected {what}")
+    return number
+
+
+def parse_epochs(value: Any, where: str) -> tuple[float, ...]:
+    """``3`` or ``"3,5,10"`` or ``[3, 5, 10]``: one or more positive epoch counts."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    if not items:
+        raise ProjectionError(f"{where}={value!r}: expected E[,E...], e.g. 3,5,10")
+    return tuple(
+        parse_positive(item, where, "epochs E[,E...], each a positive number, e.g. 3,5,10")
+        for item in items
+    )
+
+
+@dataclass(frozen=True)
+class ProjectionInputs:
+    train_tokens: float | None = None
+    epochs: tuple[float, ...] = ()
+    dataset_tokens: float | None = None
+    price_per_hour: float | None = None  # $/hour; None: the profile's usd_per_hour
+    checkpoint_interval_steps: float | None = None
+    checkpoint_save_s: float | None = None
+    max_hours: float | None = None  # wall-clock limit a projection is checked against
+
+    def __post_init__(self) -> None:
+        if self.epochs and self.dataset_tokens is None:
+            raise ProjectionError(
+                f"epochs={','.join(f'{e:g}' for e in self.epochs)} need the data set's size: "
+                "--gpubench-dataset-tokens or dataset_tokens in "
+                f"[{PROJECTION_TABLE}]"
+            )
+        if (self.checkpoint_interval_steps is None) != (self.checkpoint_save_s is None):
+            raise ProjectionError(
+                f"[{PROJECTION_TABLE}]: checkpoint_interval_steps and checkpoint_save_s go "
+                "together (a checkpoint's cost is how often times how long)"
+            )
+
+    @property
+    def targets(self) -> list[tuple[str, float]]:
+        """(label, tokens) of each target: the token count, then each epoch count."""
+        found = []
+        if self.train_tokens is not None:
+            found.append((f"{_short(self.train_tokens)} tokens", self.train_tokens))
+        if self.dataset_tokens is not None:
+            for epochs in self.epochs:
+                label = f"{epochs:g} epoch{'s' if epochs != 1 else ''}"
+                found.append((label, epochs * self.dataset_tokens))
+        return found
+
+    @property
+    def active(self) -> bool:
+        return bool(self.targets)
+
+    @classmethod
+    def merged(cls, table: Mapping[str, Any], **overrides: Any) -> ProjectionInputs:
+        """Inputs from a pyproject table with every given (not None, not empty) override
+        on top; checked once, on the whole."""
+        given = {k: v for k, v in overrides.items() if v is not None and v != ()}
+        return cls(**{**table, **given})
+
+
+# key in [tool.gpubench.projection] -> how it is read
+_KEYS = {
+    "train_tokens": parse_count,
+    "epochs": parse_epochs,
+    "dataset_tokens": parse_count,
+    "price_per_hour": lambda v, w: parse_positive(v, w, "dollars per hour, e.g. 2.5"),
+    "checkpoint_interval_steps": lambda v, w: parse_positive(v, w, "optimizer steps"),
+    "checkpoint_save_s": lambda v, w: parse_positive(v, w, "seconds one save takes"),
+    "max_hours": lambda v, w: parse_positive(v, w, "a wall-clock limit in hours, e.g. 72"),
+}
+
+
+def projection_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The values of a ``[tool.gpubench.projection]`` table, checked."""
+    if not isinstance(table, Mapping):
+        raise ProjectionError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(_KEYS))
+    if unknown:
+        raise ProjectionError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_KEYS)}"
+        )
+    return {key: _KEYS[key](value, f"{where} {key}") for key, value in table.items()}
+
+
+def pyproject_projection(rootdir: Path | None) -> dict[str, Any]:
+    """``[tool.gpubench.projection]`` of ``<rootdir>/pyproject.toml``; {} without one."""
+    path = Path(rootdir) / "pyproject.toml" if rootdir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProjectionError(f"{path}: cannot read [{PROJECTION_TABLE}] ({exc})") from None
+    table = data.get("tool", {}).get("gpubench", {}).get("projection")
+    if table is None:
+        return {}
+    return projection_from_table(table, f"{path} [{PROJECTION_TABLE}]")
+
+
+def _short(tokens: float) -> str:
+    for suffix, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if tokens >= size:
+            return f"{tokens / size:g}{suffix}"
+    return f"{tokens:g}"
+
+
+def projection_frame(results: Sequence[Result], inputs: ProjectionInputs) -> pd.DataFrame:
+    """One row per case that measured a throughput and target: hours (checkpoints
+    included), the checkpoints taken, the cost where a price is known, and whether the
+    hours exceed ``max_hours``."""
+    import pandas as pd
+
+    rows = []
+    for result in results:
+        tps = result.tokens_per_s
+        if not result.ran or not tps:
+            continue
+        price = inputs.price_per_hour or result.profile.usd_per_hour
+        per_step = result.metrics.tokens_per_step or result.case.tokens_per_step
+        for label, tokens in inputs.targets:
+            checkpoints = 0
+            if inputs.checkpoint_interval_steps and inputs.checkpoint_save_s:
+                checkpoints = math.floor(tokens / per_step / inputs.checkpoint_interval_steps)
+            hours = tokens / tps / 3600 + checkpoints * (inputs.checkpoint_save_s or 0) / 3600
+            rows.append(
+                {
+                    "case": result.case.id,
+                    "profile": result.profile.name,
+                    "status": result.status,
+                    "target": label,
+                    "tokens": tokens,
+                    "tokens_per_s": tps,
+                    "checkpoints": checkpoints,
+                    "hours": hours,
+                    "usd_per_hour": price,
+                    "cost_usd": hours * price if price is not None else None,
+                    "over_limit": inputs.max_hours is not None and hours > inputs.max_hours,
+                }
+            )
+    return pd.DataFrame(rows)

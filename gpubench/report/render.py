@@ -1,0 +1,91 @@
+"""A Report as an HTML page and as Markdown, through jinja2 templates (package data in
+``templates/``).
+
+HTML: autoescape on, so every name and message from a Result (a case id, an
+error's stderr) is text, never markup; the charts are the only markup let
+through, SVG that matplotlib wrote (it escapes its own text). Markdown has no
+autoescape of its own: every value goes through :func:`markdown_text`, which
+writes HTML's special characters as entities (GitHub renders inline HTML) and
+backslash-escapes Markdown's, so a name can neither inject markup nor break a
+table; code blocks (:func:`markdown_code`) get a fence longer than any run of
+backticks inside them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+
+from gpubench.report import figures
+from gpubench.report.charts import label
+from gpubench.report.document import Report
+from gpubench.report.matrix import anchor
+
+_FILTERS = {
+    "rate": figures.rate,
+    "rate_range": figures.rate_range,
+    "gib": figures.gib,
+    "percent": figures.percent,
+    "loss": figures.loss,
+    "seconds": figures.seconds,
+    "ms": figures.milliseconds,
+    "hours": figures.hours,
+    "usd": figures.usd,
+    "count": figures.count,
+    "number": figures.number,
+    "status": figures.status,
+    "anchor": anchor,
+    "label": label,
+}
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
+
+
+class MarkdownBlock(str):
+    """Markdown that is already safe (a fenced code block): :func:`markdown_text` keeps it."""
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as Markdown text that shows exactly its characters, on one line."""
+    if isinstance(value, MarkdownBlock):
+        return str(value)
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return " ".join(text.split("\n"))
+
+
+def markdown_code(value: Any, language: str = "") -> MarkdownBlock:
+    """A fenced code block showing ``value`` verbatim."""
+    text = str(value).rstrip("\n")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return MarkdownBlock(f"{fence}{language}\n{text}\n{fence}")
+
+
+def _environment(markdown: bool) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("gpubench.report", "templates"),
+        autoescape=not markdown,
+        finalize=markdown_text if markdown else None,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(_FILTERS)
+    env.filters["code"] = markdown_code
+    return env
+
+
+def render_html(report: Report, recommended_file: str | None = None) -> str:
+    template = _environment(markdown=False).get_template("report.html.j2")
+    return template.render(report=report, recommended_file=recommended_file)
+
+
+def render_markdown(
+    report: Report, recommended_file: str | None = None, html_file: str | None = None
+) -> str:
+    template = _environment(markdown=True).get_template("report.md.j2")
+    text = template.render(report=report, recommended_file=recommended_file, html_file=html_file)
+    return re.sub(r"\n{3,}", "\n\n", text)
