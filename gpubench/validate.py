@@ -15,7 +15,8 @@ It writes at most 8 files to DIR, the evidence to commit under
 ``docs/validation/<date>-<gpu>/``: ``validation.json`` (one line per check with
 its figure, rewritten after every phase, so a run cut short keeps what it
 found), ``validation.md``, ``results.jsonl``, ``pytest.log``, ``nvidia-smi.txt``
-(on a GPU), ``kernel-profile.txt`` (when profiled). Exit status: 0 when no
+(on a GPU), ``kernel-profile.txt`` (when profiled), and the run's ``report.html`` and
+``report.md`` (both parts in one page). Exit status: 0 when no
 check failed, 1 when one did, 2 on bad usage.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,6 +197,8 @@ def run_part(part: str, profile: str, plan: Plan, work: Path, log: TextIO) -> li
         "--gpubench-no-compare",
         "--gpubench-timeout",
         str(plan.timeout_s),
+        "--gpubench-report",
+        "none",  # the kit renders one report of both parts
     ]
     env = dict(os.environ, GPUBENCH_VALIDATION_SCALE=plan.scale, GPUBENCH_VALIDATION_PART=part)
     log.write(f"\n== {part}: {' '.join(command)}\n")
@@ -300,6 +304,9 @@ def validate(out: Path, plan: Plan, command: str) -> int:
                     k: profile[k] for k in ("step_wall_s", "kernel_s", "idle_share", "categories")
                 }
             evidence.phase("kernel profile", began)
+        began = time.monotonic()
+        write_run_report(out, work, log)
+        evidence.phase("report", began)
     evidence.complete = True
     evidence.write()
     written = sorted(p.name for p in out.iterdir() if p.is_file())
@@ -315,6 +322,28 @@ def judge(evidence: Evidence, results: list[Result], work: Path) -> dict[str, Re
     evidence.checks = case_checks(by_name, skipped_here(evidence.plan), evidence.device)
     evidence.write()
     return by_name
+
+
+def write_run_report(out: Path, work: Path, log: TextIO) -> None:
+    """Both parts' runs as one report.html and report.md in ``out`` (rendered in ``work``, so
+    the recommended.json beside it does not take one of the 8 files)."""
+    from gpubench.report.document import ReportData
+    from gpubench.report.load import load_runs
+    from gpubench.report.write import write_report
+
+    runs = sorted(p.parent for p in work.glob("reports-*/*/results.jsonl"))
+    if not runs:
+        return
+    try:
+        loaded = load_runs(runs)
+        data = ReportData(results=loaded.results, invocations=loaded.invocations)
+        written = write_report(data, work / "report.html", work / "report.md")
+    except Exception as exc:  # the evidence matters more than its page: say why, go on
+        log.write(f"\n== report: not written: {type(exc).__name__}: {exc}\n")
+        return
+    for path in (written.html, written.markdown):
+        if path is not None:
+            shutil.copy(path, out / path.name)
 
 
 def skipped_here(plan: Plan) -> dict[str, str]:

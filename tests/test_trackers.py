@@ -219,7 +219,9 @@ def test_descendant_pids_finds_grandchildren_as_psutil_does(shell_tree: list[int
     found = descendant_pids(os.getpid())
     if found is None:
         pytest.skip("this kernel has no /proc/<pid>/task/<tid>/children")
-    assert sorted(found) == sorted(shell_tree)
+    # other children of this test process may live beside the tree (a multiprocessing
+    # forkserver an earlier test started under the same xdist worker): the tree is in it
+    assert set(shell_tree) <= set(found)
     assert sorted(found) == sorted(p.pid for p in psutil.Process().children(recursive=True))
 
 

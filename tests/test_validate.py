@@ -199,6 +199,8 @@ def test_the_smoke_kit_runs_green_on_cpu_and_writes_at_most_8_files(tmp_path: Pa
     assert len(files) <= 8
     assert {"validation.json", "validation.md", "results.jsonl", "pytest.log"} <= set(files)
     assert "kernel-profile.txt" in files  # a cpu profile has no peak FLOP/s: MFU is unknown
+    assert {"report.html", "report.md"} <= set(files)  # both parts in one page
+    assert P.TOO_BIG in (out / "report.md").read_text()
     evidence = json.loads((out / "validation.json").read_text())
     assert evidence["complete"] and evidence["scale"] == "smoke"
     statuses = {c["name"]: c["status"] for c in evidence["checks"]}
