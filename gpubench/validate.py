@@ -62,6 +62,9 @@ class Evidence:
     figures: dict[str, Any] = field(default_factory=dict)
     complete: bool = False
 
+    def over_budget(self, budget_s: float) -> bool:
+        return time.monotonic() - self.started > budget_s
+
     def phase(self, name: str, began: float) -> None:
         self.phases[name] = round(time.monotonic() - began, 1)
         self.write()
@@ -257,7 +260,9 @@ def kernel_profile(plan: Plan, out: Path, timeout_s: float, log: TextIO) -> dict
     return profile
 
 
-def validate(out: Path, plan: Plan, command: str) -> int:
+def validate(out: Path, plan: Plan, command: str, budget_s: float | None = None) -> int:
+    """Run the kit (the module doc); ``budget_s`` defaults to the plan's."""
+    budget_s = plan.budget_s if budget_s is None else budget_s
     gpu = nvml_gpu0()
     device = gpu[0] if gpu else None
     out.mkdir(parents=True, exist_ok=True)
@@ -291,12 +296,20 @@ def validate(out: Path, plan: Plan, command: str) -> int:
         build_log.close()
 
         began = time.monotonic()
-        evidence.checks.append(harness_check(plan, plan.timeout_s, evidence))
+        if evidence.over_budget(budget_s):
+            why = f"the kit's time budget ({budget_s:.0f} s, --budget-s) was spent before it"
+            evidence.checks.append(Check("harness-ratio", SKIP, why))
+        else:
+            evidence.checks.append(harness_check(plan, plan.timeout_s, evidence))
         evidence.phase("harness ratio", began)
 
         mfu = next(c for c in evidence.checks if c.name == "reference-mfu")
         reference = by_name.get(P.REFERENCE)
-        if mfu.status != PASS and reference is not None and reference.ran:
+        if evidence.over_budget(budget_s):
+            log.write(
+                f"\n== kernel profile: skipped, the time budget ({budget_s:.0f} s) is spent\n"
+            )
+        elif mfu.status != PASS and reference is not None and reference.ran:
             began = time.monotonic()
             profile = kernel_profile(plan, out, plan.timeout_s, log)
             if profile is not None:
@@ -387,7 +400,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the smoke scale on the cpu profile (any machine; what the tests run)",
     )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="past this, the harness ratio and the kernel profile are skipped and say so "
+        "(default: 420 on a GPU, so the kit ends inside a 10-minute command; 1800 with --smoke)",
+    )
     args = parser.parse_args(argv)
+    if args.budget_s is not None and not args.budget_s > 0:
+        parser.error(f"--budget-s {args.budget_s!r}: must be a number of seconds > 0")
     scale = "smoke" if args.smoke else "gpu"
     if scale == "gpu" and nvml_gpu0() is None:
         parser.error("no NVIDIA GPU is visible (NVML sees none); use --smoke on a CPU machine")
@@ -395,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {str(args.out)!r} exists and is not a directory")
     resolve_profile(plan_for(scale).emulated_profile)  # a typo in the plan fails here, not later
     command = "python -m gpubench.validate " + " ".join(sys.argv[1:] if argv is None else argv)
-    return validate(args.out, plan_for(scale), command)
+    return validate(args.out, plan_for(scale), command, args.budget_s)
 
 
 if __name__ == "__main__":

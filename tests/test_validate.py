@@ -189,6 +189,8 @@ def test_bad_usage_exits_2_and_says_why(tmp_path: Path) -> None:
     assert done.returncode == 2 and "is not a directory" in done.stderr
     done = run_kit("--out", str(tmp_path / "gpu"), timeout=60)  # the gpu scale, no GPU here
     assert done.returncode == 2 and "--smoke" in done.stderr
+    done = run_kit("--out", str(tmp_path / "x"), "--smoke", "--budget-s", "0", timeout=60)
+    assert done.returncode == 2 and "--budget-s 0.0" in done.stderr
 
 
 def test_the_smoke_kit_runs_green_on_cpu_and_writes_at_most_8_files(tmp_path: Path) -> None:

@@ -45,7 +45,10 @@ class Plan:
     emulated: dict[str, dict[str, Any]]
     harness: dict[str, Any]
     harness_pairs: int
-    timeout_s: float
+    timeout_s: float  # per case
+    # the kit's whole run: past it, the harness ratio and the kernel profile are skipped (and
+    # say so) rather than cut off by the caller's limit; the gpu scale fits a 10-minute command
+    budget_s: float
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why this scale skips it
 
     def cases(self) -> dict[str, dict[str, Any]]:
@@ -99,6 +102,7 @@ def _gpu() -> Plan:
         harness=dict(small, precision="bf16", steps=20, warmup=5),
         harness_pairs=2,
         timeout_s=300.0,
+        budget_s=420.0,
     )
 
 
@@ -129,6 +133,7 @@ def _smoke() -> Plan:
         harness=dict(model="gpt-mini", batch_size=8, seq_len=128, steps=10, warmup=2),
         harness_pairs=1,
         timeout_s=240.0,
+        budget_s=1800.0,
         skipped={
             FP16: cpu_only,
             TF32: cpu_only + " (TF32 is an Ampere+ tensor-core mode)",
