@@ -203,19 +203,17 @@ def _run_report(args: argparse.Namespace) -> int:
     from gpubench.baseline.sources import Histories, load_histories
     from gpubench.report.document import ReportData
     from gpubench.report.load import load_runs
-    from gpubench.report.projection import ProjectionInputs, pyproject_projection
+    from gpubench.report.projection import (
+        PROJECTION_OPTIONS,
+        ProjectionInputs,
+        pyproject_projection,
+    )
     from gpubench.report.write import write_report
 
     runs = load_runs(args.results)
     projection = ProjectionInputs.merged(
         pyproject_projection(args.rootdir),
-        train_tokens=args.train_tokens,
-        epochs=args.epochs,
-        dataset_tokens=args.dataset_tokens,
-        price_per_hour=args.price_per_hour,
-        checkpoint_interval_steps=args.checkpoint_interval_steps,
-        checkpoint_save_s=args.checkpoint_save_s,
-        max_hours=args.max_hours,
+        **{key: getattr(args, key) for key in PROJECTION_OPTIONS},
     )
     verdicts = list(runs.verdicts)
     histories: Histories = {}
@@ -266,11 +264,8 @@ def _parsed(parse: Callable[[str, str], object], option: str) -> Callable[[str],
 
 
 def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
-    from gpubench.report.projection import parse_count, parse_epochs, parse_positive
+    from gpubench.report.projection import PROJECTION_OPTIONS
     from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, parse_margin
-
-    def positive(what: str) -> Callable[[str, str], float]:
-        return lambda text, option: parse_positive(text, option, what)
 
     parser = subparsers.add_parser(
         "report",
@@ -293,48 +288,11 @@ def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", type=Path, default=Path("report.html"), metavar="HTML", help="the page"
     )
     parser.add_argument("--md", type=Path, default=None, metavar="FILE", help="also Markdown")
-    parser.add_argument(
-        "--train-tokens",
-        type=_parsed(parse_count, "--train-tokens"),
-        metavar="N",
-        help="project hours and cost to train N tokens (300M, 2.5B, 3e9)",
-    )
-    parser.add_argument(
-        "--epochs",
-        type=_parsed(parse_epochs, "--epochs"),
-        metavar="E[,E...]",
-        help="project E epochs over --dataset-tokens",
-    )
-    parser.add_argument(
-        "--dataset-tokens",
-        type=_parsed(parse_count, "--dataset-tokens"),
-        metavar="N",
-        help="tokens in one epoch",
-    )
-    parser.add_argument(
-        "--price-per-hour",
-        type=_parsed(positive("dollars per hour, e.g. 2.5"), "--price-per-hour"),
-        metavar="USD",
-        help="price of an hour (default: the profile's usd_per_hour)",
-    )
-    parser.add_argument(
-        "--checkpoint-interval-steps",
-        type=_parsed(positive("optimizer steps"), "--checkpoint-interval-steps"),
-        metavar="N",
-        help="a checkpoint every N optimizer steps (with --checkpoint-save-s)",
-    )
-    parser.add_argument(
-        "--checkpoint-save-s",
-        type=_parsed(positive("seconds one save takes"), "--checkpoint-save-s"),
-        metavar="S",
-        help="seconds one checkpoint takes to save",
-    )
-    parser.add_argument(
-        "--max-hours",
-        type=_parsed(positive("a wall-clock limit in hours, e.g. 72"), "--max-hours"),
-        metavar="H",
-        help="flag projections above this wall-clock limit",
-    )
+    for key, option in PROJECTION_OPTIONS.items():
+        flag = "--" + key.replace("_", "-")
+        parser.add_argument(
+            flag, type=_parsed(option.parse, flag), metavar=option.metavar, help=option.help
+        )
     parser.add_argument(
         "--safety-margin",
         type=_parsed(parse_margin, "--safety-margin"),

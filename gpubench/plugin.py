@@ -37,11 +37,9 @@ from gpubench.matrix import MARKER, Matrix
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
 from gpubench.report.projection import (
+    PROJECTION_OPTIONS,
     ProjectionError,
     ProjectionInputs,
-    parse_count,
-    parse_epochs,
-    parse_positive,
     pyproject_projection,
 )
 from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, parse_margin
@@ -57,6 +55,8 @@ from gpubench.session import (
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
+# projection inputs with a --gpubench-* option; checkpoints and a time limit are pyproject's
+PLUGIN_PROJECTION_KEYS = ("train_tokens", "epochs", "dataset_tokens", "price_per_hour")
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
 UNDO_SIGTERM_KEY = pytest.StashKey[Callable[[], None]]()
 DEFAULT_REPORTS_DIR = "reports"
@@ -231,38 +231,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where the run's HTML report goes (report.md and recommended.json beside it; "
         "default: <gpubench-dir>/<run-id>/report.html); none: no report.",
     )
-    group.addoption(
-        "--gpubench-train-tokens",
-        type=_usage(parse_count, "--gpubench-train-tokens"),
-        default=None,
-        metavar="N",
-        help="project hours and cost to train N tokens (300M, 2.5B, 3e9) on each case's "
-        "measured tokens/s (also [tool.gpubench.projection] train_tokens).",
-    )
-    group.addoption(
-        "--gpubench-epochs",
-        type=_usage(parse_epochs, "--gpubench-epochs"),
-        default=None,
-        metavar="E[,E...]",
-        help="project hours and cost of E epochs over --gpubench-dataset-tokens.",
-    )
-    group.addoption(
-        "--gpubench-dataset-tokens",
-        type=_usage(parse_count, "--gpubench-dataset-tokens"),
-        default=None,
-        metavar="N",
-        help="tokens in one epoch of the data set, for --gpubench-epochs.",
-    )
-    group.addoption(
-        "--gpubench-price-per-hour",
-        type=_usage(
-            lambda v, w: parse_positive(v, w, "dollars per hour, e.g. 2.5"),
-            "--gpubench-price-per-hour",
-        ),
-        default=None,
-        metavar="USD",
-        help="price of an hour for projected costs (default: the profile's usd_per_hour).",
-    )
+    for key in PLUGIN_PROJECTION_KEYS:  # the rest are read from [tool.gpubench.projection]
+        option = PROJECTION_OPTIONS[key]
+        flag = "--gpubench-" + key.replace("_", "-")
+        group.addoption(
+            flag,
+            type=_usage(option.parse, flag),
+            default=None,
+            metavar=option.metavar,
+            help=f"{option.help} (also [tool.gpubench.projection] {key}).",
+        )
     group.addoption(
         "--gpubench-safety-margin",
         type=_usage(parse_margin, "--gpubench-safety-margin"),
@@ -371,10 +349,7 @@ def _report_options(config: pytest.Config) -> ReportOptions:
     try:
         projection = ProjectionInputs.merged(
             pyproject_projection(config.rootpath),
-            train_tokens=config.getoption("gpubench_train_tokens"),
-            epochs=config.getoption("gpubench_epochs"),
-            dataset_tokens=config.getoption("gpubench_dataset_tokens"),
-            price_per_hour=config.getoption("gpubench_price_per_hour"),
+            **{key: config.getoption(f"gpubench_{key}") for key in PLUGIN_PROJECTION_KEYS},
         )
     except ProjectionError as exc:
         raise pytest.UsageError(str(exc)) from None

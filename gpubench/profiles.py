@@ -36,19 +36,14 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpubench.pyproject import gpubench_table, read_toml
 from gpubench.schema import record_fields
 from gpubench.units import format_bytes, parse_bytes
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 KINDS = ("cuda", "cpu")
 AUTO = "auto"  # the profile spec that means "detect GPU 0 with NVML"
@@ -578,16 +573,6 @@ USER_PROFILE_KEYS: dict[str, str] = {
 }
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: invalid TOML: {exc}") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc}") from None
-
-
 def _number(where: str, key: str, value: Any, *, allow_zero: bool = False) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not (value >= 0 if allow_zero else value > 0):
@@ -699,21 +684,15 @@ def load_user_profiles(
     Unknown keys and bad values raise ProfileError naming the file, profile and key.
     """
     profiles: dict[str, HardwareProfile] = {}
-    if rootdir is not None:
-        pyproject = Path(rootdir) / "pyproject.toml"
-        if pyproject.is_file():
-            tool = _read_toml(pyproject).get("tool", {})
-            gpubench = tool.get("gpubench", {}) if isinstance(tool, dict) else {}
-            if not isinstance(gpubench, dict):
-                raise ProfileError(f"{pyproject}: [tool.gpubench] must be a table")
-            if "profiles" in gpubench:
-                tables = gpubench["profiles"]
-                profiles.update(_user_tables(tables, pyproject, "tool.gpubench.profiles", profiles))
+    found = gpubench_table(rootdir, "profiles", ProfileError)
+    if found is not None:
+        pyproject, tables = found
+        profiles.update(_user_tables(tables, pyproject, "tool.gpubench.profiles", profiles))
     if file is not None:
         path = Path(file)
         if not path.is_file():
             raise ProfileError(f"profiles file {path} does not exist")
-        data = _read_toml(path)
+        data = read_toml(path, ProfileError)
         unknown = sorted(set(data) - {"profiles"})
         if unknown:
             raise ProfileError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpubench.baseline.metrics import METRIC_NAMES
+from gpubench.pyproject import gpubench_table
 
 DEFAULT_THRESHOLDS = {
     "tokens_per_s": 0.10,
@@ -90,21 +91,8 @@ class GateRules:
 
 def pyproject_thresholds(rootdir: Path | None) -> dict[str, float]:
     """``[tool.gpubench.gate]`` of ``<rootdir>/pyproject.toml``; {} without one."""
-    if rootdir is None:
+    found = gpubench_table(rootdir, "gate", GateError)
+    if found is None:
         return {}
-    path = Path(rootdir) / "pyproject.toml"
-    if not path.is_file():
-        return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise GateError(f"{path}: cannot read [{GATE_TABLE}] ({exc})") from None
-    table = data.get("tool", {}).get("gpubench", {}).get("gate")
-    if table is None:
-        return {}
+    path, table = found
     return check_thresholds(table, f"{path} [{GATE_TABLE}]")

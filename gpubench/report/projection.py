@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpubench.pyproject import gpubench_table
 from gpubench.result import Result
 
 if TYPE_CHECKING:
@@ -123,16 +124,48 @@ class ProjectionInputs:
         return cls(**{**table, **given})
 
 
-# key in [tool.gpubench.projection] -> how it is read
-_KEYS = {
-    "train_tokens": parse_count,
-    "epochs": parse_epochs,
-    "dataset_tokens": parse_count,
-    "price_per_hour": lambda v, w: parse_positive(v, w, "dollars per hour, e.g. 2.5"),
-    "checkpoint_interval_steps": lambda v, w: parse_positive(v, w, "optimizer steps"),
-    "checkpoint_save_s": lambda v, w: parse_positive(v, w, "seconds one save takes"),
-    "max_hours": lambda v, w: parse_positive(v, w, "a wall-clock limit in hours, e.g. 72"),
+@dataclass(frozen=True)
+class ProjectionOption:
+    """One projection input: how a value of it is read, and how an option presents it."""
+
+    parse: Callable[[Any, str], Any]  # (value, where) -> value; ValueError names ``where``
+    metavar: str
+    help: str
+
+
+def _positive(what: str) -> Callable[[Any, str], float]:
+    return lambda value, where: parse_positive(value, where, what)
+
+
+# key in [tool.gpubench.projection] (and, dashed, the option) -> how it is read and shown
+PROJECTION_OPTIONS: dict[str, ProjectionOption] = {
+    "train_tokens": ProjectionOption(
+        parse_count, "N", "project hours and cost to train N tokens (300M, 2.5B, 3e9)"
+    ),
+    "epochs": ProjectionOption(
+        parse_epochs, "E[,E...]", "project hours and cost of E epochs over the dataset tokens"
+    ),
+    "dataset_tokens": ProjectionOption(parse_count, "N", "tokens in one epoch of the data set"),
+    "price_per_hour": ProjectionOption(
+        _positive("dollars per hour, e.g. 2.5"),
+        "USD",
+        "price of an hour for projected costs (default: the profile's usd_per_hour)",
+    ),
+    "checkpoint_interval_steps": ProjectionOption(
+        _positive("optimizer steps"),
+        "N",
+        "a checkpoint every N optimizer steps (with the checkpoint save seconds)",
+    ),
+    "checkpoint_save_s": ProjectionOption(
+        _positive("seconds one save takes"), "S", "seconds one checkpoint takes to save"
+    ),
+    "max_hours": ProjectionOption(
+        _positive("a wall-clock limit in hours, e.g. 72"),
+        "H",
+        "flag projections above this wall-clock limit",
+    ),
 }
+_KEYS = {key: option.parse for key, option in PROJECTION_OPTIONS.items()}
 
 
 def projection_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -149,21 +182,10 @@ def projection_from_table(table: Mapping[str, Any], where: str) -> dict[str, Any
 
 def pyproject_projection(rootdir: Path | None) -> dict[str, Any]:
     """``[tool.gpubench.projection]`` of ``<rootdir>/pyproject.toml``; {} without one."""
-    path = Path(rootdir) / "pyproject.toml" if rootdir is not None else None
-    if path is None or not path.is_file():
+    found = gpubench_table(rootdir, "projection", ProjectionError)
+    if found is None:
         return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ProjectionError(f"{path}: cannot read [{PROJECTION_TABLE}] ({exc})") from None
-    table = data.get("tool", {}).get("gpubench", {}).get("projection")
-    if table is None:
-        return {}
+    path, table = found
     return projection_from_table(table, f"{path} [{PROJECTION_TABLE}]")
 
 
