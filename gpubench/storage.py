@@ -187,5 +187,30 @@ def read_results(path: Path) -> list[Result]:
     return read_json_lines(path, Result.from_dict, "Result")
 
 
+class NotAResultsFile(ValueError):
+    """A file :func:`read_results_file` refuses; the message names it and says why."""
+
+
+def read_results_file(path: Path, stacklevel: int = 2) -> list[Result]:
+    """The Results of a file that must hold some (``gpubench compare``, ``gpubench report``).
+
+    A file that cannot be read, or holds no Result, raises :class:`NotAResultsFile` with
+    the first reason a line was skipped; the skipped lines of a file that has Results stay
+    warnings, raised at the caller's ``stacklevel``.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            results = read_results(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NotAResultsFile(f"{path}: not a results file (cannot read it: {exc})") from None
+    if not results:
+        why = f": {caught[0].message}" if caught else ": it is empty"
+        raise NotAResultsFile(f"{path}: not a results file, no Result in it{why}")
+    for warning in caught:
+        warnings.warn(warning.message, stacklevel=stacklevel + 1)
+    return results
+
+
 def _skipped(path: Path, number: int, why: str) -> None:
     warnings.warn(f"{path}:{number}: skipped a line that is {why}", stacklevel=4)

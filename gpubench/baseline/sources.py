@@ -11,14 +11,13 @@ Any of them becomes histories of runs per (profile, case id), oldest first:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from gpubench.baseline.compare import representative
 from gpubench.baseline.store import read_baseline
 from gpubench.result import Result
-from gpubench.storage import RESULTS_FILE, read_results
+from gpubench.storage import RESULTS_FILE, NotAResultsFile, read_results_file
 
 Histories = dict[tuple[str, str], list[Result]]  # (profile, case id) -> runs, oldest first
 
@@ -76,15 +75,10 @@ def one_per_run(runs: list[Result]) -> list[Result]:
 
 
 def _read_results(path: Path) -> list[Result]:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        results = read_results(path)
-    if not results:
-        why = f" ({caught[0].message})" if caught else ""
-        raise SourceError(f"{path}: not a results file: no Result in it{why}")
-    for warning in caught:
-        warnings.warn(warning.message, stacklevel=2)
-    return results
+    try:
+        return read_results_file(path, stacklevel=3)
+    except NotAResultsFile as exc:
+        raise SourceError(str(exc)) from None
 
 
 def _baseline_runs(path: Path) -> list[Result]:

@@ -30,6 +30,19 @@ def max_grad_norm(case: Case) -> float:
     return math.inf if case.grad_clip is None else case.grad_clip
 
 
+def adamw(case: Case, params: list[torch.nn.Parameter]) -> torch.optim.AdamW:
+    """The recipe's AdamW over ``params`` (fused when the case asks)."""
+    import torch
+
+    return torch.optim.AdamW(
+        params,
+        lr=case.lr,
+        betas=ADAMW_BETAS,
+        weight_decay=ADAMW_WEIGHT_DECAY,
+        fused=True if case.flags.fused_adamw else None,
+    )
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy of logits [B, T, V] against targets [B, T], in fp32."""
     import torch.nn.functional as F

@@ -21,9 +21,8 @@ from gpubench.engines.base import TrainingEngine
 from gpubench.engines.context import TrainingContext
 from gpubench.engines.loop import TrainStep
 from gpubench.engines.recipe import (
-    ADAMW_BETAS,
-    ADAMW_WEIGHT_DECAY,
     AUTOCAST_DTYPES,
+    adamw,
     lm_loss,
     max_grad_norm,
 )
@@ -43,13 +42,7 @@ class TorchEngine(TrainingEngine):
         compiled when flagged. benchmarks/inprocess_step.py times it against a bare loop's."""
         case, device = ctx.case, ctx.device
         params = [p for p in model.module.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=case.lr,
-            betas=ADAMW_BETAS,
-            weight_decay=ADAMW_WEIGHT_DECAY,
-            fused=True if case.flags.fused_adamw else None,
-        )
+        optimizer = adamw(case, params)
         ddp: Any = None
         if ctx.ranks.distributed:
             from torch.nn.parallel import DistributedDataParallel

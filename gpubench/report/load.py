@@ -10,7 +10,6 @@ naming the path and the problem.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,10 @@ from gpubench.storage import (
     RESULTS_FILE,
     VERDICTS_FILE,
     Invocation,
+    NotAResultsFile,
     read_invocation,
     read_json_lines,
-    read_results,
+    read_results_file,
 )
 
 
@@ -61,17 +61,8 @@ def load_runs(paths: Iterable[Path]) -> LoadedRuns:
 
 
 def _results(path: Path) -> list[Result]:
-    """The Results of one file; a file with none is refused, with the first reason a line
-    was skipped (the other skipped lines of a file that has Results are warnings)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            results = read_results(path)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ReportInputError(f"{path}: not a results file (cannot read it: {exc})") from None
-    if not results:
-        why = f": {caught[0].message}" if caught else ": it is empty"
-        raise ReportInputError(f"{path}: not a results file, no Result in it{why}")
-    for warning in caught:
-        warnings.warn(warning.message, stacklevel=3)
-    return results
+    """The Results of one file; a file with none is refused (:func:`read_results_file`)."""
+    try:
+        return read_results_file(path, stacklevel=3)
+    except NotAResultsFile as exc:
+        raise ReportInputError(str(exc)) from None

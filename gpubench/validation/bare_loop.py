@@ -28,9 +28,8 @@ import torch
 from gpubench.case import Case, make_case
 from gpubench.data.synthetic import TokenStream
 from gpubench.engines.recipe import (
-    ADAMW_BETAS,
-    ADAMW_WEIGHT_DECAY,
     AUTOCAST_DTYPES,
+    adamw,
     lm_loss,
     max_grad_norm,
 )
@@ -68,13 +67,7 @@ def bare_step(case: Case, device: str = "cpu") -> Callable[[], float]:
         case.data, built.vocab_size, case.batch_size, case.seq_len, case.seed, device
     )
     params = [p for p in built.module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=case.lr,
-        betas=ADAMW_BETAS,
-        weight_decay=ADAMW_WEIGHT_DECAY,
-        fused=True if case.flags.fused_adamw else None,
-    )
+    optimizer = adamw(case, params)
     if case.flags.compile:
         built.module = torch.compile(built.module)  # type: ignore[assignment]
     built.module.train()
@@ -117,13 +110,21 @@ def measured_step_times(case: Case, device: str = "cpu") -> list[float]:
     return step_times[skip:]
 
 
-def main(argv: list[str] | None = None) -> int:
+def case_and_device(argv: list[str] | None, usage: str | None) -> tuple[Case, str] | None:
+    """``'<case JSON>' [device]`` from the command line (device default cpu); None, with
+    ``usage`` printed, on anything else. This module's and kernel_profile's command line."""
     args = sys.argv[1:] if argv is None else argv
     if not 1 <= len(args) <= 2:
-        print(__doc__, file=sys.stderr)
+        print(usage, file=sys.stderr)
+        return None
+    return make_case(**json.loads(args[0])), args[1] if len(args) == 2 else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsed = case_and_device(argv, __doc__)
+    if parsed is None:
         return 2
-    case = make_case(**json.loads(args[0]))
-    device = args[1] if len(args) == 2 else "cpu"
+    case, device = parsed
     measured = measured_step_times(case, device)
     print(
         json.dumps(

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 import torch
 
-from gpubench.case import Case, make_case
-from gpubench.validation.bare_loop import bare_step
+from gpubench.case import Case
+from gpubench.validation.bare_loop import bare_step, case_and_device
 
 WARMUP_STEPS = 5
 TOP_KERNELS = 12
@@ -115,12 +114,10 @@ def format_profile(profile: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not 1 <= len(args) <= 2:
-        print(__doc__, file=sys.stderr)
+    parsed = case_and_device(argv, __doc__)
+    if parsed is None:
         return 2
-    case = make_case(**json.loads(args[0]))
-    profile = profile_step(case, args[1] if len(args) == 2 else "cpu")
+    profile = profile_step(*parsed)
     print(json.dumps(profile))
     return 0
 
