@@ -24,7 +24,7 @@ from gpubench.case import Case
 from gpubench.profiles import HardwareProfile
 from gpubench.schema import SchemaError, record_fields
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -47,9 +47,26 @@ def _v2_to_v3(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "metrics": metrics, "series": series}
 
 
+def _v3_to_v4(record: dict[str, Any]) -> dict[str, Any]:
+    """v4 added model FLOPs (``metrics.model_flops_per_token``, ``model_flops_per_s``,
+    ``mfu``), the runtime's resident set a host cap is measured from
+    (``metrics.runtime_rss_bytes``), ``implausible`` and ``predicted`` on the Result, and
+    the estimator's fields on ``estimate``; a v3 record measured none of them."""
+    metrics = {
+        **dict.fromkeys(("model_flops_per_token", "model_flops_per_s", "mfu")),
+        "runtime_rss_bytes": None,
+        **dict(record.get("metrics") or {}),
+    }
+    return {**record, "metrics": metrics, "implausible": [], "predicted": False}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
 
@@ -158,6 +175,15 @@ class Metrics:
     grad_norm_max: float | None = None
     nonfinite_steps: int = 0
     wall_time_s: float | None = None  # worker: model build to last step
+    # model FLOPs (gpubench.flops: one cited formula, recomputation not counted); None
+    # where the model's shape is unknown or, for mfu, the profile has no peak for the
+    # precision in use (never another card's)
+    model_flops_per_token: float | None = None
+    model_flops_per_s: float | None = None  # tokens/s (median) x model FLOPs per token
+    mfu: float | None = None  # model_flops_per_s / the profile's dense peak, a fraction
+    # host: the worker's resident set when the profile's cap was applied (runtime, imports,
+    # no case yet); what a cpu profile's cap counts from
+    runtime_rss_bytes: int | None = None
 
     DERIVED = ("loss_decreased", "noisy")  # written for readers of the JSON, recomputed here
 
@@ -306,13 +332,15 @@ class ErrorInfo:
         return cls(**record_fields(cls, data, where))
 
 
+ESTIMATE_VERDICTS = ("fits", "over_capacity", "oom")  # Result statuses, "fits" for "ok"
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """A prediction of the case's peak device memory on its profile, made without running it.
-
-    The slot the memory estimator fills (``gpubench estimate``, estimate-only runs);
-    until it exists every Result's ``estimate`` is None.
-    """
+    """A prediction of the case's peak device memory on its profile, made without running it
+    (:mod:`gpubench.estimate`): by formulas (``breakdown``) and, where the model could be
+    traced, by one training step under torch's fake tensors (``traced_*``). On an executed
+    case it also says how far the prediction was from what was measured."""
 
     peak_bytes: int  # predicted peak device memory: what the card must hold
     capacity_bytes: int  # the profile's
@@ -320,6 +348,23 @@ class Estimate:
     headroom_bytes: int  # capacity_bytes - peak_bytes
     method: str  # how peak_bytes was predicted (formulas and their sources)
     breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes
+    traced_peak_bytes: int | None = None  # the traced step's peak (None: not traced)
+    traced_breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes, traced
+    host_bytes: int | None = None  # host RAM the case needs beyond the runtime (offload)
+    host_breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes, host
+    notes: list[str] = field(default_factory=list)  # e.g. why the model was not traced
+    measured_bytes: int | None = None  # an executed case: the measured figure compared with
+    measured_source: str | None = None  # which figure that is ("cuda-reserved", ...)
+    error_pct: float | None = None  # 100 x (peak_bytes - measured_bytes) / measured_bytes
+
+    def __post_init__(self) -> None:
+        if self.verdict not in ESTIMATE_VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r}; valid: {', '.join(ESTIMATE_VERDICTS)}")
+
+    @property
+    def status(self) -> str:
+        """The Result status this verdict stands for (``fits`` is ``ok``)."""
+        return "ok" if self.verdict == "fits" else self.verdict
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "estimate") -> Estimate:
@@ -340,7 +385,13 @@ class Result:
     worker_pid: int | None = None
     started_at: str = ""  # ISO 8601, UTC
     duration_s: float | None = None  # parent: launch to answer, whole subprocess
-    estimate: Estimate | None = None  # predicted memory (None until the estimator fills it)
+    estimate: Estimate | None = None  # predicted memory (gpubench.estimate), None: none made
+    # predicted, not measured (--gpubench-estimate-only): status is the estimate's verdict,
+    # metrics and series are empty
+    predicted: bool = False
+    # why the measurement looks wrong (MFU above the peak or far below any sane value on a
+    # GPU, ...); empty: nothing found
+    implausible: list[str] = field(default_factory=list)
     repeat: int = 0  # 0: the case's run; k > 0: the k-th rerun confirming a suspected regression
     schema_version: int = SCHEMA_VERSION
 
@@ -353,8 +404,8 @@ class Result:
     # -- what tests assert on ---------------------------------------------------------------
     @property
     def ran(self) -> bool:
-        """Trained to the end (``ok`` or ``over_capacity``)."""
-        return self.status in RAN_STATUSES
+        """Trained to the end (``ok`` or ``over_capacity``); never for a predicted Result."""
+        return self.status in RAN_STATUSES and not self.predicted
 
     @property
     def fits(self) -> bool:
@@ -384,6 +435,13 @@ class Result:
     def describe(self) -> str:
         """One line for assertion messages and logs."""
         parts = [f"{self.case.id} on {self.profile_name}: {self.status}"]
+        if self.predicted:
+            parts[0] += " (predicted)"
+        if self.estimate is not None and (self.predicted or self.estimate.error_pct is not None):
+            est = f"estimated peak {self.estimate.peak_bytes / 2**30:.2f} GiB"
+            if self.estimate.error_pct is not None:
+                est += f" ({self.estimate.error_pct:+.0f} % vs measured)"
+            parts.append(est)
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:,.0f} tok/s")
         if self.peak_memory_bytes is not None:
@@ -394,6 +452,7 @@ class Result:
             parts.append(f"stopped after {len(self.series.step_time_s)} steps")
         if self.error:
             parts.append(f"{self.error.type}: {self.error.message}")
+        parts += [f"implausible: {reason}" for reason in self.implausible]
         return ", ".join(parts)
 
     # -- JSON -------------------------------------------------------------------------------
@@ -416,6 +475,8 @@ class Result:
                 "started_at": self.started_at,
                 "duration_s": self.duration_s,
                 "estimate": dataclasses.asdict(self.estimate) if self.estimate else None,
+                "predicted": self.predicted,
+                "implausible": list(self.implausible),
                 "repeat": self.repeat,
             }
         )
@@ -432,6 +493,7 @@ class Result:
         for name, optional in (("error", ErrorInfo), ("estimate", Estimate)):
             if fields.get(name) is not None:
                 fields[name] = optional.from_dict(fields[name], f"result.{name}")
+        fields["implausible"] = list(fields.get("implausible") or [])
         return cls(**fields)
 
     def to_json(self) -> str:

@@ -271,7 +271,9 @@ def test_a_factory_module_not_on_the_import_path_fails_collection(
             pass
         """
     )
-    result = pytester.runpytest("--gpu-profile", "cpu")
+    # -rN: no short summary, which repeats the message in full where CI=true is set
+    # (pytest leaves it untruncated there) and cut to the terminal's width elsewhere
+    result = pytester.runpytest("--gpu-profile", "cpu", "-rN")
     assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the session
     result.stdout.fnmatch_lines(["*no module 'no_such_pkg_xyz' on the import path*"])
     output = "\n".join(result.outlines)

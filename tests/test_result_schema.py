@@ -38,6 +38,9 @@ from gpubench.schema import SchemaError
 V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
 V2_OOM = Path(__file__).parent / "data" / "result-v2-c5105cf-oom.json"
 CPU = resolve_profile("cpu")
+V4_METRICS = dict.fromkeys(
+    ("model_flops_per_token", "model_flops_per_s", "mfu", "runtime_rss_bytes")
+)
 
 
 def v1_record() -> dict[str, Any]:
@@ -76,7 +79,7 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 3
+    assert result.schema_version == SCHEMA_VERSION == 4
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
@@ -84,7 +87,18 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     assert result.metrics.peak_memory_source == "host-rss"
     assert result.tokens_per_s is not None and not result.series.partial  # it trained
     series = {**record["series"], "partial": False}
-    assert result.to_dict() == {**record, "schema_version": 3, "repeat": 0, "series": series}
+    assert not result.predicted and result.implausible == []
+    assert result.metrics.mfu is None and result.metrics.runtime_rss_bytes is None
+    metrics = {**record["metrics"], **V4_METRICS}
+    assert result.to_dict() == {
+        **record,
+        "schema_version": 4,
+        "repeat": 0,
+        "series": series,
+        "metrics": metrics,
+        "predicted": False,
+        "implausible": [],
+    }
 
 
 def test_a_v2_oom_loses_its_throughput_and_keeps_its_steps_marked_partial() -> None:
@@ -100,6 +114,36 @@ def test_a_v2_oom_loses_its_throughput_and_keeps_its_steps_marked_partial() -> N
     written = result.to_dict()
     assert written["series"] == {**record["series"], "partial": True}
     assert Result.from_dict(written) == result
+
+
+def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> None:
+    record = {**v2_oom_record(), "schema_version": 3}
+    record["series"] = {**record["series"], "partial": True}
+    result = Result.from_dict(record)
+    assert result.schema_version == 4 and not result.predicted and result.implausible == []
+    assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
+    assert Result.from_dict(result.to_dict()) == result
+
+
+def test_a_predicted_result_never_counts_as_ran() -> None:
+    estimate = full_result().estimate
+    assert estimate is not None
+    fits = dataclasses.replace(estimate, verdict="fits", headroom_bytes=2**30)
+    predicted = dataclasses.replace(
+        full_result(), status="ok", predicted=True, estimate=fits, metrics=Metrics()
+    )
+    assert predicted.fits and not predicted.ran
+    assert (
+        "(predicted)" in predicted.describe() and "estimated peak 13.00 GiB" in predicted.describe()
+    )
+    assert Result.from_json(predicted.to_json()) == predicted
+
+
+def test_an_estimate_verdict_must_be_one_of_the_three() -> None:
+    estimate = full_result().estimate
+    assert estimate is not None
+    with pytest.raises(ValueError, match="verdict='ok'.*fits, over_capacity, oom"):
+        dataclasses.replace(estimate, verdict="ok")
 
 
 def test_every_part_round_trips() -> None:
@@ -169,7 +213,7 @@ def test_a_missing_required_key_is_refused() -> None:
         Result.from_dict(record)
 
 
-@pytest.mark.parametrize("version", [None, 0, 4, "1", True])
+@pytest.mark.parametrize("version", [None, 0, 5, "1", True])
 def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
     record = v1_record()
     record["schema_version"] = version
@@ -189,8 +233,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 4
-    with pytest.raises(SchemaError, match="reads 1, 2, 3"):
+    record["schema_version"] = 5
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4"):
         Result.from_dict(record)
 
 
