@@ -29,16 +29,26 @@ from gpubench.engines.distributed import Ranks
 from gpubench.profiles import HardwareProfile
 
 
-def vm_data_bytes() -> int | None:
-    """This process's data segment size (``VmData`` of /proc/self/status), or None."""
+def _self_status_bytes(field: str) -> int | None:
+    """A size of /proc/self/status (``VmData:``, ``VmRSS:``, reported in kB), or None."""
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
             for line in fh:
-                if line.startswith("VmData:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def vm_data_bytes() -> int | None:
+    """This process's data segment size (``VmData`` of /proc/self/status), or None."""
+    return _self_status_bytes("VmData:")
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set now (``VmRSS`` of /proc/self/status), or None."""
+    return _self_status_bytes("VmRSS:")
 
 
 def prime_runtime() -> None:
@@ -66,6 +76,9 @@ class CapacityLimit:
     capacity_bytes: int | None = None
     emulated: bool = False
     host_capped: bool = False  # RLIMIT_DATA was lowered (a cpu profile)
+    # the resident set when the cap was applied: the runtime (imports, torch's threads),
+    # no case yet; peak RSS above it is what the case's training added on the host
+    runtime_rss_bytes: int | None = None
     _rlimit_saved: tuple[int, int] | None = None
 
     @classmethod
@@ -88,7 +101,10 @@ class CapacityLimit:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
         return cls(
-            capacity_bytes=int(profile.memory_bytes), host_capped=True, _rlimit_saved=(soft, hard)
+            capacity_bytes=int(profile.memory_bytes),
+            host_capped=True,
+            runtime_rss_bytes=resident_bytes(),
+            _rlimit_saved=(soft, hard),
         )
 
     @classmethod
@@ -102,7 +118,11 @@ class CapacityLimit:
         if emulated:
             # the caching allocator refuses (OutOfMemoryError) past this fraction
             torch.cuda.set_per_process_memory_fraction(profile.memory_bytes / total, device)
-        return cls(capacity_bytes=int(profile.memory_bytes), emulated=emulated)
+        return cls(
+            capacity_bytes=int(profile.memory_bytes),
+            emulated=emulated,
+            runtime_rss_bytes=resident_bytes(),
+        )
 
     def release(self) -> None:
         """Lift the CPU cap again (the soft limit as it was), so the answer can be written."""

@@ -40,11 +40,12 @@ FRAMEWORK_PACKAGES = {"deepspeed": ("deepspeed", "gpubench[deepspeed]")}  # engi
 HF_PACKAGE = ("transformers", "gpubench[hf]")  # what model="hf:<model_type>" builds with
 
 
-def missing_requirement(case: Case) -> str | None:
+def missing_requirement(case: Case, *, to_run: bool = True) -> str | None:
     """Why this installation cannot run ``case`` (a package its engine or model needs),
-    or None."""
+    or None. ``to_run=False``: only estimate it, which needs the model (``hf:``:
+    transformers) but not the engine."""
     package = FRAMEWORK_PACKAGES.get(case.engine)
-    if package is not None and not framework_installed(package[0]):
+    if to_run and package is not None and not framework_installed(package[0]):
         module, extra = package
         return (
             f"engine={case.engine!r} needs the {module} package, which is not installed; "

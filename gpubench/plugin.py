@@ -165,6 +165,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "[tool.gpubench.profiles.NAME].",
     )
     group.addoption(
+        "--gpubench-estimate-only",
+        action="store_true",
+        help="run no case: answer each with the memory estimator (fits, over_capacity or "
+        "oom on its profile, no GPU needed); Results are marked predicted, with no metrics.",
+    )
+    group.addoption(
         "--gpubench-keep-workdirs",
         action="store_true",
         help="keep each case's worker directory (job, logs, progress) for debugging.",
@@ -290,6 +296,7 @@ def pytest_configure(config: pytest.Config) -> None:
         rootdir=config.rootpath,
         profiles_file=Path(profiles_file) if profiles_file else None,
         keep_workdirs=config.getoption("gpubench_keep_workdirs"),
+        estimate_only=_estimate_only(config),
         gate=_gate_options(config),
         report=_report_options(config),
     )
@@ -301,7 +308,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
         profiles = _resolve_profiles(session)
-        if not config.option.collectonly:  # listing cases needs no GPU; running them does
+        # listing cases needs no GPU, nor does estimating them; running them does
+        if not config.option.collectonly and not options.estimate_only:
             for profile in profiles:
                 try:
                     check_runnable_here(profile)
@@ -324,13 +332,26 @@ def _check_reports_dir(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--gpubench-dir={value!r}: {reason}; give a folder to write in")
 
 
+def _estimate_only(config: pytest.Config) -> bool:
+    """``--gpubench-estimate-only``; refused with a baseline save (a prediction is not a
+    measurement a later run could be judged against)."""
+    estimate_only = bool(config.getoption("gpubench_estimate_only"))
+    if estimate_only and config.getoption("gpubench_save_baseline"):
+        raise pytest.UsageError(
+            "--gpubench-estimate-only with --gpubench-save-baseline: a predicted Result has no "
+            "measurement to save as a baseline; drop one of the two"
+        )
+    return estimate_only
+
+
 def _gate_options(config: pytest.Config) -> GateOptions:
     baseline_dir = Path(config.getoption("gpubench_baseline_dir"))
     if not baseline_dir.is_absolute():
         baseline_dir = config.rootpath / baseline_dir
     return GateOptions(
         baseline_dir=baseline_dir,
-        compare=not config.getoption("gpubench_no_compare"),
+        # a prediction has no measurement to compare with a baseline
+        compare=not config.getoption("gpubench_no_compare") and not _estimate_only(config),
         save=config.getoption("gpubench_save_baseline"),
         history=config.getoption("gpubench_baseline_history"),
         rules=GateRules(
@@ -478,7 +499,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 problem = _declaration_problem(case, profile)
                 if problem is not None:  # outside the except: one message, not a chain
                     pytest.fail(problem, pytrace=False)
-                missing = missing_requirement(case)
+                missing = missing_requirement(case, to_run=not bench.options.estimate_only)
                 if missing is not None:
                     marks.append(pytest.mark.skip(reason=missing))
             if matrix.gate(case):

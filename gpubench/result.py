@@ -355,7 +355,9 @@ class Estimate:
     notes: list[str] = field(default_factory=list)  # e.g. why the model was not traced
     measured_bytes: int | None = None  # an executed case: the measured figure compared with
     measured_source: str | None = None  # which figure that is ("cuda-reserved", ...)
-    error_pct: float | None = None  # 100 x (peak_bytes - measured_bytes) / measured_bytes
+    # 100 x (estimated - measured) / measured, the estimate taken as measured_source counts it
+    # (gpubench.estimate.measured: without the CUDA context against cuda-reserved)
+    error_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in ESTIMATE_VERDICTS:

@@ -1,7 +1,9 @@
 """BenchSession: the work behind the plugin's hooks, importable and testable without pytest.
 
-It resolves the hardware profiles, runs each case in its own worker process,
-appends the Result to ``results.jsonl`` as soon as the case ends, compares it
+It resolves the hardware profiles, runs each case in its own worker process
+(or, with ``estimate_only``, answers it with the memory estimator and runs
+nothing: :mod:`gpubench.estimate`), sets the case's memory estimate beside what
+was measured, appends the Result to ``results.jsonl`` as soon as the case ends, compares it
 with its baseline and appends the verdict to ``verdicts.jsonl`` (saving it to
 the baseline when asked: :class:`~gpubench.baseline.gate.Gate`), feeds the
 progress display, and reads the run's records back for the summaries and the
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +26,8 @@ from gpubench.baseline.gate import Gate, GateOptions
 from gpubench.baseline.rules import pyproject_thresholds
 from gpubench.baseline.store import suite_name
 from gpubench.case import Case
+from gpubench.estimate.measured import compared
+from gpubench.estimate.predicted import predicted_result
 from gpubench.profiles import (
     HardwareProfile,
     load_user_profiles,
@@ -61,6 +66,7 @@ class SessionOptions:
     rootdir: Path | None = None  # where pyproject.toml's [tool.gpubench] is read
     profiles_file: Path | None = None
     keep_workdirs: bool = False
+    estimate_only: bool = False  # answer every case with the estimator; run no worker
     gate: GateOptions = field(default_factory=GateOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
 
@@ -106,16 +112,20 @@ class BenchSession:
             self._store_ready = True
         if self.case_progress:
             self.case_progress.case_started(case, profile)
-        result = run_case(
-            case,
-            profile,
-            timeout_s=case.timeout_s or self.options.timeout_s,
-            nodeid=nodeid,
-            run_id=self.store.run_id,
-            on_progress=self.case_progress.update if self.case_progress else None,
-            keep_workdir=self.options.keep_workdirs,
-            repeat=repeat,
-        )
+        if self.options.estimate_only:
+            result = predicted_result(case, profile, nodeid=nodeid, run_id=self.store.run_id)
+        else:
+            result = run_case(
+                case,
+                profile,
+                timeout_s=case.timeout_s or self.options.timeout_s,
+                nodeid=nodeid,
+                run_id=self.store.run_id,
+                on_progress=self.case_progress.update if self.case_progress else None,
+                keep_workdir=self.options.keep_workdirs,
+                repeat=repeat,
+            )
+            result = with_estimate(result)
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
@@ -213,3 +223,17 @@ class BenchSession:
 
         root = self.options.report.tensorboard
         return export_tensorboard(results, root) if root is not None else []
+
+
+def with_estimate(result: Result) -> Result:
+    """``result`` with its case's memory estimate set beside what was measured. An
+    estimate that cannot be made never costs the measurement: the Result is kept as it
+    is and the reason printed."""
+    from gpubench.estimate import estimate_case
+
+    try:
+        estimate = estimate_case(result.case, result.profile)
+    except Exception as exc:  # the estimator's defect must not lose a measured case
+        print(f"gpubench: no memory estimate for {result.case.id}: {exc}", file=sys.stderr)
+        return result
+    return dataclasses.replace(result, estimate=compared(estimate, result))

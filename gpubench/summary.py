@@ -19,12 +19,14 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
         m = r.metrics
         tps = m.tokens_per_s
         step = m.step_time_s
-        peak = m.peak_memory_bytes
+        peak, source = m.peak_memory_bytes, m.peak_memory_source
+        if r.predicted and r.estimate is not None:  # no measurement: the estimate's peak
+            peak, source = r.estimate.peak_bytes, "estimate"
         rows.append(
             {
                 "case": r.case.id + (f" (rerun {r.repeat})" if r.repeat else ""),
                 "profile": r.profile_name,
-                "status": r.status,
+                "status": r.status + (" (predicted)" if r.predicted else ""),
                 "tok/s": figures.rate(tps.median if tps else None),
                 "p10-p90": figures.rate_range(tps.p10, tps.p90) if tps else figures.MISSING,
                 # the step time's CV, the one Metrics.noisy judges (the "!")
@@ -33,7 +35,9 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 else figures.MISSING,
                 "step ms": figures.milliseconds(step.median if step else None),
                 "peak GiB": figures.gib(peak) if peak else figures.MISSING,
-                "mem": m.peak_memory_source or figures.MISSING,
+                "mem": source or figures.MISSING,
+                # the estimate against what was measured (gpubench.estimate.measured)
+                "est err%": _estimate_error(r),
                 "loss": figures.loss_change(m.loss_start, m.loss_end),
                 "params": figures.millions(m.n_params),
                 "time s": figures.seconds(r.duration_s),
@@ -41,6 +45,11 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _estimate_error(result: Result) -> str:
+    error = result.estimate.error_pct if result.estimate else None
+    return figures.MISSING if error is None else f"{error:+.0f}"
 
 
 def format_summary(results: Sequence[Result]) -> str:
@@ -51,4 +60,8 @@ def format_summary(results: Sequence[Result]) -> str:
         text += "\ncv% = step-time coefficient of variation over the measured steps"
         if any(r.metrics.noisy for r in results):
             text += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
+    if any(r.estimate and r.estimate.error_pct is not None for r in results):
+        text += "\nest err% = memory estimate vs measured peak, 100 x (est - meas) / meas"
+    if any(r.predicted for r in results):
+        text += "\n(predicted) = estimated, not run (--gpubench-estimate-only): no measurement"
     return text

@@ -69,7 +69,10 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
     metrics = measurement.metrics
     if capacity is not None:
         metrics = dataclasses.replace(
-            metrics, capacity_bytes=capacity.capacity_bytes, capacity_emulated=capacity.emulated
+            metrics,
+            capacity_bytes=capacity.capacity_bytes,
+            capacity_emulated=capacity.emulated,
+            runtime_rss_bytes=capacity.runtime_rss_bytes,
         )
     result = Result(
         case=case,

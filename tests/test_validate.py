@@ -61,6 +61,7 @@ def test_the_smoke_results_pass_every_check_that_applies(smoke: dict[str, Result
         "gpu-profile-auto": "skip",
         "reference-mfu": "skip",
         "estimate-vs-measured": "skip",
+        "estimate-verdicts": "skip",
     }
     assert "RLIMIT_DATA" in got["capacity-emulation"].detail
     assert got["reference-mfu"].figure["tokens_per_s"] > 0
@@ -149,28 +150,37 @@ def test_reference_mfu_against_the_target(smoke: dict[str, Result]) -> None:
     assert low.figure["flops_per_token"] == per_token
 
 
-def test_the_estimate_check_compares_estimated_and_measured_peaks(
+def test_the_estimate_checks_read_the_error_and_the_verdict_each_case_carries(
     smoke: dict[str, Result],
 ) -> None:
     from gpubench.result import Estimate
 
     fits = smoke[P.FITS]
-    peak = fits.peak_memory_bytes
-    assert peak
     estimate = Estimate(
-        peak_bytes=int(peak * 1.1),
+        peak_bytes=110 * 2**20,
         capacity_bytes=2**29,
         verdict="fits",
-        headroom_bytes=0,
+        headroom_bytes=2**29 - 110 * 2**20,
         method="test",
+        measured_bytes=100 * 2**20,
+        measured_source="host-rss-above-runtime",
+        error_pct=10.0,
     )
     close = C.estimate_vs_measured({P.FITS: dataclasses.replace(fits, estimate=estimate)})
-    assert close.status == "pass" and close.figure[P.FITS] == pytest.approx(0.1, abs=1e-6)
-    far = dataclasses.replace(estimate, peak_bytes=peak * 2)
+    assert close.status == "pass" and close.figure[P.FITS] == pytest.approx(0.1)
+    assert "host-rss-above-runtime" in close.detail
+    far = dataclasses.replace(estimate, error_pct=-25.0)
     assert (
         C.estimate_vs_measured({P.FITS: dataclasses.replace(fits, estimate=far)}).status == "fail"
     )
     assert C.estimate_vs_measured(smoke).status == "skip"
+    # the verdict: a case predicted to run out of memory that trained is a disagreement
+    agree = C.estimate_verdicts({P.FITS: dataclasses.replace(fits, estimate=estimate)})
+    assert agree.status == "pass"
+    oom = dataclasses.replace(estimate, verdict="oom", headroom_bytes=-1)
+    wrong = C.estimate_verdicts({P.FITS: dataclasses.replace(fits, estimate=oom)})
+    assert wrong.status == "fail" and "estimated oom, ended ok" in wrong.detail
+    assert C.estimate_verdicts(smoke).status == "skip"
 
 
 def run_kit(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

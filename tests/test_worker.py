@@ -74,6 +74,9 @@ def test_worker_runs_a_case(tmp_path: Path) -> None:
     assert result.case == case
     assert result.metrics.capacity_bytes == 4 * 2**30
     assert result.metrics.capacity_emulated is False
+    # the runtime's resident set when the cap went on: torch imported, no case yet
+    runtime, peak = result.metrics.runtime_rss_bytes, result.metrics.peak_rss_bytes
+    assert runtime is not None and peak is not None and 50 * 2**20 < runtime <= peak
     assert result.metrics.measured_steps == 3 and len(result.series.loss) == 4
     env = result.environment
     assert env.torch and env.python and env.device and env.cpu_count >= 1

@@ -1,0 +1,63 @@
+"""The memory estimator against the worker, on the CPU: does "fits / oom" come true?
+
+    pytest suites/test_estimate_cpu.py --gpu-profile cpu:1GiB
+
+Each case trains for a few steps in its own worker under the ``cpu`` profile's
+memory cap (``RLIMIT_DATA``, the CPU stand-in for a card's capacity), and its
+Result carries the estimate made before it ran (:mod:`gpubench.estimate`) with
+the error against the peak the worker measured (the resident set above the
+runtime's). The test holds the estimator to its verdict: a case predicted to
+fit must train, one predicted not to must end ``oom``. The matrix spans model
+size, batch, sequence length, activation checkpointing and precision, so that
+parameters, optimizer states, activations and the logits each decide some case.
+docs/estimate.md lists what a run of it measured.
+"""
+
+from __future__ import annotations
+
+import gpubench
+from gpubench import Result
+
+FEW_STEPS = dict(steps=2, warmup=1, data="random")
+
+# the model states decide: gpt2-small's 124M fp32 parameters, gradients and AdamW states
+# (16 bytes each, about 2 GB) against a small model's
+MODEL_SIZE = gpubench.matrix(
+    **FEW_STEPS, model=["gpt-mini", "gpt2-small"], batch_size=1, seq_len=128, precision="fp32"
+)
+# activations and the [B, T, V] logits decide: gpt-mini over batch, checkpointing, precision
+ACTIVATIONS = gpubench.matrix(
+    **FEW_STEPS,
+    model="gpt-mini",
+    seq_len=256,
+    batch_size=[8, 32, 96],
+    grad_ckpt=[False, True],
+    precision="fp32",
+)
+# bf16 autocast (the bf16 matmuls are slow on an AVX2 CPU: short sequences)
+PRECISION = gpubench.matrix(
+    **FEW_STEPS,
+    model="gpt-mini",
+    seq_len=64,
+    batch_size=[16, 256],
+    grad_ckpt=[False, True],
+    precision="bf16",
+)
+# math attention keeps the [B, H, T, T] scores that SDPA does not
+ATTENTION = gpubench.matrix(
+    **FEW_STEPS, model="gpt-mini", seq_len=256, batch_size=32, attention=["sdpa", "math"]
+)
+
+
+@MODEL_SIZE + ACTIVATIONS + PRECISION + ATTENTION
+def test_the_estimated_verdict_comes_true(gpubench_result: Result):
+    result = gpubench_result
+    estimate = result.estimate
+    assert estimate is not None, f"no estimate was made: {result.describe()}"
+    if result.predicted:  # --gpubench-estimate-only: nothing ran to hold it to
+        return
+    assert result.status in ("ok", "oom"), result.describe()
+    assert estimate.status == result.status, (
+        f"estimated {estimate.verdict} ({estimate.peak_bytes / 2**20:,.0f} MiB of "
+        f"{estimate.capacity_bytes / 2**20:,.0f}), the worker: {result.describe()}"
+    )
