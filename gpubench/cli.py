@@ -4,6 +4,7 @@
     gpubench compare OLD NEW [--threshold METRIC=VALUE,...] [--any-env] [--md FILE]
     gpubench export --format pytest-benchmark RESULTS -o FILE
     gpubench report RESULTS... [--baseline DIR] [-o report.html] [--md report.md]
+    gpubench estimate --model M [--batch-size N ...] --profile NAME[:MEM][,...] [--json]
 
 Each subcommand is one ``_add_<name>_command(subparsers)`` function that adds
 its parser and sets ``run`` to a function ``(args) -> exit code``; adding a
@@ -15,11 +16,13 @@ print one line to stderr and exit 2, like argparse's own usage errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,7 +34,12 @@ from gpubench.profiles import (
     ProfileError,
     available_profiles,
     load_user_profiles,
+    parse_profile_list,
 )
+
+if TYPE_CHECKING:
+    from gpubench.case import Case
+    from gpubench.result import Estimate
 
 # -- gpubench profiles ----------------------------------------------------------------------------
 
@@ -323,12 +331,166 @@ def _add_report_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_report)
 
 
+# -- gpubench estimate ---------------------------------------------------------------------------
+# option -> (Case setting, argparse keyword arguments); flags left unset keep the Case defaults
+_ESTIMATE_SETTINGS: dict[str, dict[str, Any]] = {
+    "--model": {"required": True, "help": "built-in name, pkg.module:factory or hf:<type>"},
+    "--batch-size": {"type": int, "help": "micro-batch per rank, in sequences"},
+    "--seq-len": {"type": int, "help": "tokens per sequence"},
+    "--precision": {"help": "fp32, bf16 or fp16"},
+    "--grad-accum": {"type": int, "help": "micro-batches per optimizer step"},
+    "--engine": {"help": "torch or deepspeed"},
+    "--zero-stage": {"type": int, "help": "DeepSpeed ZeRO stage 0-3 (needs --engine deepspeed)"},
+    "--nproc": {"type": int, "help": "ranks (GPUs) the case runs on"},
+    "--attention": {"help": "sdpa or math"},
+    "--vocab-size": {"type": int, "help": "override the model's vocabulary"},
+    "--grad-ckpt": {"action": "store_true", "default": None, "help": "checkpoint each block"},
+    "--offload-optimizer": {"action": "store_true", "default": None, "help": "ZeRO offload"},
+    "--offload-params": {"action": "store_true", "default": None, "help": "ZeRO-3 offload"},
+    "--fused-adamw": {"action": "store_true", "default": None, "help": "AdamW(fused=True)"},
+    "--compile": {"action": "store_true", "default": None, "help": "torch.compile the model"},
+}
+
+_DEEPSPEED_SETTINGS = ("zero_stage", "offload_optimizer", "offload_params")
+
+
+def _estimate_case(args: argparse.Namespace) -> Case:
+    """The Case the options describe, checked as collection checks it."""
+    from gpubench.case import make_case
+    from gpubench.collection_checks import check_hf_model_type, check_model_importable
+    from gpubench.errors import CaseError
+
+    settings: dict[str, Any] = {}
+    for option in _ESTIMATE_SETTINGS:
+        name = option[2:].replace("-", "_")
+        value = getattr(args, name)
+        if value is not None:
+            settings[name] = value
+    deepspeed_only = [k for k in _DEEPSPEED_SETTINGS if settings.get(k)]
+    if deepspeed_only and settings.get("engine") != "deepspeed":
+        options = ", ".join("--" + k.replace("_", "-") for k in deepspeed_only)
+        raise CaseError(
+            f"the DeepSpeed engine is needed for {options}; add --engine deepspeed "
+            f"(--engine is {settings.get('engine', 'torch')!r})"
+        )
+    case = make_case(**settings)
+    check_model_importable(case)
+    check_hf_model_type(case)
+    return case
+
+
+def _estimate_profiles(args: argparse.Namespace) -> list[HardwareProfile]:
+    user = load_user_profiles(rootdir=args.rootdir)
+    profiles = parse_profile_list(",".join(args.profile or ["cpu"]), user_profiles=user)
+    return profiles
+
+
+def _gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / GiB:.2f}"
+
+
+def estimate_frame(estimate: Estimate) -> pd.DataFrame:
+    """One row per part: the formulas' bytes and the traced step's, in GiB."""
+    from gpubench.estimate import parts
+
+    rows = [
+        {
+            "part": name,
+            "formulas GiB": _gib(estimate.breakdown.get(name)),
+            "traced GiB": _gib(estimate.traced_breakdown.get(name)),
+        }
+        for name in parts.DEVICE_PARTS
+    ]
+    rows.append(
+        {
+            "part": "peak",
+            "formulas GiB": _gib(sum(estimate.breakdown.values())),
+            "traced GiB": _gib(estimate.traced_peak_bytes),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def estimate_line(profile: HardwareProfile, estimate: Estimate) -> str:
+    """The verdict line: peak, capacity, headroom, verdict, and the traced peak beside."""
+    traced = (
+        "not traced"
+        if estimate.traced_peak_bytes is None
+        else f"traced {_gib(estimate.traced_peak_bytes)} GiB"
+    )
+    return (
+        f"{profile.name}: peak {_gib(estimate.peak_bytes)} GiB of "
+        f"{_gib(estimate.capacity_bytes)} GiB, headroom {_gib(estimate.headroom_bytes)} GiB "
+        f"-> {estimate.verdict} ({traced})"
+    )
+
+
+def _estimate_record(case: Case, profile: HardwareProfile, estimate: Estimate) -> dict[str, Any]:
+    return {"case": case.id, "profile": profile.name, **dataclasses.asdict(estimate)}
+
+
+def _run_estimate(args: argparse.Namespace) -> int:
+    from gpubench.collection_checks import check_case_on_profile
+    from gpubench.estimate import estimate_case
+
+    case = _estimate_case(args)
+    profiles = _estimate_profiles(args)
+    for profile in profiles:
+        check_case_on_profile(case, profile)
+    estimates = [(p, estimate_case(case, p, trace=not args.no_trace)) for p in profiles]
+    if args.json:
+        records = [_estimate_record(case, p, e) for p, e in estimates]
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+        return 0
+    for profile, estimate in estimates:
+        print(f"{case.id} on {profile.name} ({profile.kind}): {estimate.method}")
+        print(estimate_frame(estimate).to_string(index=False))
+        if estimate.host_breakdown:
+            host = ", ".join(f"{k} {_gib(v)}" for k, v in estimate.host_breakdown.items())
+            print(f"host RAM (pinned, every rank): {_gib(estimate.host_bytes)} GiB: {host}")
+        for note in estimate.notes:
+            print(f"  note: {note}")
+        print()
+    for profile, estimate in estimates:
+        print(estimate_line(profile, estimate))
+    return 0
+
+
+def _add_estimate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "estimate",
+        help="predict a case's peak GPU memory on profiles, without a GPU",
+        description="Predict whether a training case fits a profile's memory and how close "
+        "to the limit: formulas part by part (docs/estimate.md), a traced step beside them, "
+        "and a verdict per profile (fits, over_capacity, oom). Exit 2 on a bad option value.",
+    )
+    for option, kwargs in _ESTIMATE_SETTINGS.items():
+        parser.add_argument(option, **kwargs)
+    parser.add_argument(
+        "--profile",
+        action="append",
+        metavar="NAME[:MEM][,...]",
+        help="hardware profile(s), repeatable or a comma list (default: cpu)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON (a list for several)")
+    parser.add_argument("--no-trace", action="store_true", help="formulas only, no traced step")
+    parser.add_argument(
+        "--rootdir",
+        type=Path,
+        default=Path.cwd(),
+        metavar="DIR",
+        help="read user profiles from DIR/pyproject.toml (default: the current directory)",
+    )
+    parser.set_defaults(run=_run_estimate)
+
+
 # -- the command line -----------------------------------------------------------------------------
 _COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_profiles_command,
     _add_compare_command,
     _add_export_command,
     _add_report_command,
+    _add_estimate_command,
 )
 
 
@@ -336,10 +498,21 @@ def _explained_errors() -> tuple[type[Exception], ...]:
     from gpubench.baseline.rules import GateError
     from gpubench.baseline.sources import SourceError
     from gpubench.baseline.store import BaselineError
+    from gpubench.errors import CaseError
+    from gpubench.models.built import ModelBuildError
     from gpubench.report.load import ReportInputError
     from gpubench.report.projection import ProjectionError
 
-    return (ProfileError, GateError, SourceError, BaselineError, ReportInputError, ProjectionError)
+    return (
+        ProfileError,
+        GateError,
+        SourceError,
+        BaselineError,
+        ReportInputError,
+        ProjectionError,
+        CaseError,
+        ModelBuildError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
