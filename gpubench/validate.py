@@ -332,7 +332,9 @@ def judge(evidence: Evidence, results: list[Result], work: Path) -> dict[str, Re
     """The Results so far into results.jsonl and the case checks; the Results by name."""
     _write_results(evidence.out / "results.jsonl", work)
     by_name = {r.case.id: r for r in results}
-    evidence.checks = case_checks(by_name, skipped_here(evidence.plan), evidence.device)
+    evidence.checks = case_checks(
+        by_name, skipped_here(evidence.plan), evidence.device, evidence.plan.estimate_tolerance
+    )
     evidence.write()
     return by_name
 

@@ -26,6 +26,11 @@ ZERO2_OFFLOAD = "zero2-offload"
 FITS = "emulated-fits"
 TOO_BIG = "emulated-too-big"
 HARNESS = "harness"
+# issue 10's GPU check of the memory estimator: the readiness suite's cells, few steps (a
+# peak is reached in the first optimizer step; the second confirms it)
+ESTIMATE_500M = "estimate-500m"
+ESTIMATE_500M_CKPT = "estimate-500m-ckpt"
+ESTIMATE_ZERO2_OFFLOAD = "estimate-500m-zero2-offload-ckpt"
 
 # nanoGPT and llm.c pad GPT-2's 50,257-token vocabulary to 50,304 (a multiple of 128), which
 # keeps the output head's matmul on fast tensor-core tiles; the reference run does the same.
@@ -49,6 +54,10 @@ class Plan:
     # the kit's whole run: past it, the harness ratio and the kernel profile are skipped (and
     # say so) rather than cut off by the caller's limit; the gpu scale fits a 10-minute command
     budget_s: float
+    # |estimated - measured| / measured a case's memory estimate may miss by: issue 10's
+    # target on a GPU (against cuda-reserved); the CPU's figure is its resident set, which
+    # also counts pages that are not tensors (docs/estimate.md)
+    estimate_tolerance: float = 0.10
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why this scale skips it
 
     def cases(self) -> dict[str, dict[str, Any]]:
@@ -89,6 +98,7 @@ def _gpu() -> Plan:
                 offload_optimizer=True,
                 steps=10,
             ),
+            **_readiness_cells(),
         },
         emulated_profile="rtx3060",  # 12 GiB
         emulated={
@@ -104,6 +114,19 @@ def _gpu() -> Plan:
         timeout_s=300.0,
         budget_s=420.0,
     )
+
+
+def _readiness_cells() -> dict[str, dict[str, Any]]:
+    """suites/test_readiness.py's cells (gpt-500m, bf16, 4 x 1024 tokens), three steps each:
+    their estimates against the measured peaks."""
+    cell = dict(model="gpt-500m", precision="bf16", batch_size=4, seq_len=1024, steps=3, warmup=1)
+    return {
+        ESTIMATE_500M: cell,
+        ESTIMATE_500M_CKPT: dict(cell, grad_ckpt=True),
+        ESTIMATE_ZERO2_OFFLOAD: dict(
+            cell, grad_ckpt=True, engine="deepspeed", zero_stage=2, offload_optimizer=True
+        ),
+    }
 
 
 def _smoke() -> Plan:
@@ -134,6 +157,7 @@ def _smoke() -> Plan:
         harness_pairs=1,
         timeout_s=240.0,
         budget_s=1800.0,
+        estimate_tolerance=0.40,  # measured on this VM: -12 % to -32 % (docs/estimate.md)
         skipped={
             FP16: cpu_only,
             TF32: cpu_only + " (TF32 is an Ampere+ tensor-core mode)",
