@@ -36,10 +36,10 @@ def parameter_mismatch(n_params: int, declared: int | None, declared_by: str) ->
         return None
     if declared > 0 and abs(n_params - declared) <= PARAM_TOLERANCE * declared:
         return None
-    off = f"{(n_params - declared) / declared:+.0%}" if declared > 0 else "declared <= 0"
+    off = f"{100 * (n_params - declared) / declared:+.0f} %" if declared > 0 else "not > 0"
     return (
         f"declared {declared:,} parameters ({declared_by}), the model built has {n_params:,} "
-        f"({off}, beyond ±{PARAM_TOLERANCE:.0%}): the benchmark would measure a different "
+        f"({off}, beyond ±{100 * PARAM_TOLERANCE:.0f} %): the benchmark would measure a different "
         "model than declared"
     )
 
