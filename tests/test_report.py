@@ -18,6 +18,7 @@ from gpubench.baseline.rules import GateRules
 from gpubench.baseline.sources import load_histories
 from gpubench.baseline.store import save_runs
 from gpubench.case import Case
+from gpubench.plausibility import implausible_reasons
 from gpubench.profiles import resolve_profile
 from gpubench.report.advice import advise, implausible_measurement, loss_not_falling
 from gpubench.report.document import ReportData, build_report
@@ -171,6 +172,16 @@ def test_a_figure_reads_the_same_in_the_terminal_markdown_and_html(
     assert f">{row['tok/s']}</td>" in html
     assert f"| {row['tok/s']} |" in markdown
     assert f">{row['peak GiB']}</td>" in html or f"{row['peak GiB']}</td>" in html
+
+
+def test_the_matrix_shows_mfu_and_flags_the_implausible(written: tuple[str, str, dict]) -> None:
+    # the planted over_capacity case is a cpu run's tokens/s on an l4 profile: its MFU,
+    # derived for a record that stored none, is far under 1 % of the L4's peak
+    html, markdown, _ = written
+    assert "| MFU, % |" in markdown and '<th data-type="number">MFU, %</th>' in html
+    planted = next(r for r in statuses() if r.status == "over_capacity")
+    assert implausible_reasons(planted)
+    assert "(implausible)" in markdown and "far below any sane value on a GPU" in html
 
 
 def test_without_a_baseline_or_projection_inputs_those_sections_are_absent(
