@@ -44,11 +44,10 @@ def parameter_mismatch(n_params: int, declared: int | None, declared_by: str) ->
     )
 
 
-def check_parameter_count(
-    n_params: int, declared: int | None, description: str, declared_by: str = "declared"
-) -> None:
-    """Raise :class:`ParameterCountMismatch` when ``n_params`` is >10 % off ``declared``."""
-    sentence = parameter_mismatch(n_params, declared, declared_by)
+def check_parameter_count(n_params: int, declared: int | None, description: str) -> None:
+    """Raise :class:`ParameterCountMismatch` when ``n_params`` is >10 % off ``declared``
+    (the worker rewords it for the Result, naming where the count was declared)."""
+    sentence = parameter_mismatch(n_params, declared, "the case's declared size")
     if sentence is not None and declared is not None:
         raise ParameterCountMismatch(
             f"{sentence} ({description or 'no description'})", n_params, declared
@@ -64,9 +63,10 @@ def count_matmul_params(module: torch.nn.Module) -> int:
     """N of :mod:`gpubench.flops`: unique parameters less the lookup tables (``nn.Embedding``
     weights) that no other layer shares. A token table tied to the output head is that
     head's matmul and counts once; a positional table, or an untied input table, is a
-    lookup and does not (nanoGPT's ``get_num_params(non_embedding=True)`` plus the tied
-    head). Subtracting, rather than adding up ``nn.Linear`` weights, also counts matmul
-    layers of other classes (Hugging Face GPT-2's ``Conv1D``)."""
+    lookup and does not (nanoGPT's ``get_num_params(non_embedding=True)``, which keeps its
+    tied token table and drops its positional one). Subtracting, rather than adding up
+    ``nn.Linear`` weights, also counts matmul layers of other classes (Hugging Face GPT-2's
+    ``Conv1D``)."""
     import torch
 
     shared = {
