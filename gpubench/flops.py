@@ -12,10 +12,17 @@ of width Q (H Q = d_model) and T the sequence length: 6 N for the forward
 weighted sum. nanoGPT's ``estimate_mfu`` and llm.c use the same count, with the
 token embedding in N (tied to the output head, whose matmul it pays for) and
 the learned positional table out of it (a lookup, no matmul). Recomputation
-under activation checkpointing is not counted: MFU counts the model's FLOPs,
-not the hardware's (PaLM, appendix B).
+under activation checkpointing (``grad_ckpt``) is not counted: MFU counts the
+model's FLOPs, not the hardware's (PaLM, appendix B), so a checkpointed case
+shows a lower MFU for the same work, never a higher one.
 
-MFU = tokens/s x FLOPs per token / the profile's dense peak FLOP/s.
+N is known two ways, one count: for a built-in GPT from its config
+(:func:`case_flops_per_token`, no model built), for any model the worker built
+from the module (:func:`gpubench.models.built.count_matmul_params`): its unique
+parameters less the lookup tables no output head shares, which is nanoGPT's N
+(norms and biases included, under 0.2 % of a GPT-2).
+
+MFU = tokens/s x FLOPs per token / (the profile's dense peak FLOP/s x devices).
 Torch-free: the report and the estimator read it without a worker.
 """
 
@@ -48,6 +55,16 @@ def training_flops_per_token(
     return 6.0 * matmul_params + 12.0 * n_layers * d_model * seq_len
 
 
+def shape_flops_per_token(
+    matmul_params: int | None, n_layers: int | None, d_model: int | None, seq_len: int
+) -> float | None:
+    """:func:`training_flops_per_token` of a built model, or None when any of its shape
+    could not be read (a factory module without ``n_layer``/``d_model``, ...)."""
+    if not matmul_params or not n_layers or not d_model:
+        return None
+    return training_flops_per_token(matmul_params, n_layers, d_model, seq_len)
+
+
 def case_flops_per_token(case: Case) -> float | None:
     """Training FLOPs per token of ``case``'s model: built-in GPTs only (their shape is
     known without building them); None for a factory or ``hf:`` model."""
@@ -63,12 +80,21 @@ def case_flops_per_token(case: Case) -> float | None:
     )
 
 
-def peak_flops(profile: HardwareProfile, precision: str) -> float | None:
+def peak_flops(profile: HardwareProfile, precision: str, *, tf32: bool = False) -> float | None:
     """The profile's dense peak FLOP/s for ``precision``: the tensor-core BF16/FP16 figure
-    under autocast, the FP32 one otherwise; None when the profile has no figure."""
+    under autocast, the FP32 one otherwise; None when the profile has no figure, and for
+    FP32 with TF32 matmuls allowed (they run on tensor cores, a rate no profile states:
+    the FP32 figure would make the MFU up to 8x too high)."""
     if precision in TENSOR_CORE_PRECISIONS:
         return profile.bf16_flops
-    return profile.fp32_flops
+    return None if tf32 else profile.fp32_flops
+
+
+def case_peak_flops(case: Case, profile: HardwareProfile, devices: int) -> float | None:
+    """The peak of ``devices`` cards of ``profile`` for ``case``'s precision and TF32 flag
+    (:func:`peak_flops` x devices); None when the profile has no figure for them."""
+    peak = peak_flops(profile, case.flags.precision, tf32=case.flags.tf32)
+    return None if peak is None else peak * devices
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float) -> float:

@@ -29,6 +29,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "status": r.status + (" (predicted)" if r.predicted else ""),
                 "tok/s": figures.rate(tps.median if tps else None),
                 "p10-p90": figures.rate_range(tps.p10, tps.p90) if tps else figures.MISSING,
+                "mfu%": figures.percent(m.mfu),
                 # the step time's CV, the one Metrics.noisy judges (the "!")
                 "cv%": (figures.percent(step.cv) + ("!" if m.noisy else ""))
                 if step

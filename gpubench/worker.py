@@ -35,10 +35,12 @@ from gpubench.capacity import CapacityLimit
 from gpubench.case import Case
 from gpubench.engines.base import Measurement
 from gpubench.engines.distributed import Ranks
+from gpubench.models.built import ParameterCountMismatch
 from gpubench.oom import is_oom
+from gpubench.plausibility import implausible_reasons, parameter_sentence
 from gpubench.profiles import HardwareProfile
 from gpubench.protocol import ProgressWriter, rank_result_path, write_json_atomic
-from gpubench.result import Environment, ErrorInfo, Result
+from gpubench.result import Environment, ErrorInfo, Metrics, Result
 from gpubench.tether import tether_to_parent
 
 EXIT_OK = 0  # a Result was written, whatever its status
@@ -87,6 +89,7 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
         worker_pid=os.getpid(),
         started_at=started_at,
     )
+    result = dataclasses.replace(result, implausible=implausible_reasons(result))
     return result, EXIT_ERROR if result.status == "crashed" else EXIT_OK
 
 
@@ -110,10 +113,23 @@ def measure_under_cap(
             return engine.run(case, profile, progress), capacity
         finally:
             capacity.release()
+    except ParameterCountMismatch as exc:  # a verdict on the build, not a bug: no traceback
+        return mismatch_measurement(case, exc), capacity
     except Exception as exc:
         host_capped = capacity is not None and capacity.host_capped
         status = "oom" if is_oom(exc, host_capped) else "crashed"
         return Measurement(status=status, error=ErrorInfo.from_exception(exc)), capacity
+
+
+def mismatch_measurement(case: Case, exc: ParameterCountMismatch) -> Measurement:
+    """A ``crashed`` Measurement (statuses are fixed) that says which check stopped the case,
+    with the counts it compared: the Result's ``implausible`` repeats its sentence."""
+    message = parameter_sentence(exc.n_params, exc.declared, case) or str(exc)
+    return Measurement(
+        status="crashed",
+        metrics=Metrics(n_params=exc.n_params, declared_params=exc.declared),
+        error=ErrorInfo(type=type(exc).__name__, message=message),
+    )
 
 
 def final_status(measurement: Measurement, profile: HardwareProfile) -> str:

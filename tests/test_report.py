@@ -18,8 +18,9 @@ from gpubench.baseline.rules import GateRules
 from gpubench.baseline.sources import load_histories
 from gpubench.baseline.store import save_runs
 from gpubench.case import Case
+from gpubench.plausibility import implausible_reasons
 from gpubench.profiles import resolve_profile
-from gpubench.report.advice import advise, implausible_throughput, loss_not_falling
+from gpubench.report.advice import advise, implausible_measurement, loss_not_falling
 from gpubench.report.document import ReportData, build_report
 from gpubench.report.load import load_runs
 from gpubench.report.projection import (
@@ -173,6 +174,16 @@ def test_a_figure_reads_the_same_in_the_terminal_markdown_and_html(
     assert f">{row['peak GiB']}</td>" in html or f"{row['peak GiB']}</td>" in html
 
 
+def test_the_matrix_shows_mfu_and_flags_the_implausible(written: tuple[str, str, dict]) -> None:
+    # the planted over_capacity case is a cpu run's tokens/s on an l4 profile: its MFU,
+    # derived for a record that stored none, is far under 1 % of the L4's peak
+    html, markdown, _ = written
+    assert "| MFU, % |" in markdown and '<th data-type="number">MFU, %</th>' in html
+    planted = next(r for r in statuses() if r.status == "over_capacity")
+    assert implausible_reasons(planted)
+    assert "(implausible)" in markdown and "far below any sane value on a GPU" in html
+
+
 def test_without_a_baseline_or_projection_inputs_those_sections_are_absent(
     written: tuple[str, str, dict],
 ) -> None:
@@ -267,10 +278,13 @@ def test_advice_names_its_rule_and_figures() -> None:
     assert headroom.rule == "peak memory below 50 % of the profile's capacity"
 
     ok = next(r for r in results if r.fits)
-    assert implausible_throughput([ok]) is None  # the cpu profile states no peak FLOP/s
+    assert implausible_measurement([ok]) is None  # the cpu profile states no peak FLOP/s
     slow_chip = dataclasses.replace(ok, profile=dataclasses.replace(ok.profile, fp32_flops=1e3))
-    fired = implausible_throughput([slow_chip])
-    assert fired is not None and "> the profile's peak 0.0" in fired.findings[0].figures
+    fired = implausible_measurement([slow_chip])  # a record without reasons: derived now
+    assert fired is not None and "above the card's peak" in fired.findings[0].figures
+    recorded = dataclasses.replace(ok, implausible=["a reason the worker recorded."])
+    fired = implausible_measurement([recorded])  # what the worker recorded is what is shown
+    assert fired is not None and fired.findings[0].figures == "a reason the worker recorded."
 
     assert loss_not_falling([ok]) is None
     flat = dataclasses.replace(ok, metrics=dataclasses.replace(ok.metrics, loss_end=99.0))

@@ -52,3 +52,14 @@ def test_an_oom_written_by_v2_with_a_throughput_shows_none() -> None:
     assert record["metrics"]["tokens_per_s"]["median"] > 0  # what v2 put in the summary
     row = summary_frame([Result.from_dict(record)]).iloc[0]
     assert (row["status"], row["tok/s"], row["p10-p90"], row["step ms"]) == ("oom", "-", "-", "-")
+
+
+def test_mfu_column_shows_the_worker_s_figure_and_a_dash_without_one() -> None:
+    without = _result([1.0], [1000.0])  # a cpu profile: no peak, no MFU
+    measured = Result(
+        case=without.case,
+        profile=resolve_profile("a100-80gb"),
+        status="ok",
+        metrics=Metrics(tokens_per_s=Stats.of([1000.0]), mfu=0.4123),
+    )
+    assert summary_frame([measured, without])["mfu%"].tolist() == ["41.2", "-"]

@@ -86,6 +86,29 @@ def test_worker_runs_a_case(tmp_path: Path) -> None:
     assert order == sorted(order), seen  # never backwards
     assert seen[0] == "starting" and seen[-1] == "done"
     assert {"building", "warmup", "measuring"} <= set(seen)
+    # gpt-tiny at T = 16 (tests/test_flops.py); the cpu profile states no peak: no MFU
+    assert result.metrics.model_flops_per_token == 723_456
+    tokens_per_s = result.tokens_per_s
+    assert tokens_per_s is not None
+    assert result.metrics.model_flops_per_s == pytest.approx(tokens_per_s * 723_456)
+    assert result.metrics.mfu is None and result.implausible == []
+
+
+def test_worker_names_a_parameter_count_mismatch(tmp_path: Path) -> None:
+    case = make_case(model="gpt-tiny", batch_size=2, seq_len=16, steps=2, expect_params=1_000_000)
+    done, paths = run_worker(tmp_path, case, cpu_profile())
+    result = read_result(paths)
+    sentence = (
+        "declared 1,000,000 parameters (expect_params=1,000,000), the model built has 124,672 "
+        "(-88 %, beyond ±10 %): the benchmark would measure a different model than declared."
+    )
+    assert result.status == "crashed" and done.returncode == 1  # statuses are a fixed contract
+    assert result.error is not None and result.error.type == "ParameterCountMismatch"
+    assert result.error.message == sentence and result.error.traceback == ""
+    assert result.implausible == [sentence]
+    assert (result.metrics.n_params, result.metrics.declared_params) == (124_672, 1_000_000)
+    assert "Traceback" not in done.stderr and "Traceback" not in result.describe()
+    assert f"ParameterCountMismatch: {sentence}" in result.describe()
 
 
 def test_worker_reports_oom_under_the_cpu_cap(tmp_path: Path) -> None:

@@ -129,5 +129,6 @@ class TrainingEngine:
         log.t_build = time.perf_counter()
         model, stream = build_for_training(ctx)
         log.n_params, log.declared_params = model.n_params, model.declared_params
+        log.model_flops_per_token = model.flops_per_token(ctx.case.seq_len)
         train_step = self.build_step(ctx, model, stream)
         return training_loop(ctx, progress, log, device_memory, train_step)

@@ -51,6 +51,7 @@ class StepLog:
     timing: str = ""  # how step time was taken (StepTimer.timing)
     n_params: int = 0
     declared_params: int | None = None
+    model_flops_per_token: float | None = None  # BuiltModel.flops_per_token at seq_len
     t_build: float | None = None  # perf_counter when the model build began
     t_last_step: float | None = None  # perf_counter after the last step
 

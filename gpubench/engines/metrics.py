@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 
 from gpubench.engines.context import TrainingContext
 from gpubench.engines.loop import StepLog
+from gpubench.flops import case_peak_flops, mfu
 from gpubench.result import Metrics, Stats
 from gpubench.trackers.host import ProcessTreeRSS
 from gpubench.trackers.memory import DeviceMemoryTracker
@@ -19,6 +21,25 @@ def loss_window(n: int) -> int:
 
 def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
+
+
+def with_model_flops(
+    metrics: Metrics, ctx: TrainingContext, flops_per_token: float | None
+) -> Metrics:
+    """``metrics`` with ``model_flops_per_token``, ``model_flops_per_s`` (all ranks' median
+    tokens/s x FLOPs per token) and ``mfu`` (over the peak of every rank's card): None
+    where the model's shape, the throughput or the profile's peak for the precision is
+    unknown (never another card's peak)."""
+    tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
+    if tokens_per_s is None or flops_per_token is None:
+        return dataclasses.replace(metrics, model_flops_per_token=flops_per_token)
+    peak = case_peak_flops(ctx.case, ctx.profile, ctx.ranks.world_size)
+    return dataclasses.replace(
+        metrics,
+        model_flops_per_token=flops_per_token,
+        model_flops_per_s=tokens_per_s * flops_per_token,
+        mfu=mfu(tokens_per_s, flops_per_token, peak) if peak else None,
+    )
 
 
 def training_metrics(
@@ -40,7 +61,7 @@ def training_metrics(
     wall = None
     if log.t_build is not None and log.t_last_step is not None:
         wall = log.t_last_step - log.t_build
-    return Metrics(
+    metrics = Metrics(
         tokens_per_s=Stats.of([tokens_per_step / t for t in measured]) if measured else None,
         samples_per_s=Stats.of([samples_per_step / t for t in measured]) if measured else None,
         step_time_s=Stats.of(measured) if measured else None,
@@ -62,3 +83,4 @@ def training_metrics(
         nonfinite_steps=log.nonfinite_steps,
         wall_time_s=wall,
     )
+    return with_model_flops(metrics, ctx, log.model_flops_per_token)

@@ -8,8 +8,7 @@ model can never report a speed.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,22 +24,63 @@ class ModelBuildError(ValueError):
 class ParameterCountMismatch(ValueError):
     """The built model's parameter count is more than 10 % off the declared one."""
 
+    def __init__(self, message: str, n_params: int, declared: int) -> None:
+        super().__init__(message)
+        self.n_params, self.declared = n_params, declared
+
+
+def parameter_mismatch(n_params: int, declared: int | None, declared_by: str) -> str | None:
+    """The sentence for a build more than ``PARAM_TOLERANCE`` off its ``declared`` count
+    (``declared_by`` says where that count came from), or None when it is within it."""
+    if declared is None:
+        return None
+    if declared > 0 and abs(n_params - declared) <= PARAM_TOLERANCE * declared:
+        return None
+    off = f"{100 * (n_params - declared) / declared:+.0f} %" if declared > 0 else "not > 0"
+    return (
+        f"declared {declared:,} parameters ({declared_by}), the model built has {n_params:,} "
+        f"({off}, beyond ±{100 * PARAM_TOLERANCE:.0f} %): the benchmark would measure a different "
+        "model than declared"
+    )
+
 
 def check_parameter_count(n_params: int, declared: int | None, description: str) -> None:
-    """Raise :class:`ParameterCountMismatch` when ``n_params`` is >10 % off ``declared``."""
-    if declared is None:
-        return
-    if declared <= 0 or abs(n_params - declared) / declared > PARAM_TOLERANCE:
-        off = (n_params - declared) / declared * 100 if declared > 0 else math.inf
+    """Raise :class:`ParameterCountMismatch` when ``n_params`` is >10 % off ``declared``
+    (the worker rewords it for the Result, naming where the count was declared)."""
+    sentence = parameter_mismatch(n_params, declared, "the case's declared size")
+    if sentence is not None and declared is not None:
         raise ParameterCountMismatch(
-            f"model has {n_params:,} parameters but declares {declared:,} ({off:+.1f} %, "
-            f"tolerance ±{PARAM_TOLERANCE:.0%}): {description or 'no description'}"
+            f"{sentence} ({description or 'no description'})", n_params, declared
         )
 
 
 def count_params(module: torch.nn.Module) -> int:
     """Unique parameters: ``Module.parameters()`` yields a tied tensor once."""
     return sum(p.numel() for p in module.parameters())
+
+
+def count_matmul_params(module: torch.nn.Module) -> int:
+    """N of :mod:`gpubench.flops`: unique parameters less the lookup tables (``nn.Embedding``
+    weights) that no other layer shares. A token table tied to the output head is that
+    head's matmul and counts once; a positional table, or an untied input table, is a
+    lookup and does not (nanoGPT's ``get_num_params(non_embedding=True)``, which keeps its
+    tied token table and drops its positional one). Subtracting, rather than adding up
+    ``nn.Linear`` weights, also counts matmul layers of other classes (Hugging Face GPT-2's
+    ``Conv1D``)."""
+    import torch
+
+    shared = {
+        id(p)
+        for m in module.modules()
+        if not isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    }
+    lookups = {
+        id(m.weight): m.weight.numel()
+        for m in module.modules()
+        if isinstance(m, torch.nn.Embedding) and id(m.weight) not in shared
+    }
+    return count_params(module) - sum(lookups.values())
 
 
 @dataclass
@@ -56,10 +96,22 @@ class BuiltModel:
     d_model: int | None = None
     max_seq_len: int | None = None
     description: str = ""
+    # N of gpubench.flops, counted when built: an engine may later wrap or shard the module
+    matmul_params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matmul_params = count_matmul_params(self.module)
 
     def check_declared_size(self) -> None:
         """Raise :class:`ParameterCountMismatch` when the build is >10 % off its declared size."""
         check_parameter_count(self.n_params, self.declared_params, self.description)
+
+    def flops_per_token(self, seq_len: int) -> float | None:
+        """Training FLOPs per token at ``seq_len`` (:mod:`gpubench.flops`); None when the
+        model's depth or width could not be read."""
+        from gpubench.flops import shape_flops_per_token
+
+        return shape_flops_per_token(self.matmul_params, self.n_layers, self.d_model, seq_len)
 
     def logits(self, idx: torch.Tensor) -> torch.Tensor:
         """Next-token logits [B, T, V] for token ids [B, T], whatever the module returns."""

@@ -11,17 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpubench.case import Case
+from gpubench.plausibility import MFU_BOUND, MFU_FLOOR, implausible_reasons
 from gpubench.report import figures
 from gpubench.report.capacity import capacity_bytes, share_upper_bound
 from gpubench.result import NOISY_CV, Result
 
 HEADROOM_FRACTION = 0.5  # peak memory below this share of capacity: a larger batch fits
-# Training FLOPs per token are at least 6 N for a dense model of N parameters (forward 2 N,
-# backward 4 N: Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1;
-# attention adds 12 L H Q T on top: Chowdhery et al. 2022, PaLM, appendix B). tokens/s x 6 N
-# above the profile's peak FLOP/s is therefore impossible: the model or the token count is
-# not what was declared (the seed report's "970 tok/s" from a tiny model loaded by mistake).
-FLOPS_PER_TOKEN_PER_PARAM = 6
 
 
 @dataclass(frozen=True)
@@ -119,28 +114,22 @@ def loss_not_falling(results: Sequence[Result]) -> Advice | None:
     )
 
 
-def implausible_throughput(results: Sequence[Result]) -> Advice | None:
-    findings = []
-    for r in results:
-        peaks = [f for f in (r.profile.bf16_flops, r.profile.fp32_flops) if f]
-        n = r.metrics.n_params
-        if not r.tokens_per_s or not peaks or not n:
-            continue
-        flops = r.tokens_per_s * FLOPS_PER_TOKEN_PER_PARAM * n
-        if flops > max(peaks):
-            findings.append(
-                Finding(
-                    r,
-                    f"{figures.rate(r.tokens_per_s)} tok/s x 6 x {figures.millions(n)} params = "
-                    f"{flops / 1e12:,.1f} TFLOP/s > the profile's peak {max(peaks) / 1e12:,.1f}",
-                )
-            )
+def implausible_measurement(results: Sequence[Result]) -> Advice | None:
+    """The Results :mod:`gpubench.plausibility` finds implausible: the reasons the worker
+    recorded, or for a record older than that field, the same rules applied now."""
+    findings = [
+        Finding(r, " ".join(reasons))
+        for r in results
+        if (reasons := r.implausible or implausible_reasons(r))
+    ]
     if not findings:
         return None
     return Advice(
-        "Implausible throughput: the model or the token count is not what was declared",
-        "tokens/s x 6 x parameters (the least training FLOPs per token, Kaplan et al. 2020) "
-        "above the profile's peak FLOP/s",
+        "Implausible measurement: the model, the token count or the pipeline is not what "
+        "was declared",
+        f"MFU (model FLOPs, PaLM's 6N + 12·L·d·T) above 100 % or {figures.percent(MFU_BOUND, 0)} "
+        f"%, or under {figures.percent(MFU_FLOOR, 0)} % on a GPU; or a parameter count off "
+        "its declared size",
         tuple(findings),
     )
 
@@ -165,7 +154,7 @@ def warmup_not_steady(results: Sequence[Result]) -> Advice | None:
 
 
 RULES: tuple[Callable[[Sequence[Result]], Advice | None], ...] = (
-    implausible_throughput,
+    implausible_measurement,
     loss_not_falling,
     noisy_measurement,
     warmup_not_steady,

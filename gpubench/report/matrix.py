@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from gpubench.plausibility import implausible_reasons, result_mfu
 from gpubench.report.capacity import capacity_bytes, device_share
 from gpubench.report.figures import STATUS_LABELS
 from gpubench.result import Result
@@ -44,6 +45,8 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "tokens_per_s": tps.median if tps else None,
                 "tokens_per_s_p10": tps.p10 if tps else None,
                 "tokens_per_s_p90": tps.p90 if tps else None,
+                "mfu": result_mfu(r),  # a fraction (gpubench.flops)
+                "implausible": r.implausible or implausible_reasons(r),  # reasons, sentences
                 "step_cv": step.cv if step else None,
                 "noisy": m.noisy,
                 "loss_start": m.loss_start,
