@@ -83,17 +83,22 @@ def test_the_head_is_its_own_part() -> None:
 # -- the fake trace against a real step --------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [{}, {"precision": "bf16"}, {"attention": "math"},
-                                      {"grad_ckpt": True, "grad_accum": 2}])  # fmt: skip
-def test_fake_trace_matches_the_real_cpu_step(settings: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("kind", "settings"),
+    [("cpu", {}), ("cpu", {"precision": "bf16"}), ("cpu", {"attention": "math"}),
+     ("cpu", {"grad_ckpt": True, "grad_accum": 2}),
+     ("cuda", {"precision": "bf16", "attention": "math", "grad_ckpt": True})],
+)  # fmt: skip
+def test_fake_trace_matches_the_real_cpu_step(kind: str, settings: dict[str, object]) -> None:
     """The same step on real CPU tensors under the same tracker. MemTracker counts each
     storage's bytes (elements x element size), which depend on shapes and dtypes only, and
     the fake and real steps run the same ops on the same device kind: the figures are equal,
     byte for byte, not merely close."""
     case = make_case(model="gpt-tiny", batch_size=2, seq_len=32, **settings)
     torch.manual_seed(0)
-    real = trace_training_steps(step_case(case), build_model(case, "cpu"), "cpu")
-    fake = trace_case(case, "cpu")
+    built = build_model(case, "cpu")
+    real = trace_training_steps(step_case(case), built, "cpu", as_cuda=kind == "cuda")
+    fake = trace_case(case, kind)
     assert fake.peak_bytes == real.peak_bytes
     assert fake.breakdown == real.breakdown
     assert fake.peak_step == real.peak_step
@@ -117,6 +122,18 @@ def test_math_attention_keeps_the_scores() -> None:
     math = _trace("gpt-mini", batch_size=8, seq_len=256, attention="math")
     scores = 8 * 4 * 256 * 256 * 4
     assert _part(math, parts.ACTIVATIONS) - _part(sdpa, parts.ACTIVATIONS) >= 4 * scores
+
+
+def test_cuda_autocast_keeps_the_softmax_in_fp32() -> None:
+    """CUDA autocast runs softmax in fp32 and the next matmul casts it back to bf16, both
+    saved for the backward (4 + 2 bytes a score); CPU autocast saves one bf16 copy (2): 4
+    bytes more per score, B x nh x T^2 scores per layer."""
+    settings = {"batch_size": 8, "seq_len": 256, "precision": "bf16", "attention": "math"}
+    on_cpu = _trace("gpt-mini", "cpu", **settings)
+    on_cuda = _trace("gpt-mini", "cuda", **settings)
+    scores = 8 * 4 * 256 * 256
+    extra = _part(on_cuda, parts.ACTIVATIONS) - _part(on_cpu, parts.ACTIVATIONS)
+    assert extra >= 4 * scores * 4  # gpt-mini: 4 layers
 
 
 def test_bf16_activations_are_smaller_than_fp32() -> None:

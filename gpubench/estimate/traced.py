@@ -32,15 +32,17 @@ until the step ends) and ``peak_step`` says which.
 
 What is assumed (and differs from the card): the trace runs on a fake *CPU* device. A
 fake CUDA tensor needs CUDA's device guard for autograd, which a CPU-only torch build
-lacks (the process aborts, it does not raise), so "cuda" is traced on CPU too and says so
-in ``notes``. Two consequences: the CUDA caching allocator rounds each block up to 512
-bytes (not modelled: well under 1 MiB for these models), and autocast follows the CPU op
-lists; SDPA picks torch's CPU flash kernel which, like CUDA's flash and memory-efficient
-kernels, saves an O(T) log-sum-exp rather than the [T, T] scores. Not in the trace: the
-CUDA context and the allocator's fragmentation (the analytical model's constants), the
-GradScaler's scalars under fp16 (its inf check reads a value a fake tensor does not have),
-DDP's buckets, DeepSpeed's partitioning and buffers, torch.compile's fusion, and the
-learnable data stream's token pool.
+lacks (the process aborts, it does not raise), so "cuda" is traced on CPU too, with two
+CUDA defaults that move memory taken over (:func:`trace_training_steps`): foreach AdamW,
+and autocast's float32 op list (softmax, log-softmax, norms, ...), which CPU autocast runs
+in half precision. What stays CPU's: SDPA picks torch's CPU flash kernel, which, like
+CUDA's flash and memory-efficient kernels, saves an O(T) log-sum-exp rather than the
+[T, T] scores; and the CUDA caching allocator's rounding of each block up to 512 bytes is
+not modelled (well under 1 MiB for these models). Not in the trace: the CUDA context and
+the allocator's fragmentation (the analytical model's constants), the GradScaler's
+scalars under fp16 (its inf check reads a value a fake tensor does not have), DDP's
+buckets, DeepSpeed's partitioning and buffers, torch.compile's fusion, and the learnable
+data stream's token pool.
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ def case_notes(case: Case, device_kind: str) -> tuple[str, ...]:
     notes = []
     if device_kind == "cuda":
         notes.append(
-            "traced on a fake CPU device: CPU autocast op lists and SDPA kernel, "
-            "no 512-byte CUDA block rounding"
+            "traced on a fake CPU device with CUDA's foreach AdamW and autocast fp32 ops; "
+            "CPU's SDPA kernel, no 512-byte CUDA block rounding"
         )
     if case.engine != "torch":
         notes.append(
@@ -185,7 +187,7 @@ def _trace_fake(case: Case, device_kind: str) -> TracedStep:
     with _reason("building the model on fake tensors"):
         built = build_fake_model(case, fake_mode)
     with fake_mode, _reason("tracing its training step on fake tensors"):
-        traced = trace_training_steps(case, built, TRACE_DEVICE, foreach=device_kind == "cuda")
+        traced = trace_training_steps(case, built, TRACE_DEVICE, as_cuda=device_kind == "cuda")
     return dataclasses.replace(traced, seconds=time.perf_counter() - started)
 
 
@@ -243,23 +245,27 @@ def _meta_to_fake(module: torch.nn.Module, device: str) -> None:
 
 
 def trace_training_steps(
-    case: Case, built: BuiltModel, device: str, foreach: bool = False
+    case: Case, built: BuiltModel, device: str, as_cuda: bool = False
 ) -> TracedStep:
     """Run :data:`TRACED_STEPS` optimizer steps of the torch engine's recipe on ``built``
     (already on ``device``, fake or real), each under its own tracker, and return the larger
-    peak with its breakdown. ``seconds`` is the time of the steps alone. ``foreach`` picks
-    AdamW's multi-tensor implementation, torch's default on CUDA (on CPU it defaults to the
-    per-tensor loop), whose temporaries span all parameters at once; fused wins when flagged."""
+    peak with its breakdown. ``seconds`` is the time of the steps alone.
+
+    ``as_cuda`` takes two CUDA defaults that change memory where CPU's differ: AdamW's
+    multi-tensor (foreach) implementation, whose temporaries span all parameters at once (on
+    CPU torch loops per tensor; fused wins when flagged), and autocast's float32 op list
+    (:data:`CUDA_FP32_OPS`: softmax, norms, ... run in fp32, while CPU autocast runs them in
+    the input's dtype: a bf16 math-attention softmax saves fp32 probabilities on CUDA)."""
     started = time.perf_counter()
     built.module.train()
     params = [p for p in built.module.parameters() if p.requires_grad]
-    optimizer = _adamw(case, params, foreach)
+    optimizer = _adamw(case, params, foreach=as_cuda)
     best: tuple[int, dict[str, int], int] | None = None
     for step in range(1, TRACED_STEPS + 1):
         tracker = _step_tracker_class()()
         tracker.track_external(built.module, optimizer)
         with tracker:
-            _optimizer_step(case, built, params, optimizer, tracker, device)
+            _optimizer_step(case, built, params, optimizer, tracker, device, as_cuda)
         peak, breakdown = tracker.peak_breakdown(device)
         if best is None or peak >= best[0]:
             best = (peak, breakdown, step)
@@ -290,6 +296,7 @@ def _optimizer_step(
     optimizer: torch.optim.Optimizer,
     tracker: _StepTracking,
     device: str,
+    as_cuda: bool,
 ) -> None:
     """TorchTrainStep.__call__ without DDP or the GradScaler (see the module docstring)."""
     import torch
@@ -299,7 +306,7 @@ def _optimizer_step(
     loss_sum = torch.zeros((), device=device)
     for _ in range(case.flags.grad_accum):
         tracker.reset_mod_stats()  # MemTracker refuses a second forward of the same module
-        _micro_batch(case, built, loss_sum, tracker, device)
+        _micro_batch(case, built, loss_sum, tracker, device, as_cuda)
     with tracker.filed_as_workspace():
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm(case))
         optimizer.step()
@@ -307,10 +314,16 @@ def _optimizer_step(
 
 
 def _micro_batch(
-    case: Case, built: BuiltModel, loss_sum: torch.Tensor, tracker: _StepTracking, device: str
+    case: Case,
+    built: BuiltModel,
+    loss_sum: torch.Tensor,
+    tracker: _StepTracking,
+    device: str,
+    as_cuda: bool,
 ) -> None:
     """TorchTrainStep._micro_batch: the batch as TokenStream.next_batch makes it; the logits
-    and loss stay referenced until the backward ends, as in the engine."""
+    and loss stay referenced until the backward ends, as in the engine. The CUDA fp32 policy
+    stays on through the backward, where a checkpointed block recomputes its forward."""
     import torch
 
     from gpubench.engines.recipe import AUTOCAST_DTYPES, lm_loss
@@ -325,13 +338,70 @@ def _micro_batch(
         if dtype
         else contextlib.nullcontext()
     )
-    with autocast:
-        logits = built.logits(x)  # [B, T, V]
-    with tracker.filed_as_head(logits):
-        loss = lm_loss(logits, y)
-        loss_sum += loss.detach()
-        scaled = loss / case.flags.grad_accum
-        scaled.backward()  # the head filing ends when the logits' gradient is made
+    with _cuda_fp32_policy() if as_cuda else contextlib.nullcontext():
+        with autocast:
+            logits = built.logits(x)  # [B, T, V]
+        with tracker.filed_as_head(logits):
+            loss = lm_loss(logits, y)
+            loss_sum += loss.detach()
+            scaled = loss / case.flags.grad_accum
+            _backward(scaled)  # the head filing ends when the logits' gradient is made
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` with the torch function modes left on. ``Tensor.backward`` hands
+    itself to the innermost mode, which runs it with that mode off: a checkpointed block
+    would then recompute its forward without the CUDA fp32 policy (and checkpoint fails on
+    the dtype change). So call the engine as ``torch.autograd.backward`` does after its
+    dispatch check (``torch.autograd.graph._engine_run_backward``, torch 2.2 to 2.13)."""
+    import torch
+    from torch.autograd.graph import _engine_run_backward
+
+    _engine_run_backward(
+        (loss,), (torch.ones_like(loss),), False, False, (),
+        allow_unreachable=True, accumulate_grad=True,
+    )  # fmt: skip
+
+
+# torch.amp's documentation, "CUDA Ops that can autocast to float32": those a language model
+# may call. CPU autocast has no such list for them (its float32 list is losses, linalg, fft).
+CUDA_FP32_OPS = frozenset(
+    {
+        "__pow__", "__rdiv__", "__rpow__", "__rtruediv__", "cross_entropy", "cosine_similarity",
+        "cumprod", "cumsum", "exp", "expm1", "group_norm", "kl_div", "l1_loss", "layer_norm",
+        "log", "log10", "log1p", "log2", "log_softmax", "mse_loss", "nll_loss", "norm",
+        "normalize", "pow", "prod", "reciprocal", "rsqrt", "smooth_l1_loss", "softmax",
+        "softmin", "softplus", "sum",
+    }
+)  # fmt: skip
+
+
+def _cuda_fp32_policy() -> contextlib.AbstractContextManager[Any]:
+    """A torch function mode that, while autocast is on, runs :data:`CUDA_FP32_OPS` on
+    float32 copies of their half-precision inputs, as CUDA autocast does."""
+    return cast("contextlib.AbstractContextManager[Any]", _cuda_fp32_policy_class()())
+
+
+@functools.cache
+def _cuda_fp32_policy_class() -> type[Any]:
+    import torch
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._pytree import tree_map_only
+
+    def to_fp32(t: torch.Tensor) -> torch.Tensor:
+        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+    class CudaFp32Policy(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", None)
+            if name in CUDA_FP32_OPS and torch.is_autocast_enabled(TRACE_DEVICE):
+                args, kwargs = tree_map_only(torch.Tensor, to_fp32, (args, kwargs))
+            return func(*args, **kwargs)
+
+    return CudaFp32Policy
 
 
 @functools.cache
