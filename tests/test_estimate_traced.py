@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 
 from gpubench.case import Case, make_case
 from gpubench.estimate import parts
+from gpubench.estimate import traced as traced_module
 from gpubench.estimate.traced import (
     TracedStep,
     TraceUnavailable,
@@ -237,16 +237,25 @@ def test_other_engines_and_launches_are_traced_as_the_torch_step_with_notes() ->
     assert any("one rank of 2" in note for note in ds.notes)
     assert any("eager" in note for note in _trace(compile=True).notes)
     assert any("fake CPU device" in note for note in _trace(kind="cuda").notes)
+    assert any("GradScaler" in note for note in _trace(precision="fp16").notes)
 
 
-def test_traces_are_cached_on_what_the_step_holds() -> None:
+def test_traces_are_cached_on_what_the_step_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    traces: list[Case] = []
+    real_trace = traced_module._trace_fake
+
+    def counted(case: Case, device_kind: str) -> TracedStep:
+        traces.append(case)
+        return real_trace(case, device_kind)
+
+    monkeypatch.setattr(traced_module, "_trace_fake", counted)
     clear_trace_cache()
     first = _trace("gpt-mini", batch_size=2, seq_len=64)
-    started = time.perf_counter()
     again = _trace("gpt-mini", batch_size=2, seq_len=64, steps=100, seed=7, name="other")
-    assert time.perf_counter() - started < 0.05  # no second trace
-    assert again == first
+    assert again == first and len(traces) == 1  # steps, seed and name hold no memory
     assert _trace("gpt-mini", batch_size=4, seq_len=64).peak_bytes > first.peak_bytes
+    _trace("gpt-mini", "cuda", batch_size=2, seq_len=64)
+    assert len(traces) == 3  # another batch, another device kind: traced anew
 
 
 def test_an_unknown_device_kind_is_refused() -> None:
