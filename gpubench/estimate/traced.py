@@ -24,6 +24,9 @@ files the bytes live at that moment under the parts of :mod:`gpubench.estimate.p
 - workspace: temporaries of the backward (activation gradients), of the norm clip and of
   the optimizer step (foreach AdamW's sqrt/denominator lists).
 
+The parts are an attribution, the peak is exact: under grad_ckpt, MemTracker may file a
+block's recomputed tensors as workspace rather than activations (its documented limit).
+
 Two optimizer steps are traced, each with its own tracker: AdamW makes its states lazily in
 the first step, so from the second step on they are resident all through the forward and
 backward and its peak is at least the first's. The larger peak is reported (the second on
