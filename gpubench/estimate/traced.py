@@ -27,11 +27,12 @@ files the bytes live at that moment under the parts of :mod:`gpubench.estimate.p
 The parts are an attribution, the peak is exact: under grad_ckpt, MemTracker may file a
 block's recomputed tensors as workspace rather than activations (its documented limit).
 
-Two optimizer steps are traced, each with its own tracker: AdamW makes its states lazily in
-the first step, so from the second step on they are resident all through the forward and
-backward and its peak is at least the first's. The larger peak is reported (the second on
-a tie, whose breakdown files the states as states; in the first step they are workspace
-until the step ends) and ``peak_step`` says which.
+One optimizer step is traced, the steady one: AdamW makes its states lazily in the first
+step, so they are first made by an untraced step on zero gradients (no forward, no
+backward). Every moment of the first step holds at most what the same moment of a later
+step holds (the first makes its states in the optimizer step, where a later one already
+has them), so the steady step's peak is the run's; the tests check it against a cold
+first step.
 
 What is assumed (and differs from the card): the trace runs on a fake *CPU* device. A
 fake CUDA tensor needs CUDA's device guard for autograd, which a CPU-only torch build
@@ -73,7 +74,6 @@ else:
 DEVICE_KINDS = ("cuda", "cpu")
 TRACE_DEVICE = "cpu"  # see the module docstring: fake CUDA autograd aborts a CPU-only build
 _TOTAL = "Total"  # MemTracker's key for a device's sum over its reference types
-TRACED_STEPS = 2  # AdamW makes its states in step 1; step 2 is the steady state
 
 
 class TraceUnavailable(Exception):
@@ -87,7 +87,6 @@ class TracedStep:
     peak_bytes: int  # peak of live tensor bytes on the device during the step
     breakdown: dict[str, int]  # part name (gpubench.estimate.parts) -> bytes at the peak
     seconds: float  # how long building and tracing took (when first traced; results are cached)
-    peak_step: int = TRACED_STEPS  # which traced optimizer step (1 or 2) held the peak
     engine_equivalent: bool = False  # the torch step standing for another engine's (DeepSpeed)
     notes: tuple[str, ...] = field(default=())  # what the trace assumed for this case
 
@@ -248,37 +247,46 @@ def _meta_to_fake(module: torch.nn.Module, device: str) -> None:
 
 
 def trace_training_steps(
-    case: Case, built: BuiltModel, device: str, as_cuda: bool = False
+    case: Case, built: BuiltModel, device: str, as_cuda: bool = False, primed: bool = True
 ) -> TracedStep:
-    """Run :data:`TRACED_STEPS` optimizer steps of the torch engine's recipe on ``built``
-    (already on ``device``, fake or real), each under its own tracker, and return the larger
-    peak with its breakdown. ``seconds`` is the time of the steps alone.
+    """Trace one optimizer step of the torch engine's recipe on ``built`` (already on
+    ``device``, fake or real) and return its peak with the breakdown. ``seconds`` is the
+    time of the step alone.
+
+    ``primed`` (the default) makes AdamW's states first, untraced, so the step traced is the
+    steady one (see the module docstring); ``primed=False`` traces the first step from cold,
+    whose breakdown files the new states as workspace until its optimizer step ends.
 
     ``as_cuda`` takes two CUDA defaults that change memory where CPU's differ: AdamW's
     multi-tensor (foreach) implementation, whose temporaries span all parameters at once (on
     CPU torch loops per tensor; fused wins when flagged), and autocast's float32 op list
     (:data:`CUDA_FP32_OPS`: softmax, norms, ... run in fp32, while CPU autocast runs them in
     the input's dtype: a bf16 math-attention softmax saves fp32 probabilities on CUDA)."""
-    started = time.perf_counter()
     built.module.train()
     params = [p for p in built.module.parameters() if p.requires_grad]
     optimizer = _adamw(case, params, foreach=as_cuda)
-    best: tuple[int, dict[str, int], int] | None = None
-    for step in range(1, TRACED_STEPS + 1):
-        tracker = _step_tracker_class()()
-        tracker.track_external(built.module, optimizer)
-        with tracker:
-            _optimizer_step(case, built, params, optimizer, tracker, device, as_cuda)
-        peak, breakdown = tracker.peak_breakdown(device)
-        if best is None or peak >= best[0]:
-            best = (peak, breakdown, step)
-    assert best is not None
-    return TracedStep(
-        peak_bytes=best[0],
-        breakdown=best[1],
-        seconds=time.perf_counter() - started,
-        peak_step=best[2],
-    )
+    if primed:
+        _make_optimizer_states(optimizer, params)
+    started = time.perf_counter()
+    tracker = _step_tracker_class()()
+    tracker.track_external(built.module, optimizer)
+    with tracker:
+        _optimizer_step(case, built, params, optimizer, tracker, device, as_cuda)
+    peak, breakdown = tracker.peak_breakdown(device)
+    return TracedStep(peak_bytes=peak, breakdown=breakdown, seconds=time.perf_counter() - started)
+
+
+def _make_optimizer_states(
+    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]
+) -> None:
+    """One optimizer step on zero gradients: AdamW makes its states as in a first step."""
+    import torch
+
+    with torch.no_grad():
+        for param in params:
+            param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _adamw(case: Case, params: list[torch.nn.Parameter], foreach: bool) -> torch.optim.Optimizer:
