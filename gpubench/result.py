@@ -454,7 +454,8 @@ class Result:
             parts.append(f"stopped after {len(self.series.step_time_s)} steps")
         if self.error:
             parts.append(f"{self.error.type}: {self.error.message}")
-        parts += [f"implausible: {reason}" for reason in self.implausible]
+        said = self.error.message if self.error else None
+        parts += [f"implausible: {reason}" for reason in self.implausible if reason != said]
         return ", ".join(parts)
 
     # -- JSON -------------------------------------------------------------------------------
