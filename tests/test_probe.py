@@ -260,8 +260,8 @@ def test_the_fixture_records_every_run_in_the_sessions_results(pytester: pytest.
 
 
 # -- end to end: real workers under a cpu:MEM cap ----------------------------------------------
-REAL_CAP = resolve_profile("cpu:256MiB")  # gpt-mini at s128: 8 sequences fit, 16 do not
-REAL_CASE = make_case(model="gpt-mini", seq_len=128, steps=2, warmup=1)  # = a probe's length
+REAL_CAP = resolve_profile("cpu:64MiB")  # gpt-tiny at s128: the threshold is near 20
+REAL_CASE = make_case(model="gpt-tiny", seq_len=128, steps=2, warmup=1)  # a probe's length
 
 
 def fitted_predictor(first: Result, second: Result):  # noqa: ANN201
@@ -286,9 +286,9 @@ def _run(case: Case, profile: HardwareProfile) -> Result:
 
 
 def test_a_real_probe_finds_the_oom_threshold_under_a_cpu_cap() -> None:
-    fit = [_run(REAL_CASE.replace(batch_size=b), REAL_CAP) for b in (1, 4)]
+    fit = [_run(REAL_CASE.replace(batch_size=b), REAL_CAP) for b in (1, 8)]
     probe: BatchProbe = probe_batch_size(
-        REAL_CASE, REAL_CAP, max_batch=32, predict=fitted_predictor(*fit), run=_run
+        REAL_CASE, REAL_CAP, max_batch=32, predict=fitted_predictor(*fit), run=_run, curve=False
     )
     largest = probe.largest_batch
     assert largest is not None and not probe.limited_by_cap, probe.describe()
@@ -296,6 +296,4 @@ def test_a_real_probe_finds_the_oom_threshold_under_a_cpu_cap() -> None:
     above = probe.probe_at(largest + 1)
     assert above is not None and above.status == "oom", probe.describe()
     assert len(probe.probes) <= _search_bound(abs(probe.predicted_batch - largest))
-    assert [r.case.batch_size for r in probe.curve] == curve_batches(largest)
-    assert all(r.fits and r.tokens_per_s for r in probe.curve), probe.describe()
-    assert probe.curve[-1] is probe.probe_at(largest)  # same case as the probe: reused
+    assert all(r.case.seq_len == 128 and r.profile == REAL_CAP for r in probe.probes)
