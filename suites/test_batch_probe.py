@@ -23,7 +23,7 @@ from gpubench.probe import BatchProbe
 from gpubench.probe.curve import curve_batches
 
 GPU_MAX_BATCH = 512  # sequences of 1024 tokens: beyond any of these models on an 80 GB card
-CPU_MAX_BATCH = 32  # keeps the curve's largest run to ~4k tokens a step on 2 cores
+CPU_MAX_BATCH = 16  # on the default 8 GiB `cpu` the cap ends it: 1 probe + 5 curve runs
 
 GPU_LADDER = gpubench.matrix(
     model=["gpt2-small", "gpt2-medium", "gpt-500m", "gpt2-large", "gpt-1b"],
