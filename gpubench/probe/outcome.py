@@ -70,7 +70,7 @@ class BatchProbe:
 
     @property
     def tokens_per_s_curve(self) -> list[tuple[int, float | None]]:
-        """(batch size, median tokens/s) per curve point; None where the run did not fit."""
+        """(batch size, median tokens/s) per curve point; None where the run stopped early."""
         return [(result.case.batch_size, result.tokens_per_s) for result in self.curve]
 
     def describe(self) -> str:
