@@ -9,6 +9,7 @@ cost anything (no NVML, no files) until a gpubench case is collected.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from gpubench.collection_checks import (
     missing_requirement,
 )
 from gpubench.matrix import MARKER, Matrix
+from gpubench.probe import BatchProbe, probe_batch_size
 from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
 from gpubench.progress import LiveProgress
 from gpubench.report.projection import (
@@ -63,6 +65,7 @@ DEFAULT_REPORTS_DIR = "reports"
 GATE_MARKER = "gpubench_gate"
 PROGRESS_MODES = ("auto", "live", "lines", "off")
 RESULT_FIXTURE = "gpubench_result"
+PROBE_FIXTURE = "gpubench_probe"  # runs workers too: counted with the cases
 
 
 # -- options (validated at the edge) ---------------------------------------------------------
@@ -545,7 +548,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     bench.cases_total = sum(
         1
         for item in session.items
-        if RESULT_FIXTURE in getattr(item, "fixturenames", ())
+        if {RESULT_FIXTURE, PROBE_FIXTURE} & set(getattr(item, "fixturenames", ()))
         and not item.get_closest_marker("skip")
     )
     if bench.case_progress is not None:
@@ -602,6 +605,21 @@ def gpubench_result(
     ):
         request.node.user_properties.append((name, value))
     yield result
+
+
+@pytest.fixture
+def gpubench_probe(
+    request: pytest.FixtureRequest, gpubench_case: Case, gpubench_profile: HardwareProfile
+) -> Callable[..., BatchProbe]:
+    """:func:`gpubench.probe.probe_batch_size` for this test's case and profile
+    (``gpubench_probe(max_batch=64)``), each probe and curve run through the session, so
+    it lands in results.jsonl, the progress display and the report like any case."""
+    bench = request.config.stash[SESSION_KEY]
+
+    def run(case: Case, profile: HardwareProfile) -> Result:
+        return bench.run(case, profile, nodeid=request.node.nodeid)
+
+    return functools.partial(probe_batch_size, gpubench_case, gpubench_profile, run=run)
 
 
 def _verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:

@@ -1,0 +1,61 @@
+"""The largest batch that fits, and the tokens/s curve up to it (docs/probe.md).
+
+    pytest suites/test_batch_probe.py --gpu-profile rtx5080
+    pytest suites/test_batch_probe.py --gpu-profile cpu:256MiB
+
+For each model the probe starts at the largest batch the memory estimate says
+fits the profile, runs short probes in fresh workers (a warm-up step and two
+measured ones) and narrows a fitting and a failing batch until they are
+adjacent; then the case as declared runs at 1, 2, 4, ... and the largest batch.
+Every run is a Result in the run's results.jsonl and report (its batch in its
+id). On ``cpu`` the profile's memory cap (``cpu:MEM``, enforced with
+RLIMIT_DATA) is the capacity the probe runs into; with the default 8 GiB the
+CPU case stops at its batch cap instead, and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gpubench
+from gpubench import HardwareProfile
+from gpubench.probe import BatchProbe
+from gpubench.probe.curve import curve_batches
+
+GPU_MAX_BATCH = 512  # sequences of 1024 tokens: beyond any of these models on an 80 GB card
+CPU_MAX_BATCH = 16  # on the default 8 GiB `cpu` the cap ends it: 1 probe + 5 curve runs
+
+GPU_LADDER = gpubench.matrix(
+    model=["gpt2-small", "gpt2-medium", "gpt-500m", "gpt2-large", "gpt-1b"],
+    precision="bf16",
+    seq_len=1024,
+    steps=20,
+    requires_gpu=True,
+)
+CPU_SIZED = gpubench.single_case(model="gpt-mini", seq_len=128, steps=6, warmup=2)
+
+Probe = Callable[..., BatchProbe]
+
+
+@GPU_LADDER
+def test_largest_batch_on_the_gpu(gpubench_probe: Probe, gpubench_profile: HardwareProfile):
+    _assert_consistent(gpubench_probe(max_batch=GPU_MAX_BATCH))
+
+
+@CPU_SIZED
+def test_largest_batch_under_a_memory_cap(gpubench_probe: Probe, gpubench_profile: HardwareProfile):
+    _assert_consistent(gpubench_probe(max_batch=CPU_MAX_BATCH))
+
+
+def _assert_consistent(probe: BatchProbe) -> None:
+    """The largest batch fits, the next one does not (unless the cap ended the search),
+    and the curve has a fitting run, with its tokens/s, at every ladder batch."""
+    report = probe.describe()
+    assert probe.largest_batch is not None, report
+    largest = probe.probe_at(probe.largest_batch)
+    assert largest is not None and largest.fits, report
+    if not probe.limited_by_cap:
+        above = probe.probe_at(probe.largest_batch + 1)
+        assert above is not None and not above.fits, report
+    assert [r.case.batch_size for r in probe.curve] == curve_batches(probe.largest_batch), report
+    assert all(r.fits and r.tokens_per_s for r in probe.curve), report
