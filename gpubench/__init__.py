@@ -11,22 +11,25 @@ from __future__ import annotations
 
 from gpubench.case import Case, CaseError, Flags, make_case
 from gpubench.matrix import Matrix, matrix, single_case
+from gpubench.probe import BatchProbe, ProbeError, probe_batch_size
 from gpubench.profiles import HardwareProfile
 from gpubench.result import Metrics, Result, Stats
-
-__version__ = "0.1.0"
+from gpubench.version import __version__
 
 __all__ = [
+    "BatchProbe",
     "Case",
     "CaseError",
     "Flags",
     "HardwareProfile",
     "Matrix",
     "Metrics",
+    "ProbeError",
     "Result",
     "Stats",
     "__version__",
     "make_case",
     "matrix",
+    "probe_batch_size",
     "single_case",
 ]

@@ -143,12 +143,9 @@ def _cpu_count() -> int:
 
 
 def _gpubench_version() -> str:
-    try:
-        import gpubench
+    from gpubench.version import __version__
 
-        return str(gpubench.__version__)
-    except Exception:
-        return package_version("gpubench") or ""
+    return __version__
 
 
 def _torch_cuda_device(torch: Any) -> tuple[str, int, int] | None:
