@@ -75,9 +75,14 @@ CUDA_CONTEXT_BYTES = 512 * MiB
 # its two defaults (":4096:2:16:8", 8.1 MiB, below sm90) [torch CublasHandlePool.cpp]
 CUBLAS_WORKSPACE_BYTES = 32 * MiB
 # STATED: the caching allocator's reserved-over-allocated margin, as a fraction of what the
-# tensors hold. A cpu profile has none: glibc serves large blocks with their own mmap,
-# returned on free, and RLIMIT_DATA counts what is mapped.
+# tensors hold.
 CUDA_FRAGMENTATION = 0.10
+# MEASURED (docs/estimate.md, "Measured on a CPU": gpt-mini, 4 cases, RLIMIT_DATA bisection):
+# what a cpu worker maps beyond the tensors: glibc keeps freed blocks under its dynamic mmap
+# threshold (up to 32 MiB) in its heaps, per-thread arenas, oneDNN scratch. The smallest
+# margin of the form fraction x tensors + bytes that covered all four measured peaks.
+CPU_MARGIN_FRACTION = 0.10
+CPU_MARGIN_BYTES = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,9 @@ def _deepspeed_unpartitioned(
     fp32 gradient copy [ZeRO section 3.1: 2 + 2 + 12 bytes a parameter, + 4 for fp32 grads]."""
     n = shape.n_params
     mixed = p == HALF
+    # under torchrun DeepSpeed all-reduces the gradients flattened a bucket at a time
+    # (engine.allreduce_gradients, allreduce_bucket_size 5e8 elements by default)
+    allreduce = min(ZERO_BUCKET_ELEMENTS, n) * p if case.nproc > 1 else 0
     return ModelStates(
         parameters=p * n,
         master_weights=FP32 * n if mixed else 0,
@@ -313,7 +321,7 @@ def _deepspeed_unpartitioned(
         grads_fp32=FP32 * n if mixed else 0,
         grads_fp32_persistent=mixed,
         optimizer_states=2 * FP32 * n,
-        engine_buffers=0,
+        engine_buffers=allreduce,
         optimizer_workspace=adamw_workspace_bytes(case, shape, device_kind, stepped=n),
     )
 
@@ -335,8 +343,11 @@ def cublas_workspace_bytes(device_kind: str) -> int:
 
 
 def fragmentation_bytes(tensor_bytes: int, device_kind: str) -> int:
-    """The allocator's margin over ``tensor_bytes`` (STATED fraction on CUDA, none on cpu)."""
-    return int(CUDA_FRAGMENTATION * tensor_bytes) if device_kind == "cuda" else 0
+    """The allocator's margin over ``tensor_bytes``: a STATED fraction on CUDA, a MEASURED
+    fraction and constant on cpu (glibc malloc and the runtime, under RLIMIT_DATA)."""
+    if device_kind == "cuda":
+        return int(CUDA_FRAGMENTATION * tensor_bytes)
+    return int(CPU_MARGIN_FRACTION * tensor_bytes) + CPU_MARGIN_BYTES
 
 
 # -- the two moments -----------------------------------------------------------------------------
