@@ -64,6 +64,10 @@ def model_shape(case: Case) -> ModelShape:
     if case.model in BUILTIN_MODELS:
         return builtin_shape(case)
     key = (case.model, case.model_config, case.vocab_size, case.seq_len, case.flags.attention)
+    try:
+        hash(key)
+    except TypeError:  # a model_config value such as a list: build without the cache
+        return _built_shape.__wrapped__(key)
     return _built_shape(key)
 
 
