@@ -156,9 +156,9 @@ def test_cuda_constants_and_fragmentation_only_on_cuda() -> None:
     # cuda: 10 % of what the allocator holds (the context is outside it)
     held = sum(cuda.values()) - cuda[parts.FRAGMENTATION] - cuda[parts.CUDA_CONTEXT]
     assert cuda[parts.FRAGMENTATION] == int(0.10 * held)
-    # cpu: 10 % of the tensors + 64 MiB (measured, docs/estimate.md)
+    # cpu: 15 % of the tensors + 64 MiB (measured, docs/estimate.md)
     tensors = sum(cpu.values()) - cpu[parts.FRAGMENTATION]
-    assert cpu[parts.FRAGMENTATION] == int(0.10 * tensors) + 64 * 2**20
+    assert cpu[parts.FRAGMENTATION] == int(0.15 * tensors) + 64 * 2**20
     assert tuple(cuda) == parts.DEVICE_PARTS
 
 
