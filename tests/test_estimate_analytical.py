@@ -375,3 +375,19 @@ def test_hf_shape_from_a_meta_build() -> None:
 
     assert shape.n_params == gpt_param_count(2, 64, 128, 1024)
     assert shape.describable
+    assert not any("taken as GPT-2's" in a for a in shape.assumptions)
+
+
+def test_other_hf_blocks_are_flagged_as_approximated() -> None:
+    pytest.importorskip("transformers")
+    config = {
+        "num_hidden_layers": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+    }
+    case = make_case(model="hf:llama", model_config=config, vocab_size=128, seq_len=32)
+    shape = model_shape(case)
+    assert (shape.n_layer, shape.d_model, shape.ffn_dim) == (2, 64, 128)
+    assert any("taken as GPT-2's" in a for a in shape.assumptions)
