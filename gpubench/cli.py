@@ -389,23 +389,30 @@ def _gib(value: int | None) -> str:
     return "-" if value is None else f"{value / GiB:.2f}"
 
 
+def _in_unit(value: int | None, unit: int) -> str:
+    return "-" if value is None else f"{value / unit:.2f}"
+
+
 def estimate_frame(estimate: Estimate) -> pd.DataFrame:
-    """One row per part: the formulas' bytes and the traced step's, in GiB."""
+    """One row per part: the formulas' bytes and the traced step's, in GiB (MiB for a peak
+    under 1 GiB, where GiB would print zeros)."""
     from gpubench.estimate import parts
 
+    unit, name = (GiB, "GiB") if estimate.peak_bytes >= GiB else (1024**2, "MiB")
+    formulas, traced = f"formulas {name}", f"traced {name}"
     rows = [
         {
-            "part": name,
-            "formulas GiB": _gib(estimate.breakdown.get(name)),
-            "traced GiB": _gib(estimate.traced_breakdown.get(name)),
+            "part": part,
+            formulas: _in_unit(estimate.breakdown.get(part), unit),
+            traced: _in_unit(estimate.traced_breakdown.get(part), unit),
         }
-        for name in parts.DEVICE_PARTS
+        for part in parts.DEVICE_PARTS
     ]
     rows.append(
         {
             "part": "peak",
-            "formulas GiB": _gib(sum(estimate.breakdown.values())),
-            "traced GiB": _gib(estimate.traced_peak_bytes),
+            formulas: _in_unit(sum(estimate.breakdown.values()), unit),
+            traced: _in_unit(estimate.traced_peak_bytes, unit),
         }
     )
     return pd.DataFrame(rows)

@@ -29,18 +29,18 @@ Sources (cited at each formula):
   ``estimate_zero2_model_states_mem_needs``), ``runtime/zero/stage3.py``
   (``estimate_zero3_model_states_mem_needs``: ``4 x largest layer`` for the
   gathered working set).
-- [torch] PyTorch 2.13 source: ``torch/optim/adamw.py`` (foreach AdamW, the
-  default for CUDA tensors when ``fused`` is None, takes
-  ``_foreach_sqrt(exp_avg_sqs)``: one fp32 temporary per parameter; the
-  single-tensor loop, the default for CPU tensors, one per tensor at a time;
-  fused AdamW none), ``torch/amp/autocast_mode.py`` (autocast caches the
-  low-precision copy of each leaf weight it casts, and matmuls save their
-  cast inputs for backward; layer_norm and softmax are on autocast's fp32
-  list), ``aten``'s ``log_softmax``/``nll_loss`` (cross-entropy saves the
-  fp32 log-probabilities; its backward makes a dense ``[B*T, V]`` gradient
-  from ``nll_loss`` and another from ``log_softmax``), DDP's reducer
-  (``gradient_as_bucket_view=False``, the default, keeps its buckets beside
-  the gradients: "the saved memory size will be equal to the total
+- [torch] PyTorch 2.13 source: ``torch/optim/adam.py``, which ``AdamW`` subclasses
+  (``_multi_tensor_adam``, the default for CUDA tensors when ``fused`` is None, takes
+  ``_foreach_sqrt(exp_avg_sqs)`` and divides and adds in place: one fp32 temporary per
+  parameter; ``_single_tensor_adam``, the default for CPU tensors, computes
+  ``(exp_avg_sq.sqrt() / bias_correction2_sqrt)``: two temporaries of one tensor at a
+  time; ``_fused_adam`` none), ``torch/amp/autocast_mode.py`` (autocast caches the
+  low-precision copy of each leaf weight it casts, and matmuls save their cast inputs
+  for backward; layer_norm and softmax are on autocast's fp32 list), ``aten``'s
+  ``log_softmax``/``nll_loss`` (cross-entropy saves the fp32 log-probabilities; its
+  backward makes a dense ``[B*T, V]`` gradient from ``nll_loss`` and another from
+  ``log_softmax``), DDP's reducer (``gradient_as_bucket_view=False``, the default, keeps
+  its buckets beside the gradients: "the saved memory size will be equal to the total
   gradients size", DistributedDataParallel docs), and
   ``torch/csrc/cuda/CublasHandlePool.cpp`` (cuBLAS workspace defaults).
 
@@ -50,6 +50,7 @@ been measured here (no GPU): docs/estimate.md lists how to measure each.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -75,9 +76,14 @@ CUDA_CONTEXT_BYTES = 512 * MiB
 # its two defaults (":4096:2:16:8", 8.1 MiB, below sm90) [torch CublasHandlePool.cpp]
 CUBLAS_WORKSPACE_BYTES = 32 * MiB
 # STATED: the caching allocator's reserved-over-allocated margin, as a fraction of what the
-# tensors hold. A cpu profile has none: glibc serves large blocks with their own mmap,
-# returned on free, and RLIMIT_DATA counts what is mapped.
+# tensors hold.
 CUDA_FRAGMENTATION = 0.10
+# MEASURED (docs/estimate.md, "Measured on a CPU": RLIMIT_DATA bisection of the worker, 7
+# cases): what a cpu worker maps beyond the tensors: glibc keeps freed blocks under its dynamic
+# mmap threshold (up to 32 MiB) in its heaps, per-thread arenas, oneDNN scratch. The smallest
+# margin of the form fraction x tensors + bytes that covered every measured peak.
+CPU_MARGIN_FRACTION = 0.15
+CPU_MARGIN_BYTES = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -230,12 +236,13 @@ def torch_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates
 
 def adamw_workspace_bytes(case: Case, shape: ModelShape, device_kind: str, stepped: int) -> int:
     """torch AdamW's temporary ``denom`` (fp32): none fused; one per parameter with foreach
-    (CUDA's default); one per tensor with the single-tensor loop (CPU's default) [torch]."""
+    (CUDA's default); ``sqrt`` and the quotient of one tensor at a time with the single-tensor
+    loop (CPU's default) [torch]."""
     if case.flags.fused_adamw:
         return 0
     if device_kind == "cuda":
         return FP32 * stepped
-    return FP32 * min(stepped, shape.largest_tensor_params)
+    return 2 * FP32 * min(stepped, shape.largest_tensor_params)
 
 
 def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
@@ -266,6 +273,9 @@ def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelSt
     params = p * part if z == 3 else p * n
     bucket = min(ZERO_BUCKET_ELEMENTS, n) * p
     buffers = 4 * shape.largest_layer_params if z == 3 else bucket  # [DS] largest_layer_memory
+    # torch AdamW steps on one flat fp32 partition: a single tensor of ``part`` elements
+    flat = dataclasses.replace(shape, largest_tensor_params=part)
+    flat_workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part)
     host: dict[str, int] = {}
     notes: list[str] = []
     if flags.offload_optimizer:
@@ -292,7 +302,7 @@ def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelSt
         grads_fp32_persistent=False,
         optimizer_states=states,
         engine_buffers=buffers,
-        optimizer_workspace=0 if flags.offload_optimizer or flags.fused_adamw else FP32 * part,
+        optimizer_workspace=0 if flags.offload_optimizer else flat_workspace,
         host=host,
         notes=tuple(notes),
     )
@@ -306,6 +316,9 @@ def _deepspeed_unpartitioned(
     fp32 gradient copy [ZeRO section 3.1: 2 + 2 + 12 bytes a parameter, + 4 for fp32 grads]."""
     n = shape.n_params
     mixed = p == HALF
+    # under torchrun DeepSpeed all-reduces the gradients flattened a bucket at a time
+    # (engine.allreduce_gradients, allreduce_bucket_size 5e8 elements by default)
+    allreduce = min(ZERO_BUCKET_ELEMENTS, n) * p if case.nproc > 1 else 0
     return ModelStates(
         parameters=p * n,
         master_weights=FP32 * n if mixed else 0,
@@ -313,7 +326,7 @@ def _deepspeed_unpartitioned(
         grads_fp32=FP32 * n if mixed else 0,
         grads_fp32_persistent=mixed,
         optimizer_states=2 * FP32 * n,
-        engine_buffers=0,
+        engine_buffers=allreduce,
         optimizer_workspace=adamw_workspace_bytes(case, shape, device_kind, stepped=n),
     )
 
@@ -335,8 +348,11 @@ def cublas_workspace_bytes(device_kind: str) -> int:
 
 
 def fragmentation_bytes(tensor_bytes: int, device_kind: str) -> int:
-    """The allocator's margin over ``tensor_bytes`` (STATED fraction on CUDA, none on cpu)."""
-    return int(CUDA_FRAGMENTATION * tensor_bytes) if device_kind == "cuda" else 0
+    """The allocator's margin over ``tensor_bytes``: a STATED fraction on CUDA, a MEASURED
+    fraction and constant on cpu (glibc malloc and the runtime, under RLIMIT_DATA)."""
+    if device_kind == "cuda":
+        return int(CUDA_FRAGMENTATION * tensor_bytes)
+    return int(CPU_MARGIN_FRACTION * tensor_bytes) + CPU_MARGIN_BYTES
 
 
 # -- the two moments -----------------------------------------------------------------------------

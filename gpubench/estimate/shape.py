@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 # config attributes that name the MLP's inner width (GPT-2: n_inner, None meaning 4 x width)
 _FFN_NAMES = ("n_inner", "intermediate_size", "ffn_dim", "d_ff", "ffn_hidden_size")
+GPT2_LIKE = ("gpt2",)  # transformers model types whose block is the built-in GPT's
 _DROPOUT_NAMES = ("dropout", "resid_pdrop", "hidden_dropout", "hidden_dropout_prob")
 
 
@@ -64,6 +65,10 @@ def model_shape(case: Case) -> ModelShape:
     if case.model in BUILTIN_MODELS:
         return builtin_shape(case)
     key = (case.model, case.model_config, case.vocab_size, case.seq_len, case.flags.attention)
+    try:
+        hash(key)
+    except TypeError:  # a model_config value such as a list: build without the cache
+        return _built_shape.__wrapped__(key)
     return _built_shape(key)
 
 
@@ -121,6 +126,12 @@ def _built_shape(key: tuple[Any, ...]) -> ModelShape:
     config = getattr(module, "config", None)
     assumptions: list[str] = []
     ffn = _ffn_dim(config, built.d_model, assumptions)
+    if getattr(config, "model_type", None) not in GPT2_LIKE:
+        assumptions.append(
+            f"activations: {model}'s blocks taken as GPT-2's (LayerNorm, GELU MLP of two "
+            "matrices); other blocks (gated MLP, RMSNorm, grouped-query attention) differ: "
+            "compare the traced figure"
+        )
     return ModelShape(
         n_params=built.n_params,
         vocab_size=built.vocab_size,
