@@ -3,8 +3,6 @@ states against DeepSpeed's own estimators, the verdict bands and estimate_case."
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import types
 
 import pytest
@@ -17,6 +15,7 @@ from gpubench.estimate.analytical import (
     analyse,
     attention_score_bytes,
     deepspeed_states,
+    fragmentation_bytes,
     layer_activation_bytes,
     logits_and_loss_bytes,
     model_states,
@@ -288,6 +287,13 @@ def test_verdict_bands(peak: int, tensors: int, capacity: int, expected: str) ->
     assert verdict(peak, tensors, capacity) == expected
 
 
+def test_a_cpu_cap_has_no_over_capacity_band() -> None:
+    """RLIMIT_DATA refuses every allocation past the cap: a cpu run ends ok or oom."""
+    assert verdict(100, 90, 100, "cpu") == "fits"
+    assert verdict(101, 90, 100, "cpu") == "oom"
+    assert verdict(101, 90, 100, "cuda") == "over_capacity"
+
+
 def test_verdict_refuses_tensors_above_the_peak() -> None:
     with pytest.raises(ValueError, match="above peak_bytes"):
         verdict(10, 11, 100)
@@ -307,24 +313,15 @@ def test_estimate_case_formulas_only() -> None:
 
 
 def _fake_tracer(monkeypatch: pytest.MonkeyPatch, peak: int | None) -> None:
-    module = types.ModuleType("gpubench.estimate.traced")
-
-    class TraceUnavailable(Exception):
-        pass
-
-    @dataclasses.dataclass
-    class TracedStep:
-        peak_bytes: int
-        breakdown: dict[str, int]
+    import gpubench.estimate as estimate_module
+    from gpubench.estimate.traced import TracedStep, TraceUnavailable
 
     def trace_case(case: object, device_kind: str) -> TracedStep:
         if peak is None:
             raise TraceUnavailable("fake: cannot run")
-        return TracedStep(peak, {parts.ACTIVATIONS: peak})
+        return TracedStep(peak, {parts.ACTIVATIONS: peak}, seconds=0.0)
 
-    module.TraceUnavailable = TraceUnavailable  # type: ignore[attr-defined]
-    module.trace_case = trace_case  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gpubench.estimate.traced", module)
+    monkeypatch.setattr(estimate_module, "trace_case", trace_case)
 
 
 def test_traced_figures_sit_beside_the_formulas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,7 +356,9 @@ def test_model_without_shape_uses_the_traced_peak(monkeypatch: pytest.MonkeyPatc
     assert any("activations not computed" in note for note in bound.notes)
     _fake_tracer(monkeypatch, 10**6)
     traced = estimate_case(case, resolve_profile("cpu"))
-    assert traced.peak_bytes == 10**6 and traced.method.startswith("traced step")
+    # the trace's tensors, and the allocator's margin the formulas add on the cpu
+    assert traced.peak_bytes == 10**6 + fragmentation_bytes(10**6, "cpu")
+    assert traced.method.startswith("traced step") and traced.verdict == "fits"
 
 
 def test_hf_shape_from_a_meta_build() -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gpubench.estimate import parts
-from gpubench.estimate.analytical import Analysis, analyse
+from gpubench.estimate.analytical import Analysis, analyse, fragmentation_bytes
 from gpubench.estimate.shape import ModelShape, model_shape
+from gpubench.estimate.traced import TraceUnavailable, trace_case
 from gpubench.estimate.verdict import verdict
 from gpubench.result import Estimate
 
@@ -55,12 +56,12 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
     notes = list(analysis.notes)
     if traced.note:
         notes.append(traced.note)
-    peak, tensors, method = _chosen_peak(analysis, traced, shape)
+    peak, tensors, method = _chosen_peak(analysis, traced, shape, profile.kind)
     notes.append(f"peak at the {analysis.phase} (formulas)")
     return Estimate(
         peak_bytes=peak,
         capacity_bytes=profile.memory_bytes,
-        verdict=verdict(peak, tensors, profile.memory_bytes),
+        verdict=verdict(peak, tensors, profile.memory_bytes, profile.kind),
         headroom_bytes=profile.memory_bytes - peak,
         method=method,
         breakdown=analysis.breakdown,
@@ -73,31 +74,33 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
 
 
 def _chosen_peak(
-    analysis: Analysis, traced: TracedFigures, shape: ModelShape
+    analysis: Analysis, traced: TracedFigures, shape: ModelShape, device_kind: str
 ) -> tuple[int, int, str]:
     """(peak, tensor bytes, method): the formulas' figure where they describe the model,
     else the traced step's, else the formulas' lower bound (model states only)."""
     if analysis.activations_known:
         return analysis.peak_bytes, analysis.tensor_bytes, FORMULAS
     if traced.peak_bytes is not None:
-        margin = traced.breakdown.get(parts.FRAGMENTATION, 0)
+        # the trace holds tensors only: the device's constants and the allocator's margin
+        # on top, as the formulas add them
+        context = analysis.breakdown.get(parts.CUDA_CONTEXT, 0)
+        tensors = traced.peak_bytes + context
+        margin = fragmentation_bytes(traced.peak_bytes, device_kind)
         method = (
             f"traced step (gpubench.estimate.traced): {shape.source} gives no layer shapes "
-            "for the formulas"
+            "for the formulas; the formulas' device constants and allocator margin added"
         )
-        return traced.peak_bytes, traced.peak_bytes - margin, method
+        return tensors + margin, tensors, method
     method = f"{FORMULAS}; LOWER BOUND: activations unknown for {shape.source}"
     return analysis.peak_bytes, analysis.tensor_bytes, method
 
 
 def trace_step(case: Case, device_kind: str) -> TracedFigures:
-    """The traced step's peak and breakdown, or a note saying why there is none."""
-    try:
-        from gpubench.estimate.traced import TraceUnavailable, trace_case
-    except ImportError:  # the integrator removes this guard when traced.py lands
-        return TracedFigures(note="tracer not available")
+    """The traced step's peak and breakdown (tensors only: the device's constants are the
+    formulas'), or a note saying why there is none."""
     try:
         step = trace_case(case, device_kind)
     except TraceUnavailable as exc:
         return TracedFigures(note=f"not traced: {exc}")
-    return TracedFigures(peak_bytes=int(step.peak_bytes), breakdown=dict(step.breakdown))
+    note = "; ".join(f"traced: {n}" for n in step.notes) or None
+    return TracedFigures(peak_bytes=int(step.peak_bytes), breakdown=dict(step.breakdown), note=note)
