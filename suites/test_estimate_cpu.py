@@ -7,7 +7,9 @@ memory cap (``RLIMIT_DATA``, the CPU stand-in for a card's capacity), and its
 Result carries the estimate made before it ran (:mod:`gpubench.estimate`) with
 the error against the peak the worker measured (the resident set above the
 runtime's). The test holds the estimator to its verdict: a case predicted to
-fit must train, one predicted not to must end ``oom``. The matrix spans model
+fit must train, one predicted not to must end ``oom``; one it calls
+``over_capacity`` (too close to call: the tensors fit, the measured margin of
+glibc's malloc does not) may end either way, and says which. The matrix spans model
 size, batch, sequence length, activation checkpointing and precision, so that
 parameters, optimizer states, activations and the logits each decide some case.
 docs/estimate.md lists what a run of it measured.
@@ -34,6 +36,19 @@ ACTIVATIONS = gpubench.matrix(
     grad_ckpt=[False, True],
     precision="fp32",
 )
+# close to a 1 GiB cap (`--gpu-profile cpu:1GiB`), where the margin decides: 0.87 and 1.02
+# GiB estimated without checkpointing, 1.00 and 1.09 GiB with it (the two above the cap are
+# within the margin: too close to call)
+NEAR_THE_CAP = gpubench.matrix(
+    **FEW_STEPS, model="gpt-mini", seq_len=256, batch_size=[20, 24], precision="fp32"
+) + gpubench.matrix(
+    **FEW_STEPS,
+    model="gpt-mini",
+    seq_len=256,
+    batch_size=[36, 40],
+    grad_ckpt=True,
+    precision="fp32",
+)
 # bf16 autocast (the bf16 matmuls are slow on an AVX2 CPU: short sequences)
 PRECISION = gpubench.matrix(
     **FEW_STEPS,
@@ -49,7 +64,7 @@ ATTENTION = gpubench.matrix(
 )
 
 
-@MODEL_SIZE + ACTIVATIONS + PRECISION + ATTENTION
+@MODEL_SIZE + ACTIVATIONS + NEAR_THE_CAP + PRECISION + ATTENTION
 def test_the_estimated_verdict_comes_true(gpubench_result: Result):
     result = gpubench_result
     estimate = result.estimate
@@ -57,6 +72,9 @@ def test_the_estimated_verdict_comes_true(gpubench_result: Result):
     if result.predicted:  # --gpubench-estimate-only: nothing ran to hold it to
         return
     assert result.status in ("ok", "oom"), result.describe()
+    if estimate.verdict == "over_capacity":
+        print(f"too close to call: {result.describe()}")
+        return
     assert estimate.status == result.status, (
         f"estimated {estimate.verdict} ({estimate.peak_bytes / 2**20:,.0f} MiB of "
         f"{estimate.capacity_bytes / 2**20:,.0f}), the worker: {result.describe()}"

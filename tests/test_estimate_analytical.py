@@ -287,13 +287,6 @@ def test_verdict_bands(peak: int, tensors: int, capacity: int, expected: str) ->
     assert verdict(peak, tensors, capacity) == expected
 
 
-def test_a_cpu_cap_has_no_over_capacity_band() -> None:
-    """RLIMIT_DATA refuses every allocation past the cap: a cpu run ends ok or oom."""
-    assert verdict(100, 90, 100, "cpu") == "fits"
-    assert verdict(101, 90, 100, "cpu") == "oom"
-    assert verdict(101, 90, 100, "cuda") == "over_capacity"
-
-
 def test_verdict_refuses_tensors_above_the_peak() -> None:
     with pytest.raises(ValueError, match="above peak_bytes"):
         verdict(10, 11, 100)

@@ -20,6 +20,7 @@ from gpubench.estimate.analytical import Analysis, analyse, fragmentation_bytes
 from gpubench.estimate.shape import ModelShape, model_shape
 from gpubench.estimate.traced import TraceUnavailable, trace_case
 from gpubench.estimate.verdict import verdict
+from gpubench.models.sizes import BUILTIN_MODELS
 from gpubench.result import Estimate
 
 if TYPE_CHECKING:
@@ -56,12 +57,12 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
     notes = list(analysis.notes)
     if traced.note:
         notes.append(traced.note)
-    peak, tensors, method = _chosen_peak(analysis, traced, shape, profile.kind)
+    peak, tensors, method = _chosen_peak(case, analysis, traced, shape, profile.kind)
     notes.append(f"peak at the {analysis.phase} (formulas)")
     return Estimate(
         peak_bytes=peak,
         capacity_bytes=profile.memory_bytes,
-        verdict=verdict(peak, tensors, profile.memory_bytes, profile.kind),
+        verdict=verdict(peak, tensors, profile.memory_bytes),
         headroom_bytes=profile.memory_bytes - peak,
         method=method,
         breakdown=analysis.breakdown,
@@ -74,25 +75,44 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
 
 
 def _chosen_peak(
-    analysis: Analysis, traced: TracedFigures, shape: ModelShape, device_kind: str
+    case: Case, analysis: Analysis, traced: TracedFigures, shape: ModelShape, device_kind: str
 ) -> tuple[int, int, str]:
-    """(peak, tensor bytes, method): the formulas' figure where they describe the model,
-    else the traced step's, else the formulas' lower bound (model states only)."""
-    if analysis.activations_known:
+    """(peak, tensor bytes, method).
+
+    The formulas model gpubench's own GPT layer by layer, so they give the figure for a
+    built-in model. Another model's blocks (``hf:``, a factory) are only GPT-2-shaped to
+    the formulas, while the trace runs the model's own code (its GELU variant, dropout
+    masks, gated MLP): for a torch case the traced step decides, with the formulas'
+    engine buffers, device constants and allocator margin on top. A DeepSpeed case is
+    traced as the equivalent torch step, unpartitioned, so the formulas decide there.
+    Without either, the formulas' model states are a lower bound.
+    """
+    builtin = case.model in BUILTIN_MODELS
+    if analysis.activations_known and (builtin or traced.peak_bytes is None):
         return analysis.peak_bytes, analysis.tensor_bytes, FORMULAS
-    if traced.peak_bytes is not None:
-        # the trace holds tensors only: the device's constants and the allocator's margin
-        # on top, as the formulas add them
-        context = analysis.breakdown.get(parts.CUDA_CONTEXT, 0)
-        tensors = traced.peak_bytes + context
-        margin = fragmentation_bytes(traced.peak_bytes, device_kind)
-        method = (
-            f"traced step (gpubench.estimate.traced): {shape.source} gives no layer shapes "
-            "for the formulas; the formulas' device constants and allocator margin added"
-        )
-        return tensors + margin, tensors, method
+    if traced.peak_bytes is not None and (case.engine == "torch" or not analysis.activations_known):
+        return _traced_peak(analysis, traced, shape, device_kind)
+    if analysis.activations_known:
+        method = f"{FORMULAS}; {case.engine} is traced only as the torch step: formulas used"
+        return analysis.peak_bytes, analysis.tensor_bytes, method
     method = f"{FORMULAS}; LOWER BOUND: activations unknown for {shape.source}"
     return analysis.peak_bytes, analysis.tensor_bytes, method
+
+
+def _traced_peak(
+    analysis: Analysis, traced: TracedFigures, shape: ModelShape, device_kind: str
+) -> tuple[int, int, str]:
+    """The traced tensors, with what the trace does not hold (DDP's buckets, the CUDA
+    context) and the allocator's margin added as the formulas count them."""
+    assert traced.peak_bytes is not None
+    untraced = sum(analysis.breakdown.get(p, 0) for p in (parts.ENGINE_BUFFERS, parts.CUDA_CONTEXT))
+    tensors = traced.peak_bytes + untraced
+    margin = fragmentation_bytes(traced.peak_bytes, device_kind)
+    method = (
+        f"traced step (gpubench.estimate.traced) of {shape.source}: the model's own code, "
+        "with the formulas' engine buffers, device constants and allocator margin added"
+    )
+    return tensors + margin, tensors, method
 
 
 def trace_step(case: Case, device_kind: str) -> TracedFigures:

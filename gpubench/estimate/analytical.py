@@ -334,8 +334,15 @@ def _deepspeed_unpartitioned(
 def autocast_copy_bytes(case: Case, shape: ModelShape, prec: Precision) -> int:
     """Under torch autocast each Linear's weight is cast to 16-bit once per forward, cached
     and saved by its matmul for backward: ``2 x`` the matmul parameters live at backward
-    start [torch autocast]."""
-    return HALF * shape.matmul_params if prec.autocast else 0
+    start [torch autocast]. With checkpointing a block saves none of its matmuls' inputs:
+    its copies die with autocast's cache when the forward's ``autocast`` block exits
+    (before the loss), and only the output head's copy, saved by the head outside the
+    checkpoints, is live at the backward's start (the trace shows the same)."""
+    if not prec.autocast:
+        return 0
+    if case.flags.grad_ckpt:
+        return HALF * shape.vocab_size * (shape.d_model or 0)
+    return HALF * shape.matmul_params
 
 
 # -- device-wide constants -------------------------------------------------------------------------
