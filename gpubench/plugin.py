@@ -613,13 +613,16 @@ def gpubench_probe(
 ) -> Callable[..., BatchProbe]:
     """:func:`gpubench.probe.probe_batch_size` for this test's case and profile
     (``gpubench_probe(max_batch=64)``), each probe and curve run through the session, so
-    it lands in results.jsonl, the progress display and the report like any case."""
+    it lands in results.jsonl, the progress display and the report like any case. Under
+    ``--gpubench-estimate-only`` the probes are predictions and there is no tokens/s
+    curve to draw (``curve=False``)."""
     bench = request.config.stash[SESSION_KEY]
 
     def run(case: Case, profile: HardwareProfile) -> Result:
         return bench.run(case, profile, nodeid=request.node.nodeid)
 
-    return functools.partial(probe_batch_size, gpubench_case, gpubench_profile, run=run)
+    probe = functools.partial(probe_batch_size, gpubench_case, gpubench_profile, run=run)
+    return functools.partial(probe, curve=False) if bench.options.estimate_only else probe
 
 
 def _verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:

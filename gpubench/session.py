@@ -26,8 +26,10 @@ from gpubench.baseline.gate import Gate, GateOptions
 from gpubench.baseline.rules import pyproject_thresholds
 from gpubench.baseline.store import suite_name
 from gpubench.case import Case
+from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
 from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
+from gpubench.models.sizes import BUILTIN_MODELS
 from gpubench.profiles import (
     HardwareProfile,
     load_user_profiles,
@@ -113,7 +115,12 @@ class BenchSession:
         if self.case_progress:
             self.case_progress.case_started(case, profile)
         if self.options.estimate_only:
-            result = predicted_result(case, profile, nodeid=nodeid, run_id=self.store.run_id)
+            # the formulas decide a built-in GPT's estimate and the trace only checks them:
+            # a whole matrix is answered without tracing those (gpubench estimate shows both)
+            trace = case.model not in BUILTIN_MODELS
+            result = predicted_result(
+                case, profile, nodeid=nodeid, run_id=self.store.run_id, trace=trace
+            )
         else:
             result = run_case(
                 case,
@@ -125,7 +132,8 @@ class BenchSession:
                 keep_workdir=self.options.keep_workdirs,
                 repeat=repeat,
             )
-            result = with_estimate(result)
+            limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
+            result = with_estimate(result, limit)
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
@@ -225,14 +233,15 @@ class BenchSession:
         return export_tensorboard(results, root) if root is not None else []
 
 
-def with_estimate(result: Result) -> Result:
-    """``result`` with its case's memory estimate set beside what was measured. An
-    estimate that cannot be made never costs the measurement: the Result is kept as it
-    is and the reason printed."""
-    from gpubench.estimate import estimate_case
-
+def with_estimate(result: Result, timeout_s: float = ESTIMATE_TIMEOUT_S) -> Result:
+    """``result`` with its case's memory estimate set beside what was measured. A case
+    that crashed or timed out gets none: what failed may be its model's own code, which
+    estimating runs again. An estimate that cannot be made never costs the measurement:
+    the Result is kept as it is and the reason printed."""
+    if result.status in ("crashed", "timeout"):
+        return result
     try:
-        estimate = estimate_case(result.case, result.profile)
+        estimate = estimate_safely(result.case, result.profile, timeout_s=timeout_s)
     except Exception as exc:  # the estimator's defect must not lose a measured case
         print(f"gpubench: no memory estimate for {result.case.id}: {exc}", file=sys.stderr)
         return result

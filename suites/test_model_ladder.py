@@ -43,8 +43,14 @@ def test_ladder(gpubench_result: Result, gpubench_profile: HardwareProfile):
     result = gpubench_result
     assert result.status in ("ok", "oom", "over_capacity"), result.describe()
     if result.status == "ok":
-        assert result.metrics.loss_decreased, result.describe()
-        headroom = gpubench_profile.memory_bytes - (result.peak_memory_bytes or 0)
+        # --gpubench-estimate-only: the estimate's peak answers the margin question
+        if result.predicted:
+            assert result.estimate is not None
+            peak = result.estimate.peak_bytes
+        else:
+            assert result.metrics.loss_decreased, result.describe()
+            peak = result.peak_memory_bytes or 0
+        headroom = gpubench_profile.memory_bytes - peak
         assert headroom >= SAFETY_MARGIN_BYTES, (
             f"{result.describe()}: only {headroom / 2**30:.2f} GiB left of "
             f"{gpubench_profile.memory_bytes / 2**30:.1f} GiB; the plan asks for 2 GiB"

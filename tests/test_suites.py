@@ -33,8 +33,8 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     assert f"{smoke}[gpt-mini-bf16-ckpt-b4-s64-n6-lr0.001-maxwarm4-cpu]" in ids
     assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
-    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 13 estimator + 6 batch probe
-    assert len(ids) == 2 * 63
+    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe
+    assert len(ids) == 2 * 67
 
 
 def test_gpu_suites_skip_on_cpu_with_their_reason() -> None:

@@ -3,17 +3,21 @@
 Its status is the estimate's verdict (``fits`` is ``ok``), it is marked
 ``predicted`` (so :attr:`~gpubench.result.Result.ran` is False and nothing reads
 a measurement into it), and its metrics and series are empty: a prediction has
-no throughput, no loss and no measured memory, only the estimate.
+no throughput, no loss and no measured memory, only the estimate. A case the
+estimator cannot answer (a factory that fails to build, or hangs: see
+:mod:`gpubench.estimate.isolated`) is ``crashed``, with the reason.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
+from typing import Any
 
 from gpubench.case import Case
+from gpubench.estimate.isolated import estimate_safely
 from gpubench.profiles import HardwareProfile
-from gpubench.result import Result
+from gpubench.result import ErrorInfo, Result
 
 
 def predicted_result(
@@ -25,19 +29,21 @@ def predicted_result(
     trace: bool = True,
 ) -> Result:
     """Estimate ``case`` on ``profile`` and answer with a predicted Result."""
-    from gpubench.estimate import estimate_case
-
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
-    estimate = estimate_case(case, profile, trace=trace)
+    answer: dict[str, Any]
+    try:
+        estimate = estimate_safely(case, profile, trace=trace)
+        answer = {"status": estimate.status, "estimate": estimate}
+    except Exception as exc:  # the case cannot be estimated: said, never guessed
+        answer = {"status": "crashed", "error": ErrorInfo.from_exception(exc)}
     return Result(
         case=case,
         profile=profile,
-        status=estimate.status,
-        estimate=estimate,
         predicted=True,
         nodeid=nodeid,
         run_id=run_id,
         started_at=started_at,
         duration_s=time.perf_counter() - start,
+        **answer,
     )

@@ -15,16 +15,10 @@ Predict = Callable[[Case, HardwareProfile], int]  # predicted peak bytes of a ca
 
 
 def estimated_peak_bytes(case: Case, profile: HardwareProfile) -> int:
-    """The memory estimator's predicted peak (:mod:`gpubench.estimate`), imported on first use."""
-    try:
-        from gpubench.estimate import (  # type: ignore[attr-defined,unused-ignore]
-            estimate_peak_bytes,
-        )
-    except ImportError as exc:
-        raise ImportError(
-            f"the batch probe's default predict needs gpubench.estimate.estimate_peak_bytes "
-            f"({exc}); pass predict=<(Case, HardwareProfile) -> peak bytes> instead"
-        ) from exc
+    """The memory estimator's predicted peak, by the formulas (:mod:`gpubench.estimate`;
+    imported on first use: the estimator imports torch). A factory model's shape is built
+    once, in this process, and cached."""
+    from gpubench.estimate import estimate_peak_bytes
 
     return int(estimate_peak_bytes(case, profile))
 

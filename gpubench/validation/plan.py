@@ -55,8 +55,7 @@ class Plan:
     # say so) rather than cut off by the caller's limit; the gpu scale fits a 10-minute command
     budget_s: float
     # |estimated - measured| / measured a case's memory estimate may miss by: issue 10's
-    # target on a GPU (against cuda-reserved); the CPU's figure is its resident set, which
-    # also counts pages that are not tensors (docs/estimate.md)
+    # target on a GPU, against cuda-reserved
     estimate_tolerance: float = 0.10
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why this scale skips it
 
@@ -157,13 +156,15 @@ def _smoke() -> Plan:
         harness_pairs=1,
         timeout_s=240.0,
         budget_s=1800.0,
-        estimate_tolerance=0.40,  # measured on this VM: -12 % to -32 % (docs/estimate.md)
         skipped={
             FP16: cpu_only,
             TF32: cpu_only + " (TF32 is an Ampere+ tensor-core mode)",
             "gpu-profile-auto": "the smoke scale runs on the cpu profile, not auto",
             "compile": "torch.compile on CPU builds C++ for about a minute on 2 cores; the "
             "smoke scale leaves it to the gpu scale",
+            "estimate-vs-measured": "the ±10 % target is against a GPU's cuda-reserved; the "
+            "cpu figure is the resident set, where the measured cpu margin (15 % + 64 MiB) "
+            "dominates the kit's tiny cases: suites/test_estimate_cpu.py checks the cpu",
         },
     )
 

@@ -1,0 +1,95 @@
+"""An estimate of a case whose model is someone else's code, made in a subprocess.
+
+Estimating builds the model (on the ``meta`` device, then on fake tensors): for a
+``pkg.module:factory`` model that runs the user's factory, which may hang, crash
+the interpreter or allocate for real. The session's own process must survive
+all three, as it survives a worker that does, so such a case is estimated in a
+short-lived child (``python -m gpubench.estimate.isolated``) with a time limit,
+tethered to its parent (:mod:`gpubench.tether`), its import path the session's
+(:func:`~gpubench.runner.launchers.import_path_env`). Built-in models and
+``hf:`` ones (transformers' own code) are estimated in process.
+
+    python -m gpubench.estimate.isolated < {"case": ..., "profile": ..., "trace": true}
+    -> the Estimate's JSON on stdout
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+from gpubench.case import Case
+from gpubench.models.sizes import BUILTIN_MODELS
+from gpubench.models.spec import HF_PREFIX
+from gpubench.profiles import HardwareProfile
+from gpubench.result import Estimate
+
+ESTIMATE_TIMEOUT_S = 120.0  # building and tracing gpt-1b takes a few seconds here
+STDERR_TAIL_CHARS = 2000
+
+
+class EstimateFailed(Exception):
+    """The isolated estimate did not answer: the reason, with the child's stderr tail."""
+
+
+def runs_user_code(case: Case) -> bool:
+    """Whether estimating ``case`` calls code that is neither gpubench's nor transformers'."""
+    return case.model not in BUILTIN_MODELS and not case.model.startswith(HF_PREFIX)
+
+
+def estimate_safely(
+    case: Case,
+    profile: HardwareProfile,
+    *,
+    trace: bool = True,
+    timeout_s: float = ESTIMATE_TIMEOUT_S,
+) -> Estimate:
+    """:func:`gpubench.estimate.estimate_case`, in a child process when the model is user
+    code; :class:`EstimateFailed` when the child hangs, dies or cannot estimate it."""
+    from gpubench.estimate import estimate_case
+
+    if not runs_user_code(case):
+        return estimate_case(case, profile, trace=trace)
+    from gpubench.runner.launchers import import_path_env
+
+    request = {"case": case.to_dict(), "profile": profile.to_dict(), "trace": trace}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gpubench.estimate.isolated"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env={**os.environ, **import_path_env()},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise EstimateFailed(
+            f"estimating {case.model} took over {timeout_s:g} s (building its model hung?)"
+        ) from None
+    if done.returncode != 0:
+        tail = done.stderr.strip()[-STDERR_TAIL_CHARS:]
+        raise EstimateFailed(
+            f"estimating {case.model} ended with exit code {done.returncode}: {tail}"
+        )
+    return Estimate.from_dict(json.loads(done.stdout))
+
+
+def main() -> int:
+    from gpubench.estimate import estimate_case
+    from gpubench.tether import tether_to_parent
+
+    tether_to_parent()
+    request = json.loads(sys.stdin.read())
+    case = Case.from_dict(request["case"])
+    profile = HardwareProfile.from_dict(request["profile"])
+    estimate = estimate_case(case, profile, trace=bool(request.get("trace", True)))
+    print(json.dumps(dataclasses.asdict(estimate), allow_nan=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
