@@ -65,6 +65,11 @@ def test_estimate_only_runs_no_worker_and_marks_every_result_predicted(
     ckpt = by_key[("gpt-1b-bf16-ckpt-s1024", "h100-sxm")]["estimate"]
     assert ckpt["peak_bytes"] < big["peak_bytes"]
     assert "(predicted)" in result.stdout.str()
+    # the report says what is a prediction, and shows the estimated peak
+    report = (pytester.path / "reports" / "latest" / "report.md").read_text()
+    assert "8 of them predicted by the memory estimator, not run" in report
+    assert "PASS (predicted)" in report and "OOM (predicted)" in report
+    assert "predicted OOM, not run: estimated peak" in report
 
 
 def test_estimate_only_refuses_to_save_a_baseline(pytester: pytest.Pytester) -> None:

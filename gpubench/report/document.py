@@ -59,6 +59,7 @@ class Report:
     started: tuple[str, str]  # first and last case's start (ISO 8601, UTC)
     cases: int
     status_counts: Mapping[str, int]
+    predicted: int  # cases answered by the memory estimator, not run (--gpubench-estimate-only)
     verdicts: tuple[ProfileVerdict, ...]
     matrix: tuple[dict[str, Any], ...]
     charts: Mapping[str, str]  # title -> inline SVG
@@ -157,6 +158,7 @@ def build_report(data: ReportData) -> Report:
         status_counts={
             s: n for s in dict.fromkeys(r.status for r in cases) if (n := _count(cases, s))
         },
+        predicted=sum(1 for r in cases if r.predicted),
         verdicts=tuple(profile_verdicts(cases, data.safety_margin)),
         matrix=tuple(matrix_frame(results).to_dict("records")),
         charts=chart_svgs,

@@ -27,7 +27,9 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
     for r in results:
         m = r.metrics
         tps, step = m.tokens_per_s, m.step_time_s
-        peak = m.peak_memory_bytes
+        peak, source = m.peak_memory_bytes, m.peak_memory_source or ""
+        if r.predicted and r.estimate is not None:  # nothing measured: the estimate's peak
+            peak, source = r.estimate.peak_bytes, "estimate"
         rows.append(
             {
                 "anchor": anchor(r),
@@ -36,9 +38,9 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "run_id": r.run_id or "",
                 "profile": r.profile.name,
                 "status": r.status,
-                "status_label": STATUS_LABELS[r.status],
+                "status_label": STATUS_LABELS[r.status] + (" (predicted)" if r.predicted else ""),
                 "peak_bytes": peak,
-                "peak_source": m.peak_memory_source or "",
+                "peak_source": source,
                 "capacity_bytes": capacity_bytes(r),
                 "capacity_fraction": device_share(r),  # None on a cpu profile (capacity.py)
                 "host_rss_bytes": m.peak_rss_bytes,

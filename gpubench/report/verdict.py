@@ -132,6 +132,12 @@ def why_not(result: Result, best: Result | None, margin: float) -> str:
     m = result.metrics
     capacity = capacity_bytes(result)
     peak = result.peak_memory_bytes
+    if result.predicted:
+        estimated = result.estimate.peak_bytes if result.estimate else None
+        return (
+            f"predicted {figures.status(result.status)}, not run: estimated peak "
+            f"{figures.gib(estimated)} GiB of {figures.gib(capacity)} GiB"
+        )
     if result.status == "over_capacity":
         return f"over capacity: peak {figures.gib(peak)} GiB > {figures.gib(capacity)} GiB"
     if result.status == "oom":
