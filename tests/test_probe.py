@@ -124,6 +124,36 @@ def test_a_wildly_wrong_prediction_still_converges(wrong, predicted: int) -> Non
     assert len(probe.probes) == len(worker.ran)  # every probe is a worker run, none repeated
 
 
+@dataclass
+class LongerRunsNeedMore(FakeWorker):
+    """Short probes fit up to ``threshold``; a run of the declared length (CASE's steps)
+    only up to ``full_threshold``: near a hard cap more steps can need more memory."""
+
+    full_threshold: int = 0
+
+    def __call__(self, case: Case, profile: HardwareProfile) -> Result:
+        if case.steps == CASE.steps and case.batch_size > self.full_threshold:
+            self.ran.append(case)
+            return Result(case=case, profile=profile, status="oom")
+        return super().__call__(case, profile)
+
+
+def test_a_largest_batch_whose_full_run_does_not_fit_steps_down() -> None:
+    worker = LongerRunsNeedMore(threshold=9, full_threshold=7)
+    probe = probe_batch_size(CASE, CPU_1GIB, max_batch=64, predict=exact_predictor(9), run=worker)
+    assert [r.case.batch_size for r in probe.probes] == [9, 10]  # the short probes: 9 fits
+    assert probe.largest_batch == 7  # 9's and 8's full runs did not fit
+    assert [(r.case.batch_size, r.status) for r in probe.curve] == [
+        (1, "ok"),
+        (2, "ok"),
+        (4, "ok"),
+        (7, "ok"),
+        (8, "oom"),
+        (9, "oom"),
+    ]
+    assert probe.probe_at(9).fits  # type: ignore[union-attr]  (kept, as measured)
+
+
 def test_the_probe_stops_at_max_batch_and_says_so() -> None:
     probe = probe_batch_size(
         CASE, CPU_1GIB, max_batch=16, predict=exact_predictor(100), run=FakeWorker(100)

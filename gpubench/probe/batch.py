@@ -45,7 +45,10 @@ def probe_batch_size(
     failing batches until they are adjacent (:mod:`gpubench.probe.search`). ``ok`` fits;
     ``oom`` and ``over_capacity`` do not; any other status raises :class:`ProbeError`.
     With ``curve``, the case as declared then runs at 1, 2, 4, ... and the largest batch;
-    a run of the very same case the search made is reused, not repeated.
+    a run of the very same case the search made is reused, not repeated. A short probe
+    that fit, at a batch whose run of the declared length then did not (near a hard cap
+    the allocator's state after more steps can decide), steps the answer down one batch
+    at a time until a full-length run fits: the answer is what the declared run fits.
     """
     limit = _limit(max_batch)
     _check_probe_steps(probe_steps, probe_warmup)
@@ -58,18 +61,34 @@ def probe_batch_size(
     bracket = largest_fitting(probe_fits, start, limit)
     probes = runs.done()
     points: tuple[Result, ...] = ()
-    if curve and bracket.largest_fitting is not None:
-        ladder = curve_batches(bracket.largest_fitting)
+    largest = bracket.largest_fitting
+    if curve and largest is not None:
+        ladder = curve_batches(largest)
         points = tuple(runs.result(batch_case(case, batch)) for batch in ladder)
+        largest, points = _confirmed(case, largest, points, runs)
     return BatchProbe(
         case=case,
         profile=profile,
         limit=limit,
         predicted_batch=start,
-        largest_batch=bracket.largest_fitting,
+        largest_batch=largest,
         probes=probes,
         curve=points,
     )
+
+
+def _confirmed(
+    case: Case, largest: int, points: tuple[Result, ...], runs: _Runs
+) -> tuple[int | None, tuple[Result, ...]]:
+    """The largest batch whose declared-length run fits, stepping down from ``largest``
+    while its curve run does not; the curve gains each run this costs."""
+    by_batch = {r.case.batch_size: r for r in points}
+    batch: int | None = largest
+    while batch is not None and not fits(by_batch[batch]):
+        batch = batch - 1 if batch > 1 else None
+        if batch is not None and batch not in by_batch:
+            by_batch[batch] = runs.result(batch_case(case, batch))
+    return batch, tuple(by_batch[b] for b in sorted(by_batch))
 
 
 def _limit(max_batch: int | None) -> int:
