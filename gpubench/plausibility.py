@@ -37,6 +37,11 @@ MFU_BOUND = 0.80
 # a 2x TITAN Xp run starved by gradient accumulation 0.96 % (nanoGPT issue #466); below
 # that no sane training configuration lands, only a wrong model or a stalled input.
 MFU_FLOOR = 0.01
+# ... for a model big enough to keep a GPU's tensor cores busy. A small one is bound by
+# kernel launches in eager mode, not by FLOPs: gpt-mini (4.3M parameters, 28 MFLOP/token)
+# would need 350,000 tokens/s for 1 % of an H100. GPT-2 small (124M) is the smallest size
+# the figures above were printed for.
+MFU_FLOOR_MIN_PARAMS = 100_000_000
 
 
 def declared_by(case: Case) -> str:
@@ -62,6 +67,8 @@ def result_mfu(result: Result) -> float | None:
     model and its profile the way the worker derives it (None where any is unknown)."""
     if result.metrics.mfu is not None:
         return result.metrics.mfu
+    if result.metrics.capacity_emulated:  # the speed is the physical card's, not the profile's
+        return None
     per_token, tokens_per_s = flops_per_token(result), result.tokens_per_s
     peak = case_peak_flops(result.case, result.profile, result.case.nproc)
     if per_token is None or not tokens_per_s or not peak:
@@ -94,7 +101,8 @@ def mfu_reasons(result: Result) -> list[str]:
             f"{figures} is above {_pct(MFU_BOUND)}, more than any published dense training "
             "reaches: check the model and the token count."
         ]
-    if mfu < MFU_FLOOR and result.ran and result.profile.kind == "cuda":
+    big_enough = result.metrics.n_params >= MFU_FLOOR_MIN_PARAMS
+    if mfu < MFU_FLOOR and big_enough and result.ran and result.profile.kind == "cuda":
         return [
             f"{figures} is under {_pct(MFU_FLOOR)}, far below any sane value on a GPU: "
             "measured the wrong model, or the pipeline stalled."

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from gpubench.plausibility import result_mfu
 from gpubench.report import figures
 from gpubench.result import NOISY_CV, Result
 
@@ -29,7 +30,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "status": r.status + (" (predicted)" if r.predicted else ""),
                 "tok/s": figures.rate(tps.median if tps else None),
                 "p10-p90": figures.rate_range(tps.p10, tps.p90) if tps else figures.MISSING,
-                "mfu%": figures.percent(m.mfu),
+                "mfu%": figures.percent(result_mfu(r)),  # derived for a record before v4
                 # the step time's CV, the one Metrics.noisy judges (the "!")
                 "cv%": (figures.percent(step.cv) + ("!" if m.noisy else ""))
                 if step

@@ -76,6 +76,9 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> tuple[Result, int]
             capacity_emulated=capacity.emulated,
             runtime_rss_bytes=capacity.runtime_rss_bytes,
         )
+        if capacity.emulated:  # a smaller card emulated on a bigger one runs at the bigger
+            # one's speed: its MFU against the profile's peak would mean nothing
+            metrics = dataclasses.replace(metrics, mfu=None)
     result = Result(
         case=case,
         profile=profile,

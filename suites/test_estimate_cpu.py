@@ -4,7 +4,7 @@
 
 Each case trains for a few steps in its own worker under the ``cpu`` profile's
 memory cap (``RLIMIT_DATA``, the CPU stand-in for a card's capacity), and its
-Result carries the estimate made before it ran (:mod:`gpubench.estimate`) with
+Result carries the estimate gpubench made for it (:mod:`gpubench.estimate`) with
 the error against the peak the worker measured (the resident set above the
 runtime's). The test holds the estimator to its verdict: a case predicted to
 fit must train, one predicted not to must end ``oom``; one it calls

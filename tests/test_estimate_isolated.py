@@ -61,3 +61,20 @@ def test_a_sound_factory_answers_as_in_process(factories: str) -> None:
     isolated = estimate_safely(case, profile, timeout_s=120)
     assert isolated == estimate_case(case, profile)
     assert isolated.method.startswith("traced step")  # no layers to read: the trace decides
+
+
+def test_the_batch_probe_reads_a_factory_shape_in_a_child_once(factories: str) -> None:
+    from gpubench.estimate.isolated import shape_safely
+    from gpubench.estimate.shape import model_shape
+    from gpubench.probe.start import UNKNOWN_PEAK, estimated_peak_bytes
+
+    flat = make_case(model=f"{factories}:flat", vocab_size=64, seq_len=16)
+    assert shape_safely(flat) == model_shape(flat)
+    profile = resolve_profile("cpu")
+    one, many = (estimated_peak_bytes(flat.replace(batch_size=b), profile) for b in (1, 64))
+    assert 0 < one < many < UNKNOWN_PEAK
+    # a factory that kills its interpreter: no estimate, the search starts from a batch of 1
+    die = make_case(model=f"{factories}:die", vocab_size=64, seq_len=16)
+    assert estimated_peak_bytes(die, profile) == UNKNOWN_PEAK
+    with pytest.raises(EstimateFailed, match="took over 5 s"):
+        shape_safely(make_case(model=f"{factories}:hang", vocab_size=64, seq_len=16), timeout_s=5)

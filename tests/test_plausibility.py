@@ -8,7 +8,13 @@ import pytest
 
 from gpubench.case import make_case
 from gpubench.flops import case_flops_per_token
-from gpubench.plausibility import MFU_BOUND, MFU_FLOOR, implausible_reasons, result_mfu
+from gpubench.plausibility import (
+    MFU_BOUND,
+    MFU_FLOOR,
+    MFU_FLOOR_MIN_PARAMS,
+    implausible_reasons,
+    result_mfu,
+)
 from gpubench.profiles import resolve_profile
 from gpubench.result import Metrics, Result, Stats
 
@@ -63,6 +69,26 @@ def test_the_floor_holds_only_for_a_gpu_case_that_trained_to_the_end() -> None:
     on_cpu = dataclasses.replace(low, profile=dataclasses.replace(low.profile, kind="cpu"))
     assert implausible_reasons(on_cpu) == []
     assert implausible_reasons(dataclasses.replace(low, status="diverged")) == []
+
+
+def test_the_floor_spares_a_small_model_bound_by_kernel_launches() -> None:
+    low = measured(0.001)
+    below = MFU_FLOOR_MIN_PARAMS - 1
+    small = dataclasses.replace(
+        low, metrics=dataclasses.replace(low.metrics, n_params=below, declared_params=below)
+    )
+    assert implausible_reasons(small) == []
+    assert implausible_reasons(low) != []  # gpt2-small's 124M: held to the floor
+
+
+def test_an_emulated_smaller_card_has_no_mfu_against_its_peak() -> None:
+    """rtx3060 emulated on an H100 runs at the H100's speed: the 3060's peak means nothing."""
+    old = measured(None)  # a record before v4: MFU derived unless the capacity was emulated
+    assert result_mfu(old) is not None
+    emulated = dataclasses.replace(
+        old, metrics=dataclasses.replace(old.metrics, capacity_emulated=True)
+    )
+    assert result_mfu(emulated) is None and implausible_reasons(emulated) == []
 
 
 def test_the_seed_report_s_38_tokens_per_s_on_two_a100s() -> None:

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gpubench.estimate import parts
-from gpubench.estimate.analytical import Analysis, analyse, fragmentation_bytes
+from gpubench.estimate.analytical import (
+    Analysis,
+    analyse,
+    cublas_workspace_bytes,
+    fragmentation_bytes,
+)
 from gpubench.estimate.shape import ModelShape, model_shape
 from gpubench.estimate.traced import TraceUnavailable, trace_case
 from gpubench.estimate.verdict import verdict
@@ -106,11 +111,12 @@ def _traced_peak(
     context) and the allocator's margin added as the formulas count them."""
     assert traced.peak_bytes is not None
     untraced = sum(analysis.breakdown.get(p, 0) for p in (parts.ENGINE_BUFFERS, parts.CUDA_CONTEXT))
-    tensors = traced.peak_bytes + untraced
+    tensors = traced.peak_bytes + untraced + cublas_workspace_bytes(device_kind)
     margin = fragmentation_bytes(traced.peak_bytes, device_kind)
     method = (
         f"traced step (gpubench.estimate.traced) of {shape.source}: the model's own code, "
-        "with the formulas' engine buffers, device constants and allocator margin added"
+        "with the formulas' engine buffers, device constants and allocator margin added "
+        "(the breakdown is the formulas', the traced_breakdown the trace's)"
     )
     return tensors + margin, tensors, method
 

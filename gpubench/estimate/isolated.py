@@ -11,6 +11,9 @@ tethered to its parent (:mod:`gpubench.tether`), its import path the session's
 
     python -m gpubench.estimate.isolated < {"case": ..., "profile": ..., "trace": true}
     -> the Estimate's JSON on stdout
+    python -m gpubench.estimate.isolated < {"case": ..., "shape": true}
+    -> the model's ModelShape (what the formulas need), for a caller that asks the
+       formulas many times (the batch probe): one child per model, not per question
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from gpubench.case import Case
+from gpubench.estimate.shape import ModelShape, model_shape, shape_key
 from gpubench.models.sizes import BUILTIN_MODELS
 from gpubench.models.spec import HF_PREFIX
 from gpubench.profiles import HardwareProfile
@@ -40,6 +45,49 @@ def runs_user_code(case: Case) -> bool:
     return case.model not in BUILTIN_MODELS and not case.model.startswith(HF_PREFIX)
 
 
+def _in_child(request: dict[str, Any], what: str, timeout_s: float) -> dict[str, Any]:
+    """Run the child on ``request`` and return its JSON answer; EstimateFailed otherwise."""
+    from gpubench.runner.launchers import import_path_env
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "gpubench.estimate.isolated"],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env={**os.environ, **import_path_env()},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise EstimateFailed(
+            f"{what} took over {timeout_s:g} s (building its model hung?)"
+        ) from None
+    if done.returncode != 0:
+        tail = done.stderr.strip()[-STDERR_TAIL_CHARS:]
+        raise EstimateFailed(f"{what} ended with exit code {done.returncode}: {tail}")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def shape_safely(case: Case, *, timeout_s: float = ESTIMATE_TIMEOUT_S) -> ModelShape:
+    """:func:`~gpubench.estimate.shape.model_shape`, in a child process when the model is
+    user code (cached per model: the batch does not change a shape)."""
+    if not runs_user_code(case):
+        return model_shape(case)
+    key = json.dumps(shape_key(case), sort_keys=True, default=repr)
+    if key not in _SHAPES:
+        answer = _in_child(
+            {"case": case.to_dict(), "shape": True}, f"reading {case.model}'s shape", timeout_s
+        )
+        answer["assumptions"] = tuple(answer.get("assumptions", ()))
+        _SHAPES[key] = ModelShape(**answer)
+    return _SHAPES[key]
+
+
+_SHAPES: dict[str, ModelShape] = {}
+
+
 def estimate_safely(
     case: Case,
     profile: HardwareProfile,
@@ -53,29 +101,8 @@ def estimate_safely(
 
     if not runs_user_code(case):
         return estimate_case(case, profile, trace=trace)
-    from gpubench.runner.launchers import import_path_env
-
     request = {"case": case.to_dict(), "profile": profile.to_dict(), "trace": trace}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "gpubench.estimate.isolated"],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env={**os.environ, **import_path_env()},
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise EstimateFailed(
-            f"estimating {case.model} took over {timeout_s:g} s (building its model hung?)"
-        ) from None
-    if done.returncode != 0:
-        tail = done.stderr.strip()[-STDERR_TAIL_CHARS:]
-        raise EstimateFailed(
-            f"estimating {case.model} ended with exit code {done.returncode}: {tail}"
-        )
-    return Estimate.from_dict(json.loads(done.stdout))
+    return Estimate.from_dict(_in_child(request, f"estimating {case.model}", timeout_s))
 
 
 def main() -> int:
@@ -85,6 +112,9 @@ def main() -> int:
     tether_to_parent()
     request = json.loads(sys.stdin.read())
     case = Case.from_dict(request["case"])
+    if request.get("shape"):
+        print(json.dumps(dataclasses.asdict(model_shape(case)), allow_nan=False))
+        return 0
     profile = HardwareProfile.from_dict(request["profile"])
     estimate = estimate_case(case, profile, trace=bool(request.get("trace", True)))
     print(json.dumps(dataclasses.asdict(estimate), allow_nan=False))

@@ -7,9 +7,11 @@ error against the measured figure the estimate is comparable to:
   the caching allocator held, fragmentation included) against the estimate
   without the parts outside the allocator (the CUDA context);
 - on a ``cpu`` profile, the worker's peak resident set above the runtime's
-  (``host-rss-above-runtime``: ``peak_rss_bytes - runtime_rss_bytes``, what the
-  case's training added, which is what the profile's cap bounds) against the
-  whole estimate.
+  (``host-rss-above-runtime``: ``peak_rss_bytes - runtime_rss_bytes``, roughly what
+  the case's training added) against the whole estimate. The cap itself counts
+  ``VmData`` (allocated, not resident), and ``peak_rss_bytes`` is the process
+  tree's high-water mark since the worker started, so this figure is an
+  approximation: a case whose helpers (compile workers) hold memory reads high.
 
 Only a case that trained to the end is compared: one that stopped early never
 reached its peak. ``error_pct`` is ``100 x (estimated - measured) / measured``:

@@ -60,11 +60,16 @@ class ModelShape:
         return None not in (self.n_layer, self.d_model, self.n_head, self.ffn_dim)
 
 
+def shape_key(case: Case) -> tuple[Any, ...]:
+    """What a model's shape depends on: not the batch, nor the profile."""
+    return (case.model, case.model_config, case.vocab_size, case.seq_len, case.flags.attention)
+
+
 def model_shape(case: Case) -> ModelShape:
     """The shape of ``case.model``; raises ``ModelBuildError`` where the model cannot be built."""
     if case.model in BUILTIN_MODELS:
         return builtin_shape(case)
-    key = (case.model, case.model_config, case.vocab_size, case.seq_len, case.flags.attention)
+    key = shape_key(case)
     try:
         hash(key)
     except TypeError:  # a model_config value such as a list: build without the cache

@@ -16,11 +16,21 @@ Predict = Callable[[Case, HardwareProfile], int]  # predicted peak bytes of a ca
 
 def estimated_peak_bytes(case: Case, profile: HardwareProfile) -> int:
     """The memory estimator's predicted peak, by the formulas (:mod:`gpubench.estimate`;
-    imported on first use: the estimator imports torch). A factory model's shape is built
-    once, in this process, and cached."""
-    from gpubench.estimate import estimate_peak_bytes
+    imported on first use: the estimator imports torch). A factory model's shape is read
+    once, in a child process (:func:`gpubench.estimate.isolated.shape_safely`: the user's
+    code never runs in the session's process); one that cannot be read there predicts
+    nothing fits, so the search starts at a batch of 1 and walks up."""
+    from gpubench.estimate.analytical import analyse
+    from gpubench.estimate.isolated import EstimateFailed, shape_safely
 
-    return int(estimate_peak_bytes(case, profile))
+    try:
+        shape = shape_safely(case)
+    except EstimateFailed:
+        return UNKNOWN_PEAK
+    return int(analyse(case, shape, profile.kind).peak_bytes)
+
+
+UNKNOWN_PEAK = 2**62  # no estimate: more than any capacity
 
 
 def predicted_largest_batch(

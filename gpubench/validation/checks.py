@@ -244,7 +244,8 @@ def estimate_verdicts(results: Results) -> Check:
     }
     if not judged:
         return Check(name, SKIP, "no case carries an estimate")
-    wrong = {n: pair for n, pair in judged.items() if pair[0] != pair[1]}
+    # over_capacity: too close to call (gpubench.estimate.verdict): any ending agrees
+    wrong = {n: (e, m) for n, (e, m) in judged.items() if e != m and e != "over_capacity"}
     figure = {n: {"estimated": e, "measured": m} for n, (e, m) in judged.items()}
     if wrong:
         detail = "; ".join(f"{n}: estimated {e}, ended {m}" for n, (e, m) in wrong.items())
