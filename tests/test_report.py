@@ -174,14 +174,30 @@ def test_a_figure_reads_the_same_in_the_terminal_markdown_and_html(
     assert f">{row['peak GiB']}</td>" in html or f"{row['peak GiB']}</td>" in html
 
 
-def test_the_matrix_shows_mfu_and_flags_the_implausible(written: tuple[str, str, dict]) -> None:
-    # the planted over_capacity case is a cpu run's tokens/s on an l4 profile: its MFU,
-    # derived for a record that stored none, is far under 1 % of the L4's peak
+def test_the_matrix_shows_mfu_and_flags_the_implausible(
+    written: tuple[str, str, dict], tmp_path: Path
+) -> None:
     html, markdown, _ = written
     assert "| MFU, % |" in markdown and '<th data-type="number">MFU, %</th>' in html
+    # the planted over_capacity case, a cpu run's gpt-mini on an emulated l4: no MFU against
+    # the l4's peak (it ran at another device's speed), and a small model is not held to
+    # the GPU floor either
     planted = next(r for r in statuses() if r.status == "over_capacity")
-    assert implausible_reasons(planted)
-    assert "(implausible)" in markdown and "far below any sane value on a GPU" in html
+    assert implausible_reasons(planted) == []
+    # a planted defect: a run whose declared size is not what it built is flagged
+    ok = next(r for r in statuses() if r.status == "ok" and r.metrics.n_params)
+    wrong = dataclasses.replace(
+        ok,
+        case=ok.case.replace(name="planted-wrong-model"),
+        metrics=dataclasses.replace(ok.metrics, declared_params=10 * ok.metrics.n_params),
+    )
+    (reason,) = implausible_reasons(wrong)
+    assert "the benchmark would measure a different model than declared" in reason
+    paths = write_report(ReportData([wrong]), tmp_path / "r.html", tmp_path / "r.md")
+    assert paths.html.exists()
+    flagged_md, flagged_html = (tmp_path / "r.md").read_text(), (tmp_path / "r.html").read_text()
+    assert "(implausible)" in flagged_md
+    assert "a different model than declared" in flagged_html
 
 
 def test_without_a_baseline_or_projection_inputs_those_sections_are_absent(
