@@ -26,10 +26,10 @@ from gpubench.baseline.gate import Gate, GateOptions
 from gpubench.baseline.rules import pyproject_thresholds
 from gpubench.baseline.store import suite_name
 from gpubench.case import Case
+from gpubench.estimate import formulas_model_exactly
 from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
 from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
-from gpubench.models.sizes import BUILTIN_MODELS
 from gpubench.profiles import (
     HardwareProfile,
     load_user_profiles,
@@ -115,9 +115,9 @@ class BenchSession:
         if self.case_progress:
             self.case_progress.case_started(case, profile)
         if self.options.estimate_only:
-            # the formulas decide a built-in GPT's estimate and the trace only checks them:
-            # a whole matrix is answered without tracing those (gpubench estimate shows both)
-            trace = case.model not in BUILTIN_MODELS
+            # where the formulas decide, the trace only checks them: a whole matrix is
+            # answered without tracing those (gpubench estimate shows both)
+            trace = not formulas_model_exactly(case)
             result = predicted_result(
                 case, profile, nodeid=nodeid, run_id=self.store.run_id, trace=trace
             )

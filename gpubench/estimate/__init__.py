@@ -3,11 +3,11 @@
     estimate_case(case, profile) -> Estimate      # formulas, the traced step beside them
     estimate_peak_bytes(case, profile) -> int     # formulas only: cheap, for a batch probe
 
-The formulas (:mod:`gpubench.estimate.analytical`) give ``peak_bytes`` and its
-breakdown; the traced step (:mod:`gpubench.estimate.traced`, one training step
-under fake tensors) is reported beside them, and stands in for them only where
-the model's shape does not allow the formulas (a factory without a config).
-The verdict rule is :mod:`gpubench.estimate.verdict`'s.
+The formulas (:mod:`gpubench.estimate.analytical`) give the breakdown, and
+``peak_bytes`` for a built-in GPT, whose code they model exactly; the traced
+step (:mod:`gpubench.estimate.traced`, one training step under fake tensors) is
+reported beside them and decides for another model under the torch engine
+(:func:`_chosen_peak`). The verdict rule is :mod:`gpubench.estimate.verdict`'s.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from gpubench.case import Case
     from gpubench.profiles import HardwareProfile
 
-__all__ = ["TracedFigures", "estimate_case", "estimate_peak_bytes", "model_shape"]
+__all__ = [
+    "TracedFigures",
+    "estimate_case",
+    "estimate_peak_bytes",
+    "formulas_model_exactly",
+    "model_shape",
+]
 
 FORMULAS = (
     "formulas (gpubench.estimate.analytical): model states after ZeRO (Rajbhandari et al. "
@@ -49,8 +55,16 @@ class TracedFigures:
     note: str | None = None
 
 
+def formulas_model_exactly(case: Case) -> bool:
+    """Whether the formulas model ``case``'s own code (the built-in GPT): then they decide its
+    estimate and a trace only checks them, else the trace can decide (:func:`_chosen_peak`)."""
+    return case.model in BUILTIN_MODELS
+
+
 def estimate_peak_bytes(case: Case, profile: HardwareProfile) -> int:
-    """The formulas' peak device bytes of ``case`` on ``profile`` (no tracing)."""
+    """The formulas' peak device bytes of ``case`` on ``profile`` (no tracing), in this
+    process (:func:`gpubench.estimate.isolated.peak_bytes_safely` keeps a user factory out
+    of it)."""
     return analyse(case, model_shape(case), profile.kind).peak_bytes
 
 
@@ -92,8 +106,8 @@ def _chosen_peak(
     traced as the equivalent torch step, unpartitioned, so the formulas decide there.
     Without either, the formulas' model states are a lower bound.
     """
-    builtin = case.model in BUILTIN_MODELS
-    if analysis.activations_known and (builtin or traced.peak_bytes is None):
+    exact = formulas_model_exactly(case)
+    if analysis.activations_known and (exact or traced.peak_bytes is None):
         return analysis.peak_bytes, analysis.tensor_bytes, FORMULAS
     if traced.peak_bytes is not None and (case.engine == "torch" or not analysis.activations_known):
         return _traced_peak(analysis, traced, shape, device_kind)

@@ -88,6 +88,14 @@ def shape_safely(case: Case, *, timeout_s: float = ESTIMATE_TIMEOUT_S) -> ModelS
 _SHAPES: dict[str, ModelShape] = {}
 
 
+def peak_bytes_safely(case: Case, profile: HardwareProfile) -> int:
+    """:func:`gpubench.estimate.estimate_peak_bytes` (the formulas' peak), with a user
+    factory's shape read in a child process (:func:`shape_safely`)."""
+    from gpubench.estimate.analytical import analyse
+
+    return analyse(case, shape_safely(case), profile.kind).peak_bytes
+
+
 def estimate_safely(
     case: Case,
     profile: HardwareProfile,

@@ -20,14 +20,12 @@ def estimated_peak_bytes(case: Case, profile: HardwareProfile) -> int:
     once, in a child process (:func:`gpubench.estimate.isolated.shape_safely`: the user's
     code never runs in the session's process); one that cannot be read there predicts
     nothing fits, so the search starts at a batch of 1 and walks up."""
-    from gpubench.estimate.analytical import analyse
-    from gpubench.estimate.isolated import EstimateFailed, shape_safely
+    from gpubench.estimate.isolated import EstimateFailed, peak_bytes_safely
 
     try:
-        shape = shape_safely(case)
+        return int(peak_bytes_safely(case, profile))
     except EstimateFailed:
         return UNKNOWN_PEAK
-    return int(analyse(case, shape, profile.kind).peak_bytes)
 
 
 UNKNOWN_PEAK = 2**62  # no estimate: more than any capacity
