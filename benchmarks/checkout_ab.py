@@ -29,8 +29,8 @@ from pathlib import Path
 ONE_CASE = """
 import json, sys
 import gpubench
-from gpubench.case import make_case
-from gpubench.profiles import resolve_profile
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
 from gpubench.runner import run_case
 result = run_case(make_case(**json.loads(sys.argv[1])), resolve_profile("cpu"), timeout_s=600)
 if result.status != "ok":

@@ -40,9 +40,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from gpubench.baseline.compare import REGRESSION, compare
-from gpubench.baseline.metrics import GATED_METRICS
+from gpubench.baseline.gated import GATED_METRICS
 from gpubench.baseline.rules import GateRules, parse_thresholds
-from gpubench.result import Result, Series, Stats
+from gpubench.contracts.result import Result, Series, Stats
 from gpubench.storage import read_results
 
 

@@ -43,8 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from gpubench.case import make_case  # noqa: E402
-from gpubench.profiles import resolve_profile  # noqa: E402
+from gpubench.contracts.case import make_case  # noqa: E402
+from gpubench.contracts.profiles import resolve_profile  # noqa: E402
 from gpubench.runner import run_case  # noqa: E402
 
 

@@ -31,12 +31,12 @@ import time
 import torch
 from bare_loop import bare_step  # benchmarks/, beside this script
 
-from gpubench.case import make_case
-from gpubench.engines.context import TrainingContext
-from gpubench.engines.distributed import Ranks
-from gpubench.engines.recipe import build_for_training
-from gpubench.engines.torch_engine import TorchEngine
-from gpubench.profiles import resolve_profile
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.engines.distributed import Ranks
+from gpubench.worker.engines.recipe import build_for_training
+from gpubench.worker.engines.torch_engine import TorchEngine
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -5,16 +5,34 @@ import gpubench
 @gpubench.matrix(model=["gpt2-small", "gpt2-medium"], precision=["fp32", "bf16"])
 def test_ladder(gpubench_result):
     assert gpubench_result.fits, gpubench_result.describe()
+
+The records (Case, Result, HardwareProfile) are imported with the package; the
+declaration (matrix) and the batch probe on first use, so a worker process, which
+imports ``gpubench.worker``, loads nothing of the parent's side through this file.
 """
 
 from __future__ import annotations
 
-from gpubench.case import Case, CaseError, Flags, make_case
-from gpubench.matrix import Matrix, matrix, single_case
-from gpubench.probe import BatchProbe, ProbeError, probe_batch_size
-from gpubench.profiles import HardwareProfile
-from gpubench.result import Metrics, Result, Stats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from gpubench.contracts.case import Case, CaseError, Flags, make_case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import Metrics, Result, Stats
 from gpubench.version import __version__
+
+if TYPE_CHECKING:
+    from gpubench.declaration import Matrix, matrix, single_case
+    from gpubench.probe import BatchProbe, ProbeError, probe_batch_size
+
+_ON_FIRST_USE = {
+    "Matrix": "gpubench.declaration",
+    "matrix": "gpubench.declaration",
+    "single_case": "gpubench.declaration",
+    "BatchProbe": "gpubench.probe",
+    "ProbeError": "gpubench.probe",
+    "probe_batch_size": "gpubench.probe",
+}
 
 __all__ = [
     "BatchProbe",
@@ -33,3 +51,13 @@ __all__ = [
     "probe_batch_size",
     "single_case",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The parent side's public names, imported when first asked for (PEP 562)."""
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpubench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,5 +1,5 @@
 """pytest glue: options, the marker, fixtures and session hooks. The work is in
-:mod:`gpubench.session`; every hook here is a short hand-off.
+:mod:`gpubench.session.bench`; every hook here is a short hand-off.
 
 Registered through the ``pytest11`` entry point, so it is active in every
 pytest run of an environment that has gpubench installed: nothing here may
@@ -27,33 +27,33 @@ from gpubench.baseline.rules import (
     parse_thresholds,
 )
 from gpubench.baseline.store import DEFAULT_BASELINE_DIR, DEFAULT_HISTORY, BaselineError
-from gpubench.case import Case, CaseError
-from gpubench.collection_checks import (
-    check_case_on_profile,
-    check_hf_model_type,
-    check_model_importable,
-    missing_requirement,
-)
-from gpubench.matrix import MARKER, Matrix
+from gpubench.contracts.case import Case, CaseError
+from gpubench.contracts.profiles import HardwareProfile, ProfileError, check_runnable_here
+from gpubench.contracts.result import Result
+from gpubench.declaration import MARKER, Matrix
 from gpubench.probe import BatchProbe, probe_batch_size
-from gpubench.profiles import HardwareProfile, ProfileError, check_runnable_here
-from gpubench.progress import LiveProgress
 from gpubench.report.projection import (
     PROJECTION_OPTIONS,
     ProjectionError,
     ProjectionInputs,
     pyproject_projection,
 )
-from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, parse_margin
-from gpubench.result import Result
+from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, parse_margin
 from gpubench.runner.signals import interrupt_on_sigterm
-from gpubench.session import (
+from gpubench.session.bench import (
     DEFAULT_PROFILE,
     DEFAULT_TIMEOUT_S,
     BenchSession,
     ReportOptions,
     SessionOptions,
 )
+from gpubench.session.collection import (
+    check_case_on_profile,
+    check_hf_model_type,
+    check_model_importable,
+    missing_requirement,
+)
+from gpubench.session.progress import LiveProgress
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
@@ -425,7 +425,7 @@ def _make_case_progress(config: pytest.Config, in_xdist_worker: bool) -> LivePro
 
 def _make_xdist_progress(config: pytest.Config) -> LiveProgress | None:
     """The xdist controller's progress: a line per case as the workers report them
-    (``live`` and ``auto`` on a terminal included: see gpubench.progress); ``auto``
+    (``live`` and ``auto`` on a terminal included: see gpubench.session.progress); ``auto``
     without a terminal writes them with ``-v``; ``-q`` and ``off`` write none."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
     mode = config.getoption("gpubench_progress")
@@ -666,7 +666,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     results = bench.results()
     if not results:
         return
-    from gpubench.summary import format_summary  # pandas: only when there is a table
+    from gpubench.session.summary import format_summary  # pandas: only when there is a table
 
     terminalreporter.write_sep("=", "gpubench summary")
     for line in format_summary(results).splitlines():

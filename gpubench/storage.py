@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 RESULTS_FILE = "results.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"

@@ -38,10 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpubench.case import Case
-from gpubench.profiles import HardwareProfile
-from gpubench.protocol import ProgressWriter, write_json_atomic
-from gpubench.result import Environment, ErrorInfo, Metrics, Result, Stats
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressWriter, write_json_atomic
+from gpubench.contracts.result import Environment, ErrorInfo, Metrics, Result, Stats
 
 SLEEPER = "import signal, time; signal.signal(signal.SIGTERM, signal.{action}); time.sleep(600)"
 STDERR_LINE = "fake worker: about to end badly"

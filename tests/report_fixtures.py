@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from gpubench.profiles import resolve_profile
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Result
 from gpubench.report.load import load_runs
-from gpubench.result import Result
 
 DATA = Path(__file__).parent / "data"
 RUN_CPU = DATA / "report" / "run-cpu"  # cpu: ok x2, markup name, diverged, timeout, crashed

@@ -18,7 +18,7 @@ from gpubench.baseline.store import (
     save_runs,
     suite_name,
 )
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from gpubench.case import MAX_NAME_CHARS, Case, CaseError, Flags, make_case
-from gpubench.profiles import resolve_profile
-from gpubench.result import Result, Stats
+from gpubench.contracts.case import MAX_NAME_CHARS, Case, CaseError, Flags, make_case
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Result, Stats
 
 CPU = resolve_profile("cpu")
 
@@ -145,7 +145,7 @@ def test_a_case_from_a_newer_gpubench_is_refused_by_name() -> None:
 
 
 def test_non_finite_numbers_are_written_as_null() -> None:
-    from gpubench.result import Series
+    from gpubench.contracts.result import Series
 
     result = Result(
         case=make_case(model="gpt-tiny"),

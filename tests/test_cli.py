@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpubench.cli import main
-from gpubench.profiles import GiB, HardwareProfile, builtin_profiles
+from gpubench.contracts.profiles import GiB, HardwareProfile, builtin_profiles
 
 COLUMNS = (
     "name",

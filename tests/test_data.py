@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpubench.case import Case
-from gpubench.data import TokenStream, synthetic
-from gpubench.data.synthetic import POOL_TOKENS, SUCCESSOR_PROBS
-from gpubench.models import build_model
+from gpubench.contracts.case import Case
+from gpubench.worker.data import TokenStream, synthetic
+from gpubench.worker.data.synthetic import POOL_TOKENS, SUCCESSOR_PROBS
+from gpubench.worker.models import build_model
 
 
 def _stream(kind: str = "learnable", **settings: object) -> TokenStream:

@@ -3,7 +3,7 @@
 The training tests run gpt-tiny through the real worker (``run_case``) on
 DeepSpeed's CPU accelerator and skip where deepspeed is not installed. The
 first run compiles DeepSpeed's CPU ops (``shm_comm``, ``cpu_adam``) into the
-per-user cache (``TORCH_EXTENSIONS_DIR``, see gpubench.engines.deepspeed_setup);
+per-user cache (``TORCH_EXTENSIONS_DIR``, see gpubench.worker.engines.deepspeed_setup);
 later runs load them from there.
 """
 
@@ -19,21 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from gpubench import collection_checks
-from gpubench.case import Case, make_case
-from gpubench.engines import deepspeed_setup, engine_names
-from gpubench.engines.deepspeed_config import deepspeed_config, engine_clips
-from gpubench.engines.deepspeed_setup import (
+from gpubench.contracts.case import Case, make_case
+from gpubench.contracts.profiles import HardwareProfile, resolve_profile
+from gpubench.contracts.protocol import ProgressEvent, ProgressReader, ProgressWriter
+from gpubench.contracts.result import Result
+from gpubench.runner import ProcessLauncher, TorchrunLauncher, launcher_for, run_case
+from gpubench.session import collection as collection_checks
+from gpubench.session.progress import describe_event
+from gpubench.worker.engines import deepspeed_setup, engine_names
+from gpubench.worker.engines.deepspeed_config import deepspeed_config, engine_clips
+from gpubench.worker.engines.deepspeed_setup import (
     announce_op_builds,
     deepspeed_environment,
     default_torch_extensions_dir,
     ops_for,
 )
-from gpubench.profiles import HardwareProfile, resolve_profile
-from gpubench.progress import describe_event
-from gpubench.protocol import ProgressEvent, ProgressReader, ProgressWriter
-from gpubench.result import Result
-from gpubench.runner import ProcessLauncher, TorchrunLauncher, launcher_for, run_case
 
 needs_deepspeed = pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None,
@@ -161,8 +161,8 @@ def test_an_installed_deepspeed_is_no_missing_requirement() -> None:
 
 def test_collection_and_engine_lookup_do_not_import_deepspeed() -> None:
     code = (
-        "import sys, gpubench.plugin, gpubench.collection_checks\n"
-        "from gpubench.engines import get_engine\n"
+        "import sys, gpubench.plugin, gpubench.session.collection\n"
+        "from gpubench.worker.engines import get_engine\n"
         "assert get_engine('deepspeed').name == 'deepspeed'\n"
         "assert 'deepspeed' not in sys.modules, 'deepspeed was imported'\n"
     )

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import torch
 
-from gpubench.case import Case, make_case
-from gpubench.engines import get_engine
-from gpubench.engines import loop as loop_module
-from gpubench.engines.metrics import loss_window
-from gpubench.engines.torch_engine import TorchEngine
-from gpubench.models import ParameterCountMismatch, check_parameter_count
-from gpubench.oom import is_oom
-from gpubench.profiles import HardwareProfile
-from gpubench.protocol import ProgressWriter
-from gpubench.result import Result
+from gpubench.contracts.case import Case, make_case
+from gpubench.contracts.oom import is_oom
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressWriter
+from gpubench.contracts.result import Result
+from gpubench.worker.engines import get_engine
+from gpubench.worker.engines import loop as loop_module
+from gpubench.worker.engines.run_metrics import loss_window
+from gpubench.worker.engines.torch_engine import TorchEngine
+from gpubench.worker.models import ParameterCountMismatch, check_parameter_count
 
 CPU = HardwareProfile(
     name="cpu-test",

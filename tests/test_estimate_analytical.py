@@ -7,7 +7,8 @@ import types
 
 import pytest
 
-from gpubench.case import make_case
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
 from gpubench.estimate import estimate_case, estimate_peak_bytes, parts
 from gpubench.estimate.analytical import (
     Precision,
@@ -21,9 +22,8 @@ from gpubench.estimate.analytical import (
     model_states,
     precision_of,
 )
+from gpubench.estimate.fit import verdict
 from gpubench.estimate.shape import ModelShape, model_shape
-from gpubench.estimate.verdict import verdict
-from gpubench.profiles import resolve_profile
 
 HALF16 = Precision(2, 2, 2, 2, autocast=False)  # DeepSpeed bf16: every tensor 16-bit
 FP32 = Precision(4, 4, 4, 4, autocast=False)
@@ -363,7 +363,7 @@ def test_hf_shape_from_a_meta_build() -> None:
     assert shape.tied_head and shape.dropout  # GPT-2's config: tied, resid_pdrop 0.1
     # the built-in GPT's count of the same shape: GPT-2 and nanoGPT have the same weights
     # (positions: transformers' default n_positions 1024)
-    from gpubench.models.sizes import gpt_param_count
+    from gpubench.contracts.catalog.sizes import gpt_param_count
 
     assert shape.n_params == gpt_param_count(2, 64, 128, 1024)
     assert shape.describable

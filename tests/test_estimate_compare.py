@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import pytest
 
-from gpubench.case import make_case
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Estimate
 from gpubench.estimate import estimate_case, model_shape, parts
 from gpubench.estimate.analytical import layer_activation_bytes, precision_of
-from gpubench.profiles import resolve_profile
-from gpubench.result import Estimate
 
 UNTRACED = (parts.CUDA_CONTEXT, parts.FRAGMENTATION, parts.WORKSPACE)
 STATE_TOLERANCE = 0.01

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.case import make_case
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
 from gpubench.estimate import estimate_case
 from gpubench.estimate.isolated import EstimateFailed, estimate_safely, runs_user_code
-from gpubench.profiles import resolve_profile
 
 FACTORIES = """
 import os, signal, time

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import gpubench.collection_checks
-import gpubench.summary  # noqa: F401  (see test_plugin.py: numpy is imported once)
+import gpubench.session.collection
+import gpubench.session.summary  # noqa: F401  (see test_plugin.py: numpy is imported once)
 
 pytest_plugins = ("pytester",)
 

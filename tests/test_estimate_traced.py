@@ -11,7 +11,7 @@ import psutil
 import pytest
 import torch
 
-from gpubench.case import Case, make_case
+from gpubench.contracts.case import Case, make_case
 from gpubench.estimate import parts
 from gpubench.estimate import traced as traced_module
 from gpubench.estimate.traced import (
@@ -22,7 +22,7 @@ from gpubench.estimate.traced import (
     trace_case,
     trace_training_steps,
 )
-from gpubench.models import BUILTIN_MODELS, build_model
+from gpubench.worker.models import BUILTIN_MODELS, build_model
 
 MiB = 2**20
 TINY_PARAMS = BUILTIN_MODELS["gpt-tiny"].param_count  # 124,672

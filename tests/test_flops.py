@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpubench.case import make_case
-from gpubench.engines.context import TrainingContext
-from gpubench.engines.distributed import Ranks
-from gpubench.engines.metrics import with_model_flops
-from gpubench.flops import case_flops_per_token, mfu, peak_flops, training_flops_per_token
-from gpubench.models import build_model
-from gpubench.profiles import resolve_profile
-from gpubench.result import Metrics, Stats
+from gpubench.contracts.case import make_case
+from gpubench.contracts.flops import case_flops_per_token, mfu, peak_flops, training_flops_per_token
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Metrics, Stats
+from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.engines.distributed import Ranks
+from gpubench.worker.engines.run_metrics import with_model_flops
+from gpubench.worker.models import build_model
 
 
 def test_gpt2_small_at_1024_tokens() -> None:

@@ -33,7 +33,7 @@ from gpubench.baseline.table import (
     markdown_summary,
     verdict_frame,
 )
-from gpubench.result import SCHEMA_VERSION, Environment, Result
+from gpubench.contracts.result import SCHEMA_VERSION, Environment, Result
 from gpubench.storage import read_results
 
 DATA = Path(__file__).parent / "data" / "gate"

@@ -23,7 +23,7 @@ import pytest
 
 # numpy (under pandas) cannot be imported twice in one process: load the tables first
 import gpubench.baseline.table  # noqa: F401
-import gpubench.summary  # noqa: F401
+import gpubench.session.summary  # noqa: F401
 
 pytest_plugins = ("pytester",)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpubench.case import make_case
+from gpubench.contracts.case import make_case
 from gpubench.validation.bare_loop import bare_step
 from gpubench.validation.kernel_profile import category, format_profile, profile_step
 

@@ -1,41 +1,38 @@
-"""The package's layout as rules a test can hold: no import cycle, light contracts,
-and code that runs in the worker never reaching for the parent's side."""
+"""The package's layout as rules a test can hold.
+
+Three sides, one per folder (docs/architecture.md):
+
+- ``gpubench.contracts``: what both sides of the process boundary agree on; imports
+  only itself, never torch or pytest;
+- ``gpubench.worker``: what runs in a case's own process; imports itself and the
+  contracts, never the parent's side;
+- everything else: the parent's side (pytest, the session, the runner, the gate, the
+  report), which may import anything.
+
+Each rule is checked twice: on the import statements (any depth, ``TYPE_CHECKING``
+included, so the error names the offending line's module) and the way it fails in
+practice, by importing every module of a side in a fresh interpreter and reading
+``sys.modules``, package ``__init__``s included. Plus: no import cycle, counting
+``TYPE_CHECKING`` imports.
+"""
 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "gpubench"
-
-# Run in the worker process (or by the engines it starts): must not import the parent's side.
-CHILD_SIDE = (
-    "gpubench.capacity",
-    "gpubench.data",
-    "gpubench.engines",
-    "gpubench.models",
-    "gpubench.tether",
-    "gpubench.trackers",
-    "gpubench.worker",
-)
-PARENT_SIDE = (
-    "gpubench.baseline",
-    "gpubench.cli",
-    "gpubench.collection_checks",
-    "gpubench.plugin",
-    "gpubench.progress",
-    "gpubench.pytest_benchmark_export",
-    "gpubench.report",
-    "gpubench.runner",
-    "gpubench.session",
-    "gpubench.storage",
-    "gpubench.summary",
-)
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "gpubench"
+PACKAGE_ROOT = ("gpubench", "gpubench.version")  # loaded by every import of the package
+CONTRACTS = "gpubench.contracts"
+WORKER = "gpubench.worker"
 
 
 def module_name(path: Path) -> str:
@@ -48,26 +45,28 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def is_type_checking_block(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
+def side(name: str) -> str:
+    """``root``, ``contracts``, ``worker`` or ``parent``."""
+    if name in PACKAGE_ROOT:
+        return "root"
+    for folder, label in ((CONTRACTS, "contracts"), (WORKER, "worker")):
+        if name == folder or name.startswith(folder + "."):
+            return label
+    return "parent"
+
+
+ALLOWED = {  # side -> the sides it may import
+    "contracts": {"contracts", "root"},
+    "worker": {"worker", "contracts", "root"},
+}
 
 
 def import_nodes(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth (a lazy import inside a function counts: it
-    runs), except under ``if TYPE_CHECKING:`` (it never runs)."""
-    pending = [tree]
-    while pending:
-        node = pending.pop()
-        for child in ast.iter_child_nodes(node):
-            if is_type_checking_block(child):
-                continue
-            if isinstance(child, (ast.Import, ast.ImportFrom)):
-                yield child
-            pending.append(child)
+    """Every import statement, at any depth: a lazy import inside a function runs when
+    the function does, and an ``if TYPE_CHECKING:`` one still ties the modules together."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
 
 
 def imported_modules(name: str, path: Path) -> set[str]:
@@ -118,9 +117,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_graph_sees_the_package() -> None:
-    assert {"gpubench.case", "gpubench.result", "gpubench.engines.loop"} <= set(GRAPH)
-    assert "gpubench.models.spec" in GRAPH["gpubench.case"]
-    assert "gpubench.models.external" in GRAPH["gpubench.models"]  # a lazy import counts
+    assert {"gpubench.contracts.case", "gpubench.worker.engines.loop"} <= set(GRAPH)
+    assert "gpubench.contracts.catalog.spec" in GRAPH["gpubench.contracts.case"]
+    # a lazy import counts
+    assert "gpubench.worker.models.external" in GRAPH["gpubench.worker.models"]
+    # so does a TYPE_CHECKING one
+    assert "gpubench.declaration" in GRAPH["gpubench"]
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
@@ -133,28 +135,87 @@ def test_no_import_cycle_among_gpubench_modules() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
-def within(name: str, roots: tuple[str, ...]) -> bool:
-    return any(name == root or name.startswith(root + ".") for root in roots)
-
-
-def test_worker_side_code_does_not_import_the_parents_side() -> None:
+@pytest.mark.parametrize("importer", sorted(ALLOWED))
+def test_each_side_imports_only_what_it_may(importer: str) -> None:
     wrong = sorted(
-        f"{name} imports {target}"
+        f"{name} ({importer}) imports {target} ({side(target)})"
         for name, targets in GRAPH.items()
-        if within(name, CHILD_SIDE)
+        if side(name) == importer
         for target in targets
-        if within(target, PARENT_SIDE)
+        if side(target) not in ALLOWED[importer]
     )
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize("module", ["gpubench.case", "gpubench.result", "gpubench.profiles"])
-def test_contracts_import_without_torch_or_pytest(module: str) -> None:
-    code = (
-        f"import sys, {module}\n"
-        "heavy = sorted(m for m in ('torch', 'pytest', '_pytest') if m in sys.modules)\n"
-        "print(','.join(heavy))\n"
+# Imports each module in a child forked from an interpreter that has loaded no gpubench
+# module (torch is imported first, once, so that a hundred children cost seconds), and
+# prints, per module, the gpubench modules and heavy packages the child then holds.
+_PROBE = textwrap.dedent(
+    """
+    import importlib, json, os, sys
+    import torch  # noqa: F401  (shared by the children; checked apart for the contracts)
+    for name in sys.argv[1:]:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            before = set(sys.modules)
+            importlib.import_module(name)
+            loaded = sorted(m for m in sys.modules if m == "gpubench" or m.startswith("gpubench."))
+            heavy = sorted(m for m in ("torch", "pytest", "_pytest") if m in sys.modules
+                           and (m != "torch" or m not in before))
+            os.write(write, json.dumps([name, loaded, heavy]).encode())
+            os._exit(0)
+        os.close(write)
+        chunks = []
+        while chunk := os.read(read, 1 << 16):
+            chunks.append(chunk)
+        os.close(read)
+        os.waitpid(pid, 0)
+        print(b"".join(chunks).decode())
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def loaded_by() -> dict[str, list[str]]:
+    """Module -> the gpubench modules importing it alone loads, for the contracts' and the
+    worker's modules (``__main__`` modules run their command: left out)."""
+    names = [n for n in MODULES if side(n) in ALLOWED and not n.endswith("__main__")]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *names], capture_output=True, text=True, cwd=ROOT
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "", f"importing {module} loaded {done.stdout.strip()}"
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [row[0] for row in rows] == names
+    return {name: loaded for name, loaded, _ in rows}
+
+
+def test_a_fresh_import_of_each_side_loads_nothing_it_may_not(
+    loaded_by: dict[str, list[str]],
+) -> None:
+    wrong = sorted(
+        f"import {name} ({side(name)}) loads {m} ({side(m)})"
+        for name, loaded in loaded_by.items()
+        for m in loaded
+        if side(m) not in ALLOWED[side(name)]
+    )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_worker_entry_loads_the_engines_it_runs(loaded_by: dict[str, list[str]]) -> None:
+    # the check above only means something if the entry really pulls in the worker's code
+    assert "gpubench.worker.engines.base" in loaded_by["gpubench.worker.main"]
+
+
+def test_the_contracts_import_without_torch_or_pytest() -> None:
+    names = [n for n in MODULES if side(n) == "contracts"]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(','.join(sorted(m for m in ('torch', 'pytest', '_pytest') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"importing the contracts loaded {done.stdout.strip()}"

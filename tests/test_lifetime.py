@@ -26,7 +26,7 @@ import pytest
 from gpubench.runner.guardian import Guardian
 from gpubench.runner.guardian_main import CASE_TOKEN_ENV, marked_pids
 from gpubench.runner.signals import HeldSignals, interrupt_on_sigterm
-from gpubench.tether import PARENT_PID_ENV
+from gpubench.worker.tether import PARENT_PID_ENV
 
 pytest_plugins = ("pytester",)
 
@@ -187,7 +187,7 @@ def test_nothing_of_a_case_outlives_pytest(
 # -- the tether: PR_SET_PDEATHSIG --------------------------------------------------------------
 
 TETHERED_SLEEPER = (
-    "from gpubench.tether import tether_to_parent; import sys, time; "
+    "from gpubench.worker.tether import tether_to_parent; import sys, time; "
     "tether_to_parent(); print('tethered', flush=True); time.sleep(600)"
 )
 
@@ -214,7 +214,7 @@ def test_a_tethered_process_dies_with_its_parent_even_by_sigkill() -> None:
 
 
 def test_a_process_orphaned_before_it_could_tether_ends_itself() -> None:
-    code = "from gpubench.tether import tether_to_parent; tether_to_parent(); print('alive')"
+    code = "from gpubench.worker.tether import tether_to_parent; tether_to_parent(); print('alive')"
     not_my_parent = {**os.environ, PARENT_PID_ENV: "1"}
     done = subprocess.run(
         [sys.executable, "-c", code], env=not_my_parent, capture_output=True, timeout=60
@@ -224,12 +224,12 @@ def test_a_process_orphaned_before_it_could_tether_ends_itself() -> None:
 
 def test_the_tether_command_keeps_the_request_across_exec() -> None:
     probe = (
-        "import ctypes, os; from gpubench.prctl import PR_GET_PDEATHSIG, prctl; "
+        "import ctypes, os; from gpubench.worker.prctl import PR_GET_PDEATHSIG, prctl; "
         "sig = ctypes.c_int(0); prctl()(PR_GET_PDEATHSIG, ctypes.byref(sig), 0, 0, 0); "
         f"print(sig.value, os.environ[{PARENT_PID_ENV!r}] == str(os.getpid()))"
     )
     done = subprocess.run(
-        [sys.executable, "-m", "gpubench.tether", sys.executable, "-c", probe],
+        [sys.executable, "-m", "gpubench.worker.tether", sys.executable, "-c", probe],
         env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         capture_output=True,
         text=True,

@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpubench.case import Case, CaseError, make_case
-from gpubench.data import TokenStream
-from gpubench.models import (
+from gpubench.contracts.case import Case, CaseError, make_case
+from gpubench.contracts.catalog.sizes import gpt_param_count
+from gpubench.worker.data import TokenStream
+from gpubench.worker.models import (
     BUILTIN_MODELS,
     BuiltModel,
     ModelBuildError,
@@ -23,7 +24,6 @@ from gpubench.models import (
     check_model_spec,
     gpt,
 )
-from gpubench.models.sizes import gpt_param_count
 
 
 def _tiny(**settings: object) -> Case:
@@ -77,8 +77,8 @@ def test_typo_suggests_the_closest_name() -> None:
 
 def test_importing_models_does_not_import_torch() -> None:
     code = (
-        "import sys, gpubench.models, gpubench.models.sizes\n"
-        "from gpubench.case import Case\n"
+        "import sys, gpubench.worker.models, gpubench.contracts.catalog.sizes\n"
+        "from gpubench.contracts.case import Case\n"
         "Case(model='gpt2-small'); Case(model='pkg.mod:f'); Case(model='hf:gpt2')\n"
         "Case(model='gpt-tiny', model_config={'n_layer': 3, 'n_embd': 96})\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
@@ -408,7 +408,7 @@ def test_hf_flags_and_unknown_key() -> None:
 def test_bad_model_config_value_fails_when_the_case_is_declared(
     model_config: dict, message: str
 ) -> None:
-    from gpubench.case import CaseError, make_case
+    from gpubench.contracts.case import CaseError, make_case
 
     with pytest.raises(CaseError) as info:
         make_case(model="gpt-tiny", model_config=model_config)
@@ -417,7 +417,7 @@ def test_bad_model_config_value_fails_when_the_case_is_declared(
 
 
 def test_unknown_model_config_key_fails_when_the_case_is_declared() -> None:
-    from gpubench.case import CaseError, make_case
+    from gpubench.contracts.case import CaseError, make_case
 
     with pytest.raises(CaseError, match="model_config key\\(s\\) n_layers not known") as info:
         make_case(model="gpt-tiny", model_config={"n_layers": 3})

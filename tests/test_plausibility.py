@@ -1,4 +1,4 @@
-"""gpubench.plausibility: each rule firing, and not firing, at its edge."""
+"""gpubench.contracts.plausibility: each rule firing, and not firing, at its edge."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import dataclasses
 
 import pytest
 
-from gpubench.case import make_case
-from gpubench.flops import case_flops_per_token
-from gpubench.plausibility import (
+from gpubench.contracts.case import make_case
+from gpubench.contracts.flops import case_flops_per_token
+from gpubench.contracts.plausibility import (
     MFU_BOUND,
     MFU_FLOOR,
     MFU_FLOOR_MIN_PARAMS,
     implausible_reasons,
     result_mfu,
 )
-from gpubench.profiles import resolve_profile
-from gpubench.result import Metrics, Result, Stats
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Metrics, Result, Stats
 
 GPT2_SMALL_FLOPS = 855_166_464  # per token at T = 1024 (tests/test_flops.py)
 

@@ -19,8 +19,8 @@ import pytest
 
 # pytester restores sys.modules after each in-process run; numpy (under pandas) cannot be
 # imported twice in one process, so load the summary table's modules before any run.
-import gpubench.collection_checks
-import gpubench.summary  # noqa: F401
+import gpubench.session.collection
+import gpubench.session.summary  # noqa: F401
 
 pytest_plugins = ("pytester",)
 
@@ -337,18 +337,18 @@ def test_hf_models_without_transformers_skip_with_the_extra_to_install(
 ) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        gpubench.collection_checks.importlib.util,
+        gpubench.session.collection.importlib.util,
         "find_spec",
         lambda name, package=None: None if name == "transformers" else real_find_spec(name),
     )
-    from gpubench.case import make_case
+    from gpubench.contracts.case import make_case
 
-    reason = gpubench.collection_checks.missing_requirement(make_case(model="hf:gpt2"))
+    reason = gpubench.session.collection.missing_requirement(make_case(model="hf:gpt2"))
     assert reason == (
         "model='hf:gpt2' needs the transformers package, which is not installed; "
         "pip install 'gpubench[hf]'"
     )
-    assert gpubench.collection_checks.missing_requirement(make_case(model="gpt-tiny")) is None
+    assert gpubench.session.collection.missing_requirement(make_case(model="gpt-tiny")) is None
 
 
 def test_a_case_whose_framework_is_missing_is_skipped_and_the_rest_run(
@@ -356,7 +356,7 @@ def test_a_case_whose_framework_is_missing_is_skipped_and_the_rest_run(
 ) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        gpubench.collection_checks.importlib.util,
+        gpubench.session.collection.importlib.util,
         "find_spec",
         lambda name, package=None: None if name == "deepspeed" else real_find_spec(name, package),
     )

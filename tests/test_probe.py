@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import gpubench.summary  # noqa: F401  (pytester restores sys.modules; pandas loads once)
-from gpubench.case import Case, make_case
+import gpubench.session.summary  # noqa: F401  (pytester restores sys.modules; pandas loads once)
+from gpubench.contracts.case import Case, make_case
+from gpubench.contracts.profiles import HardwareProfile, resolve_profile
+from gpubench.contracts.result import Metrics, Result, Stats
 from gpubench.probe import BATCH_LIMIT, BatchProbe, ProbeError, probe_batch_size
 from gpubench.probe.curve import curve_batches
 from gpubench.probe.search import largest_fitting
-from gpubench.profiles import HardwareProfile, resolve_profile
-from gpubench.result import Metrics, Result, Stats
 from gpubench.runner import run_case
 
 pytest_plugins = ("pytester",)
@@ -249,7 +249,7 @@ def test_every_run_names_its_batch_in_its_id(name: str | None) -> None:
 # -- in pytest: the gpubench_probe fixture ------------------------------------------------------
 FAKE_WORKER_CONFTEST = """
 import pytest
-from gpubench.result import Metrics, Result, Stats
+from gpubench.contracts.result import Metrics, Result, Stats
 
 @pytest.fixture(autouse=True)
 def fake_worker(monkeypatch):
@@ -258,7 +258,7 @@ def fake_worker(monkeypatch):
         metrics = Metrics(tokens_per_s=Stats.of([10.0 * case.batch_size])) if fits else Metrics()
         return Result(case=case, profile=profile, status="ok" if fits else "oom",
                       metrics=metrics, nodeid=nodeid, run_id=run_id)
-    monkeypatch.setattr("gpubench.session.run_case", run_case)
+    monkeypatch.setattr("gpubench.session.bench.run_case", run_case)
 """
 
 

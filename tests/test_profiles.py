@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.profiles import (
+from gpubench.contracts.profiles import (
     AUTO,
     USER_PROFILE_KEYS,
     GiB,
@@ -27,7 +27,7 @@ from gpubench.profiles import (
     profile_name_for_device,
     resolve_profile,
 )
-from gpubench.units import format_bytes, parse_bytes
+from gpubench.contracts.units import format_bytes, parse_bytes
 
 REQUIRED = (
     "cpu",
@@ -429,7 +429,7 @@ def test_auto_uses_a_user_profile_named_like_the_unknown_device(
 def test_detect_profile_never_initialises_cuda_in_this_process() -> None:
     code = (
         "import sys\n"
-        "from gpubench.profiles import detect_profile\n"
+        "from gpubench.contracts.profiles import detect_profile\n"
         "detect_profile()\n"
         "torch = sys.modules.get('torch')\n"
         "assert torch is None or not torch.cuda.is_initialized()\n"
@@ -577,7 +577,10 @@ def test_bad_user_values_name_file_profile_and_key(
 
 @pytest.mark.parametrize("name", ["auto", "My Card", "a:b"])
 def test_unusable_user_profile_names(tmp_path: Path, name: str) -> None:
-    write(tmp_path / "pyproject.toml", f'[tool.gpubench.profiles."{name}"]\nmemory = "8GiB"\n')
+    write(
+        tmp_path / "pyproject.toml",
+        f'[tool.gpubench.profiles."{name}"]\nmemory = "8GiB"\n',
+    )
     with pytest.raises(ProfileError, match="is not usable"):
         load_user_profiles(rootdir=tmp_path)
 
@@ -594,7 +597,7 @@ def test_profiles_file_errors(tmp_path: Path) -> None:
 
 
 def test_a_profile_must_fit_on_the_gpu_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpubench import profiles
+    from gpubench.contracts import profiles
 
     monkeypatch.setattr(profiles, "nvml_gpu0", lambda: ("NVIDIA H100 80GB HBM3", 81559 * 2**20))
     profiles.check_runnable_here(profiles.resolve_profile("h100-sxm"))

@@ -3,10 +3,10 @@ from __future__ import annotations
 import io
 
 from gpubench import make_case
-from gpubench.profiles import HardwareProfile
-from gpubench.progress import LiveProgress, SessionClock, describe_event, format_duration
-from gpubench.protocol import ProgressEvent
-from gpubench.result import Result
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressEvent
+from gpubench.contracts.result import Result
+from gpubench.session.progress import LiveProgress, SessionClock, describe_event, format_duration
 
 CPU = HardwareProfile("cpu", "cpu", 2**30, None, None, None)
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from report_fixtures import MARKUP, QUIET, RUN_CPU, statuses
 
-import gpubench.summary  # noqa: F401  (numpy under pandas: import once, before pytester)
+import gpubench.session.summary  # noqa: F401  (numpy under pandas: import once, before pytester)
 from gpubench.baseline.offline import judge_runs
 from gpubench.baseline.rules import GateRules
 from gpubench.baseline.sources import load_histories
 from gpubench.baseline.store import save_runs
-from gpubench.case import Case
-from gpubench.plausibility import implausible_reasons
-from gpubench.profiles import resolve_profile
+from gpubench.contracts.case import Case
+from gpubench.contracts.plausibility import implausible_reasons
+from gpubench.contracts.profiles import resolve_profile
 from gpubench.report.advice import advise, implausible_measurement, loss_not_falling
 from gpubench.report.document import ReportData, build_report
 from gpubench.report.load import load_runs
@@ -29,11 +29,11 @@ from gpubench.report.projection import (
     parse_count,
     projection_from_table,
 )
+from gpubench.report.recommendation import profile_verdicts
 from gpubench.report.render import markdown_code, markdown_text, render_html, render_markdown
-from gpubench.report.verdict import profile_verdicts
 from gpubench.report.write import write_report
+from gpubench.session.summary import summary_frame
 from gpubench.storage import read_results
-from gpubench.summary import summary_frame
 
 ALL_STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 
@@ -347,7 +347,7 @@ def test_the_templates_ship_as_package_data() -> None:
 
 
 def test_the_rerun_command_is_the_recorded_one_or_made_from_the_pytest_ids() -> None:
-    from gpubench.report.environment import rerun_command
+    from gpubench.report.provenance import rerun_command
 
     loaded = load_runs([RUN_CPU])
     recorded = rerun_command(loaded.results, loaded.invocations)

@@ -12,7 +12,7 @@ from report_fixtures import QUIET, RUN_CPU, RUN_SMALL
 # matplotlib) cannot be imported twice in one process: load the report's modules first.
 import gpubench.report.tensorboard  # noqa: F401
 import gpubench.report.write  # noqa: F401
-import gpubench.summary  # noqa: F401
+import gpubench.session.summary  # noqa: F401
 from gpubench.baseline.store import save_runs
 from gpubench.cli import main
 from gpubench.storage import read_results
@@ -137,7 +137,7 @@ def test_the_report_option_moves_or_turns_off_the_report(tmp_path: Path, where: 
     same method; the test above runs one whole)."""
     from gpubench.plugin import REPORT_OFF, _report_path
     from gpubench.report.load import load_runs
-    from gpubench.session import BenchSession, ReportOptions, SessionOptions
+    from gpubench.session.bench import BenchSession, ReportOptions, SessionOptions
     from gpubench.storage import Invocation
 
     value = _report_path(where)

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from gpubench import result as result_module
-from gpubench.case import Case, CaseError, make_case
-from gpubench.profiles import HardwareProfile, ProfileError, resolve_profile
-from gpubench.result import (
+from gpubench.contracts import result as result_module
+from gpubench.contracts.case import Case, CaseError, make_case
+from gpubench.contracts.profiles import HardwareProfile, ProfileError, resolve_profile
+from gpubench.contracts.result import (
     SCHEMA_VERSION,
     Environment,
     ErrorInfo,
@@ -33,7 +33,7 @@ from gpubench.result import (
     Series,
     Stats,
 )
-from gpubench.schema import SchemaError
+from gpubench.contracts.schema import SchemaError
 
 V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
 V2_OOM = Path(__file__).parent / "data" / "result-v2-c5105cf-oom.json"

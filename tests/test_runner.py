@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gpubench.case import Case
-from gpubench.profiles import HardwareProfile
-from gpubench.protocol import ProgressEvent, WorkerPaths
-from gpubench.result import Environment, ErrorInfo, Result, Series
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressEvent, WorkerPaths
+from gpubench.contracts.result import Environment, ErrorInfo, Result, Series
 from gpubench.runner import (
     Launcher,
     ProcessLauncher,
@@ -150,7 +150,7 @@ def test_torchrun_launcher_runs_nproc_workers(tmp_path: Path) -> None:
     assert launcher.argv(paths) == [
         sys.executable,
         "-m",
-        "gpubench.tether",  # torchrun dies with its parent (gpubench.tether)
+        "gpubench.worker.tether",  # torchrun dies with its parent (gpubench.worker.tether)
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -644,7 +644,7 @@ def test_a_rank_killed_by_a_signal_is_named_through_torchrun(tmp_path: Path) -> 
 
 
 def test_rank_result_files_are_found_by_rank(tmp_path: Path) -> None:
-    from gpubench.protocol import rank_result_path
+    from gpubench.contracts.protocol import rank_result_path
 
     paths = WorkerPaths(tmp_path)
     assert rank_result_path(paths.result, 0) == paths.result

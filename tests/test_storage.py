@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpubench import make_case
-from gpubench.profiles import resolve_profile
-from gpubench.result import Result
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Result
 from gpubench.storage import RunStore, new_run_id, read_results, unwritable_reason
 
 CPU = resolve_profile("cpu")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gpubench.case import make_case
-from gpubench.profiles import resolve_profile
-from gpubench.result import Metrics, Result, Stats
-from gpubench.summary import format_summary, summary_frame
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Metrics, Result, Stats
+from gpubench.session.summary import format_summary, summary_frame
 
 CPU = resolve_profile("cpu")
 

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.result import Environment, Stats
-from gpubench.trackers import DeviceMemoryTracker, ProcessTreeRSS, SteadyStateDetector, StepTimer
-from gpubench.trackers import memory as memory_module
-from gpubench.trackers.environment import fingerprint, git_state
+from gpubench.contracts.result import Environment, Stats
+from gpubench.worker.trackers import (
+    DeviceMemoryTracker,
+    ProcessTreeRSS,
+    SteadyStateDetector,
+    StepTimer,
+)
+from gpubench.worker.trackers import memory as memory_module
+from gpubench.worker.trackers.fingerprint import fingerprint, git_state
 
 # -- SteadyStateDetector -------------------------------------------------------------------------
 
@@ -143,7 +148,7 @@ def test_process_tree_rss_sees_a_childs_memory() -> None:
 
 
 SPIKE = (
-    "from gpubench.trackers import ProcessTreeRSS\n"
+    "from gpubench.worker.trackers import ProcessTreeRSS\n"
     "with ProcessTreeRSS(interval_s=3600) as rss:\n"
     "    before = rss.peak_bytes\n"
     "    block = bytearray(300 * 2**20)\n"
@@ -162,7 +167,7 @@ def test_a_peak_between_samples_is_not_missed() -> None:
 
 ENDED_CHILDREN = (
     "import subprocess, sys\n"
-    "from gpubench.trackers import ProcessTreeRSS\n"
+    "from gpubench.worker.trackers import ProcessTreeRSS\n"
     "def child(mib):\n"
     "    code = f'b = bytearray({mib} * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1'\n"
     "    subprocess.run([sys.executable, '-c', code], check=True)\n"
@@ -214,7 +219,7 @@ def test_descendant_pids_finds_grandchildren_as_psutil_does(shell_tree: list[int
     """The kernel's per-thread children lists give the same tree as psutil's full scan."""
     import psutil
 
-    from gpubench.trackers.host import descendant_pids
+    from gpubench.worker.trackers.host import descendant_pids
 
     found = descendant_pids(os.getpid())
     if found is None:
@@ -226,7 +231,7 @@ def test_descendant_pids_finds_grandchildren_as_psutil_does(shell_tree: list[int
 
 
 def test_descendant_pids_of_a_process_that_is_gone() -> None:
-    from gpubench.trackers.host import descendant_pids
+    from gpubench.worker.trackers.host import descendant_pids
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(timeout=30)
@@ -239,7 +244,7 @@ def test_tree_peak_is_the_sum_of_every_members_peak(
 ) -> None:
     import psutil
 
-    from gpubench.trackers import host
+    from gpubench.worker.trackers import host
 
     if not children_lists:  # a kernel without the lists: psutil's scan instead
         monkeypatch.setattr(host, "descendant_pids", lambda pid: None)

@@ -1,7 +1,7 @@
 """The GPU validation kit: its smoke scale runs green on CPU, and each check can fail.
 
 The checks are judged on real Results: ``tests/data/validation/smoke-results.jsonl``
-is what ``python -m gpubench.validate --smoke`` wrote on this project's CPU VM
+is what ``python -m gpubench.validation --smoke`` wrote on this project's CPU VM
 (see its README); the failing variants change one field of those Results,
 the way a broken CUDA path would.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.profiles import resolve_profile
-from gpubench.result import Result
+from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Result
 from gpubench.storage import read_results
 from gpubench.validation import checks as C
 from gpubench.validation import plan as P
@@ -153,7 +153,7 @@ def test_reference_mfu_against_the_target(smoke: dict[str, Result]) -> None:
 def test_the_estimate_checks_read_the_error_and_the_verdict_each_case_carries(
     smoke: dict[str, Result],
 ) -> None:
-    from gpubench.result import Estimate
+    from gpubench.contracts.result import Estimate
 
     fits = smoke[P.FITS]
     estimate = Estimate(
@@ -185,7 +185,7 @@ def test_the_estimate_checks_read_the_error_and_the_verdict_each_case_carries(
 
 def run_kit(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gpubench.validate", *args],
+        [sys.executable, "-m", "gpubench.validation", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gpubench.capacity import CapacityLimit, vm_data_bytes
-from gpubench.case import Case, make_case
-from gpubench.profiles import HardwareProfile
-from gpubench.protocol import PHASES, WorkerPaths
-from gpubench.result import Result
+from gpubench.contracts.case import Case, make_case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import PHASES, WorkerPaths
+from gpubench.contracts.result import Result
+from gpubench.worker.capacity import CapacityLimit, vm_data_bytes
 
 MiB = 2**20
 

@@ -1,6 +1,6 @@
 """``compare(result, history, rules) -> CaseVerdict``: is this run a regression of its case?
 
-Per metric (:data:`~gpubench.baseline.metrics.GATED_METRICS`) a regression needs
+Per metric (:data:`~gpubench.baseline.gated.GATED_METRICS`) a regression needs
 both a practical change, beyond the metric's threshold in the bad direction, and
 statistical evidence that the run is not one more draw of the baseline's
 (:mod:`gpubench.baseline.evidence`):
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.baseline.evidence import Evidence, prediction_interval, steps_shifted
-from gpubench.baseline.metrics import GATED_METRICS, GatedMetric
+from gpubench.baseline.gated import GATED_METRICS, GatedMetric
 from gpubench.baseline.rules import GateRules
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"

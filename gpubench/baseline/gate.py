@@ -23,7 +23,7 @@ from gpubench.baseline.store import (
     save_runs,
     suite_name,
 )
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 UNRECORDED = ("crashed", "timeout")  # the machine's failures, not the case's: never a baseline
 

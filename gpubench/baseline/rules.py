@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpubench.baseline.metrics import METRIC_NAMES
-from gpubench.pyproject import gpubench_table
+from gpubench.baseline.gated import METRIC_NAMES
+from gpubench.contracts.pyproject import gpubench_table
 
 DEFAULT_THRESHOLDS = {
     "tokens_per_s": 0.10,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpubench.baseline.compare import representative
 from gpubench.baseline.store import read_baseline
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 from gpubench.storage import RESULTS_FILE, NotAResultsFile, read_results_file
 
 Histories = dict[tuple[str, str], list[Result]]  # (profile, case id) -> runs, oldest first

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 BASELINE_FORMAT = "gpubench-baseline"
 BASELINE_VERSION = 1

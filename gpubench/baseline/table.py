@@ -19,7 +19,7 @@ from gpubench.baseline.compare import (
     CaseVerdict,
     MetricVerdict,
 )
-from gpubench.baseline.metrics import GATED_METRICS
+from gpubench.baseline.gated import GATED_METRICS
 
 RULES = {
     "runs": "vs the spread of {runs} baseline runs",

@@ -7,7 +7,7 @@ The formulas (:mod:`gpubench.estimate.analytical`) give the breakdown, and
 ``peak_bytes`` for a built-in GPT, whose code they model exactly; the traced
 step (:mod:`gpubench.estimate.traced`, one training step under fake tensors) is
 reported beside them and decides for another model under the torch engine
-(:func:`_chosen_peak`). The verdict rule is :mod:`gpubench.estimate.verdict`'s.
+(:func:`_chosen_peak`). The verdict rule is :mod:`gpubench.estimate.fit`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gpubench.contracts.catalog.sizes import BUILTIN_MODELS
+from gpubench.contracts.result import Estimate
 from gpubench.estimate import parts
 from gpubench.estimate.analytical import (
     Analysis,
@@ -22,15 +24,13 @@ from gpubench.estimate.analytical import (
     cublas_workspace_bytes,
     fragmentation_bytes,
 )
+from gpubench.estimate.fit import verdict
 from gpubench.estimate.shape import ModelShape, model_shape
 from gpubench.estimate.traced import TraceUnavailable, trace_case
-from gpubench.estimate.verdict import verdict
-from gpubench.models.sizes import BUILTIN_MODELS
-from gpubench.result import Estimate
 
 if TYPE_CHECKING:
-    from gpubench.case import Case
-    from gpubench.profiles import HardwareProfile
+    from gpubench.contracts.case import Case
+    from gpubench.contracts.profiles import HardwareProfile
 
 __all__ = [
     "TracedFigures",

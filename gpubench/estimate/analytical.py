@@ -60,7 +60,7 @@ from gpubench.estimate.shape import ModelShape
 MiB = 1024**2
 
 if TYPE_CHECKING:
-    from gpubench.case import Case
+    from gpubench.contracts.case import Case
 
 FP32 = 4  # bytes per element
 HALF = 2  # bf16 / fp16

@@ -5,7 +5,7 @@ Estimating builds the model (on the ``meta`` device, then on fake tensors): for 
 the interpreter or allocate for real. The session's own process must survive
 all three, as it survives a worker that does, so such a case is estimated in a
 short-lived child (``python -m gpubench.estimate.isolated``) with a time limit,
-tethered to its parent (:mod:`gpubench.tether`), its import path the session's
+tethered to its parent (:mod:`gpubench.worker.tether`), its import path the session's
 (:func:`~gpubench.runner.launchers.import_path_env`). Built-in models and
 ``hf:`` ones (transformers' own code) are estimated in process.
 
@@ -25,12 +25,12 @@ import subprocess
 import sys
 from typing import Any
 
-from gpubench.case import Case
+from gpubench.contracts.case import Case
+from gpubench.contracts.catalog.sizes import BUILTIN_MODELS
+from gpubench.contracts.catalog.spec import HF_PREFIX
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import Estimate
 from gpubench.estimate.shape import ModelShape, model_shape, shape_key
-from gpubench.models.sizes import BUILTIN_MODELS
-from gpubench.models.spec import HF_PREFIX
-from gpubench.profiles import HardwareProfile
-from gpubench.result import Estimate
 
 ESTIMATE_TIMEOUT_S = 120.0  # building and tracing gpt-1b takes a few seconds here
 STDERR_TAIL_CHARS = 2000
@@ -115,7 +115,7 @@ def estimate_safely(
 
 def main() -> int:
     from gpubench.estimate import estimate_case
-    from gpubench.tether import tether_to_parent
+    from gpubench.worker.tether import tether_to_parent
 
     tether_to_parent()
     request = json.loads(sys.stdin.read())

@@ -1,6 +1,6 @@
 """An executed case's estimate, set beside what the worker measured.
 
-Every case that runs also gets its :class:`~gpubench.result.Estimate`, with the
+Every case that runs also gets its :class:`~gpubench.contracts.result.Estimate`, with the
 error against the measured figure the estimate is comparable to:
 
 - on a CUDA profile, ``torch.cuda.max_memory_reserved`` (``cuda-reserved``: what
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from gpubench.contracts.result import Estimate, Result
 from gpubench.estimate.parts import OUTSIDE_ALLOCATOR
-from gpubench.result import Estimate, Result
 
 CUDA_SOURCE = "cuda-reserved"
 HOST_SOURCE = "host-rss-above-runtime"

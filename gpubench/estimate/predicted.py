@@ -1,7 +1,7 @@
 """The Result of a case that was estimated, not run (``--gpubench-estimate-only``).
 
 Its status is the estimate's verdict (``fits`` is ``ok``), it is marked
-``predicted`` (so :attr:`~gpubench.result.Result.ran` is False and nothing reads
+``predicted`` (so :attr:`~gpubench.contracts.result.Result.ran` is False and nothing reads
 a measurement into it), and its metrics and series are empty: a prediction has
 no throughput, no loss and no measured memory, only the estimate. A case the
 estimator cannot answer (a factory that fails to build, or hangs: see
@@ -14,10 +14,10 @@ import datetime
 import time
 from typing import Any
 
-from gpubench.case import Case
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import ErrorInfo, Result
 from gpubench.estimate.isolated import estimate_safely
-from gpubench.profiles import HardwareProfile
-from gpubench.result import ErrorInfo, Result
 
 
 def predicted_result(

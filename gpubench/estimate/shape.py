@@ -1,9 +1,9 @@
 """The shape of a case's model, as far as the memory formulas need it.
 
-- A built-in GPT: from :func:`gpubench.models.sizes.builtin_config`, without torch; the
-  parameter count is :func:`gpubench.models.sizes.gpt_param_count`.
+- A built-in GPT: from :func:`gpubench.contracts.catalog.sizes.builtin_config`, without torch; the
+  parameter count is :func:`gpubench.contracts.catalog.sizes.gpt_param_count`.
 - ``hf:<model_type>``: the model ``transformers`` builds from ``AutoConfig.for_model``
-  (the one the worker trains, :func:`gpubench.models.external.build_hf_model`), built on
+  (the one the worker trains, :func:`gpubench.worker.models.external.build_hf_model`), built on
   the ``meta`` device: shapes and counts without memory.
 - ``package.module:factory``: the factory's module built on ``meta``; layers, heads and
   width are read from the module's (or its ``config``'s) attributes where present, and
@@ -19,13 +19,13 @@ import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpubench.models.sizes import BUILTIN_MODELS, builtin_config, gpt_param_count
-from gpubench.models.spec import HF_PREFIX
+from gpubench.contracts.catalog.sizes import BUILTIN_MODELS, builtin_config, gpt_param_count
+from gpubench.contracts.catalog.spec import HF_PREFIX
 
 if TYPE_CHECKING:
     import torch
 
-    from gpubench.case import Case
+    from gpubench.contracts.case import Case
 
 # config attributes that name the MLP's inner width (GPT-2: n_inner, None meaning 4 x width)
 _FFN_NAMES = ("n_inner", "intermediate_size", "ffn_dim", "d_ff", "ffn_hidden_size")
@@ -78,7 +78,7 @@ def model_shape(case: Case) -> ModelShape:
 
 
 def builtin_shape(case: Case) -> ModelShape:
-    """A built-in GPT's shape, torch-free (see :mod:`gpubench.models.gpt`)."""
+    """A built-in GPT's shape, torch-free (see :mod:`gpubench.worker.models.gpt`)."""
     config = builtin_config(case)
     c, v = config.n_embd, config.vocab_size
     n_params = gpt_param_count(config.n_layer, c, v, config.block_size, config.bias)
@@ -90,7 +90,7 @@ def builtin_shape(case: Case) -> ModelShape:
         n_layer=config.n_layer,
         d_model=c,
         n_head=config.n_head,
-        ffn_dim=4 * c,  # MLP c_fc: C -> 4C (gpubench.models.gpt.MLP)
+        ffn_dim=4 * c,  # MLP c_fc: C -> 4C (gpubench.worker.models.gpt.MLP)
         positions=config.block_size,
         tied_head=True,  # wte.weight is lm_head.weight
         dropout=config.dropout > 0,
@@ -99,7 +99,7 @@ def builtin_shape(case: Case) -> ModelShape:
         largest_layer_params=max(v * c, 4 * c * c + 4 * bias),
         # per block c_attn, c_proj, c_fc, c_proj: 12 C^2 weights + 9C biases; and lm_head V x C
         matmul_params=config.n_layer * (12 * c * c + 9 * bias) + v * c,
-        source=f"built-in {case.model}: gpubench.models.sizes.builtin_config",
+        source=f"built-in {case.model}: gpubench.contracts.catalog.sizes.builtin_config",
     )
 
 
@@ -107,7 +107,7 @@ def builtin_shape(case: Case) -> ModelShape:
 def _built_shape(key: tuple[Any, ...]) -> ModelShape:
     """A non-built-in model's shape from a build on ``meta`` (cached: a batch-size probe asks
     for the same model many times, and only the batch changes)."""
-    from gpubench.case import make_case
+    from gpubench.contracts.case import make_case
 
     model, model_config, vocab_size, seq_len, attention = key
     case = make_case(
@@ -118,12 +118,12 @@ def _built_shape(key: tuple[Any, ...]) -> ModelShape:
         attention=attention,
     )
     if model.startswith(HF_PREFIX):
-        from gpubench.models.external import build_hf_model
+        from gpubench.worker.models.external import build_hf_model
 
         built = build_hf_model(case, "meta")
         source = f"{model}: transformers AutoConfig.for_model, built on the meta device"
     else:
-        from gpubench.models.external import build_factory_model
+        from gpubench.worker.models.external import build_factory_model
 
         built = build_factory_model(case, "meta")
         source = f"factory {model}: built on the meta device"

@@ -1,7 +1,7 @@
 """The traced memory model: the case's training step run on fake tensors under torch's
 memory tracker, to check the formulas of :mod:`gpubench.estimate.analytical`.
 
-What is run is the torch engine's step (:mod:`gpubench.engines.torch_engine`): the case's
+What is run is the torch engine's step (:mod:`gpubench.worker.engines.torch_engine`): the case's
 model (built-in GPT, ``hf:<model_type>`` or a factory, with its attention and grad_ckpt
 flags) with fp32 parameters; per micro-batch a fresh [B, T] batch of int64 token ids, the
 forward under autocast for bf16/fp16, ``recipe.lm_loss``, the backward of loss/grad_accum;
@@ -60,14 +60,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from gpubench.case import Case, Flags
+from gpubench.contracts.case import Case, Flags
 from gpubench.estimate import parts
 
 if TYPE_CHECKING:
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker as _MemTrackerBase
 
-    from gpubench.models.built import BuiltModel
+    from gpubench.worker.models.built import BuiltModel
 else:
     _MemTrackerBase = object  # the real base is joined on first use: _step_tracker_class
 
@@ -213,7 +213,7 @@ def build_fake_model(case: Case, fake_mode: Any) -> BuiltModel:
     parameters and buffers then replaced by ``fake_mode``'s tensors on the trace device,
     tied weights kept tied. (Built under the fake mode itself, ``module.to`` fails: it
     swaps each fake parameter, and a fake tensor refuses the swap.)"""
-    from gpubench.models import build_model
+    from gpubench.worker.models import build_model
 
     built = build_model(case, "meta")
     with fake_mode:
@@ -291,7 +291,7 @@ def _make_optimizer_states(
 
 def _adamw(case: Case, params: list[torch.nn.Parameter], foreach: bool) -> torch.optim.Optimizer:
     """The recipe's AdamW; with ``foreach``, the implementation torch picks on CUDA."""
-    from gpubench.engines.recipe import adamw
+    from gpubench.worker.engines.recipe import adamw
 
     optimizer = adamw(case, params)
     if foreach and not case.flags.fused_adamw:
@@ -312,7 +312,7 @@ def _optimizer_step(
     """TorchTrainStep.__call__ without DDP or the GradScaler (see the module docstring)."""
     import torch
 
-    from gpubench.engines.recipe import max_grad_norm
+    from gpubench.worker.engines.recipe import max_grad_norm
 
     loss_sum = torch.zeros((), device=device)
     for _ in range(case.flags.grad_accum):
@@ -337,7 +337,7 @@ def _micro_batch(
     stays on through the backward, where a checkpointed block recomputes its forward."""
     import torch
 
-    from gpubench.engines.recipe import AUTOCAST_DTYPES, lm_loss
+    from gpubench.worker.engines.recipe import AUTOCAST_DTYPES, lm_loss
 
     tokens = torch.randint(built.vocab_size, (case.batch_size, case.seq_len + 1), device=device)
     x = tokens[:, :-1].contiguous()  # [B, T]

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpubench.case import Case
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import Result
 from gpubench.probe.cases import PROBE_STEPS, PROBE_WARMUP, batch_case, probe_case
 from gpubench.probe.curve import curve_batches
 from gpubench.probe.outcome import BatchProbe, ProbeError, fits
 from gpubench.probe.search import largest_fitting
 from gpubench.probe.start import Predict, estimated_peak_bytes, predicted_largest_batch
-from gpubench.profiles import HardwareProfile
-from gpubench.result import Result
 
 Run = Callable[[Case, HardwareProfile], Result]  # one case in its own worker
 BATCH_LIMIT = 2**16  # searched when no max_batch is given: sequences per micro-batch
@@ -21,7 +21,7 @@ BATCH_LIMIT = 2**16  # searched when no max_batch is given: sequences per micro-
 def run_in_worker(case: Case, profile: HardwareProfile) -> Result:
     """:func:`gpubench.runner.run_case` under the case's timeout, else a session's default."""
     from gpubench.runner import run_case
-    from gpubench.session import DEFAULT_TIMEOUT_S
+    from gpubench.session.bench import DEFAULT_TIMEOUT_S
 
     return run_case(case, profile, timeout_s=case.timeout_s or DEFAULT_TIMEOUT_S)
 

@@ -3,7 +3,7 @@ declared (a point of the tokens/s curve), each with its batch size in its id."""
 
 from __future__ import annotations
 
-from gpubench.case import Case
+from gpubench.contracts.case import Case
 
 # A probe trains one warm-up step and two measured ones (a Case measures at least two).
 # The first step allocates activations and gradients and, at its optimizer step, AdamW's

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpubench.case import Case
-from gpubench.profiles import HardwareProfile
-from gpubench.result import Result
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import Result
 
 FITS = ("ok",)
 DOES_NOT_FIT = ("oom", "over_capacity")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpubench.case import Case
-from gpubench.profiles import HardwareProfile
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
 
 Predict = Callable[[Case, HardwareProfile], int]  # predicted peak bytes of a case on a profile
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gpubench.case import Case
-from gpubench.plausibility import MFU_BOUND, MFU_FLOOR, implausible_reasons
+from gpubench.contracts.case import Case
+from gpubench.contracts.plausibility import MFU_BOUND, MFU_FLOOR, implausible_reasons
+from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
-from gpubench.report.capacity import capacity_bytes, share_upper_bound
-from gpubench.result import NOISY_CV, Result
+from gpubench.report.headroom import capacity_bytes, share_upper_bound
 
 HEADROOM_FRACTION = 0.5  # peak memory below this share of capacity: a larger batch fits
 
@@ -115,7 +115,7 @@ def loss_not_falling(results: Sequence[Result]) -> Advice | None:
 
 
 def implausible_measurement(results: Sequence[Result]) -> Advice | None:
-    """The Results :mod:`gpubench.plausibility` finds implausible: the reasons the worker
+    """The Results :mod:`gpubench.contracts.plausibility` finds implausible: the reasons the worker
     recorded, or for a record older than that field, the same rules applied now."""
     findings = [
         Finding(r, " ".join(reasons))

@@ -22,8 +22,8 @@ import matplotlib
 import matplotlib.ticker
 from matplotlib.figure import Figure
 
-from gpubench.report.capacity import capacity_bytes
-from gpubench.result import Result
+from gpubench.contracts.result import Result
+from gpubench.report.headroom import capacity_bytes
 
 GIB = 2**30
 WIDTH_IN = 9.0

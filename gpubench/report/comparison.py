@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from gpubench.baseline.compare import DECISIONS, CaseVerdict
 from gpubench.baseline.table import verdict_rows
+from gpubench.contracts.result import Result
 from gpubench.report import charts
-from gpubench.result import Result
 
 Histories = Mapping[tuple[str, str], Sequence[Result]]  # (profile, case id) -> runs
 

@@ -13,20 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.baseline.compare import CaseVerdict, representative
+from gpubench.contracts.result import Result
 from gpubench.report import charts
 from gpubench.report.advice import Advice, advise
 from gpubench.report.comparison import CaseComparison, Histories, comparisons
-from gpubench.report.environment import (
+from gpubench.report.configurations import anchor, matrix_frame
+from gpubench.report.projection import ProjectionInputs, projection_frame
+from gpubench.report.provenance import (
     EnvironmentColumn,
     Rerun,
     environment_columns,
     profile_spec,
     rerun_command,
 )
-from gpubench.report.matrix import anchor, matrix_frame
-from gpubench.report.projection import ProjectionInputs, projection_frame
-from gpubench.report.verdict import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
-from gpubench.result import Result
+from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
 from gpubench.storage import Invocation
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpubench.baseline.compare import CaseVerdict
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 from gpubench.storage import (
     RESULTS_FILE,
     VERDICTS_FILE,

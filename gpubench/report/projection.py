@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpubench.pyproject import gpubench_table
-from gpubench.result import Result
+from gpubench.contracts.pyproject import gpubench_table
+from gpubench.contracts.result import Result
 
 if TYPE_CHECKING:
     import pandas as pd

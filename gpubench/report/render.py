@@ -20,8 +20,8 @@ import jinja2
 
 from gpubench.report import figures
 from gpubench.report.charts import label
+from gpubench.report.configurations import anchor
 from gpubench.report.document import Report
-from gpubench.report.matrix import anchor
 
 _FILTERS = {
     "rate": figures.rate,

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 
 INSTALL_HINT = "pip install tensorboard (or pip install 'gpubench[tensorboard]')"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpubench.report.document import ReportData, build_report
+from gpubench.report.recommendation import recommended_record
 from gpubench.report.render import render_html, render_markdown
-from gpubench.report.verdict import recommended_record
 
 RECOMMENDED_FILE = "recommended.json"
 

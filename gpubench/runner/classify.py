@@ -35,10 +35,10 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gpubench.case import Case
-from gpubench.oom import looks_like_oom
-from gpubench.profiles import HardwareProfile
-from gpubench.result import Environment, ErrorInfo, Result
+from gpubench.contracts.case import Case
+from gpubench.contracts.oom import looks_like_oom
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.result import Environment, ErrorInfo, Result
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def signal_name(returncode: int) -> str:
 @functools.cache
 def _fingerprint() -> Environment:
     try:
-        from gpubench.trackers.environment import fingerprint
+        from gpubench.worker.trackers.fingerprint import fingerprint
 
         env = fingerprint()
         if isinstance(env, Environment):

@@ -1,7 +1,7 @@
 """How a case's worker is started: one small interface, two launchers.
 
 A launcher only says *what* to run (the command line and extra environment
-for a case's :class:`~gpubench.protocol.WorkerPaths`);
+for a case's :class:`~gpubench.contracts.protocol.WorkerPaths`);
 :func:`gpubench.runner.process.run_case` does the starting, watching and
 killing, the same way for every launcher.
 
@@ -11,9 +11,9 @@ puts a test file's folder (or rootdir) on ``sys.path`` before importing it, so
 test; the worker, a fresh interpreter, would not find it without the same
 entries on its ``PYTHONPATH``.
 
-Both tie the case to this process (:mod:`gpubench.tether`): the worker asks
+Both tie the case to this process (:mod:`gpubench.worker.tether`): the worker asks
 the kernel for SIGKILL when its parent, this process, dies, and torchrun is
-started through ``python -m gpubench.tether``, which asks the same for
+started through ``python -m gpubench.worker.tether``, which asks the same for
 torchrun and names it as the parent its ranks, workers, expect.
 
 A launcher says how many processes a case has, nothing about its engine:
@@ -21,7 +21,7 @@ A launcher says how many processes a case has, nothing about its engine:
 ``LOCAL_RANK=0``), whatever rank pytest itself holds (under torchrun or SLURM),
 and torchrun sets its own ranks' values. What an engine needs beyond that
 (DeepSpeed's rendezvous address and op cache) it sets itself, in the worker
-(:mod:`gpubench.engines.deepspeed_setup`).
+(:mod:`gpubench.worker.engines.deepspeed_setup`).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from gpubench.case import Case
-from gpubench.protocol import WorkerPaths
-from gpubench.tether import PARENT_PID_ENV
+from gpubench.contracts.case import Case
+from gpubench.contracts.protocol import WorkerPaths
+from gpubench.worker.tether import PARENT_PID_ENV
 
 WORKER_MODULE = "gpubench.worker"
-TETHER_MODULE = "gpubench.tether"
+TETHER_MODULE = "gpubench.worker.tether"
 SINGLE_PROCESS_WORLD = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
 
 

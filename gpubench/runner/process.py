@@ -24,7 +24,7 @@ its answer stands.
 
 The clean-up is not cut short by a second Ctrl-C (:mod:`gpubench.runner.signals`
 holds the signals until it is done), and should this process die before it
-could clean up (SIGKILL), the worker dies with it (:mod:`gpubench.tether`) and
+could clean up (SIGKILL), the worker dies with it (:mod:`gpubench.worker.tether`) and
 the case's guardian ends the rest (:mod:`gpubench.runner.guardian`).
 """
 
@@ -48,15 +48,15 @@ from typing import Any
 
 import psutil
 
-from gpubench.case import Case
-from gpubench.profiles import HardwareProfile
-from gpubench.protocol import (
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import (
     ProgressEvent,
     ProgressReader,
     WorkerPaths,
     write_json_atomic,
 )
-from gpubench.result import Result
+from gpubench.contracts.result import Result
 from gpubench.runner.classify import (
     classify,
     launch_failed,

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import psutil
 
-from gpubench.prctl import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
+from gpubench.worker.prctl import PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER, prctl
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The bare, hand-written training loop gpubench is compared against, on CPU or CUDA.
 
-Same model (built by :mod:`gpubench.models`, so the weights and shapes are
+Same model (built by :mod:`gpubench.worker.models`, so the weights and shapes are
 identical), same token stream, AdamW settings, loss and gradient clipping as
-the torch engine (:mod:`gpubench.engines.recipe`); none of the harness: no
+the torch engine (:mod:`gpubench.worker.engines.recipe`); none of the harness: no
 worker protocol, trackers, progress, memory cap or result file. It is what a
 user writes by hand: ``torch.compile`` on the module, autocast for bf16, one
 ``loss.item()`` per step (which waits for the GPU), wall-clock time per step.
@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
-from gpubench.case import Case, make_case
-from gpubench.data.synthetic import TokenStream
-from gpubench.engines.recipe import (
+from gpubench.contracts.case import Case, make_case
+from gpubench.worker.data.synthetic import TokenStream
+from gpubench.worker.engines.recipe import (
     AUTOCAST_DTYPES,
     adamw,
     lm_loss,
     max_grad_norm,
 )
-from gpubench.models import build_model
+from gpubench.worker.models import build_model
 
 DEFAULT_WARMUP_STEPS = 5  # when the case's warm-up is "auto": the bare loop detects nothing
 

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gpubench.flops import FORMULA, case_flops_per_token, mfu, peak_flops
-from gpubench.profiles import profile_name_for_device
-from gpubench.result import Result
-from gpubench.units import format_bytes
+from gpubench.contracts.flops import FORMULA, case_flops_per_token, mfu, peak_flops
+from gpubench.contracts.profiles import profile_name_for_device
+from gpubench.contracts.result import Result
+from gpubench.contracts.units import format_bytes
 from gpubench.validation import plan as P
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -244,7 +244,7 @@ def estimate_verdicts(results: Results) -> Check:
     }
     if not judged:
         return Check(name, SKIP, "no case carries an estimate")
-    # over_capacity: too close to call (gpubench.estimate.verdict): any ending agrees
+    # over_capacity: too close to call (gpubench.estimate.fit): any ending agrees
     wrong = {n: (e, m) for n, (e, m) in judged.items() if e != m and e != "over_capacity"}
     figure = {n: {"estimated": e, "measured": m} for n, (e, m) in judged.items()}
     if wrong:

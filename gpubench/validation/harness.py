@@ -18,8 +18,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from gpubench.case import make_case
-from gpubench.profiles import HardwareProfile
+from gpubench.contracts.case import make_case
+from gpubench.contracts.profiles import HardwareProfile
 from gpubench.runner import run_case
 
 HARNESS_TARGET = 0.98  # the project's target (docs/benchmarks/README.md)

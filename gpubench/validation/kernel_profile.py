@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gpubench.case import Case
+from gpubench.contracts.case import Case
 from gpubench.validation.bare_loop import bare_step, case_and_device
 
 WARMUP_STEPS = 5

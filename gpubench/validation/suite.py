@@ -1,6 +1,6 @@
 """The validation kit's pytest suite: the plan's cases, run through the real plugin.
 
-The kit (:mod:`gpubench.validate`) runs ``pytest <this file>`` twice, once per
+The kit (``python -m gpubench.validation``) runs ``pytest <this file>`` twice, once per
 part of the plan, choosing the scale and part with ``GPUBENCH_VALIDATION_SCALE``
 and ``GPUBENCH_VALIDATION_PART``: ``main`` on ``--gpu-profile auto``, ``emulated``
 on the plan's smaller profile. The checks are judged afterwards from

@@ -1,0 +1,7 @@
+"""``python -m gpubench.cli``: the ``gpubench`` console script."""
+
+import sys
+
+from gpubench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,326 @@
+"""The Case: a frozen, JSON-serialisable description of one training benchmark.
+
+A Case says *what* to run (model, shapes, steps, data, engine, flags); the
+hardware profile it runs against is chosen separately (``--gpu-profile``).
+Its :attr:`Case.id` is stable and readable (``gpt2-small-bf16-ckpt``): it is
+the pytest id and, together with the profile name, the baseline key.
+
+Every value is validated when the Case is built, so a bad flag fails at
+collection time with a message that names the bad value and the valid ones,
+never deep inside a worker subprocess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubench.contracts.catalog.spec import check_model_spec
+from gpubench.contracts.errors import CaseError
+from gpubench.contracts.schema import record_fields
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ATTENTION_KERNELS = ("sdpa", "math")
+DATA_SOURCES = ("learnable", "random")
+ENGINES = ("torch", "deepspeed")
+ZERO_STAGES = (0, 1, 2, 3)
+WARMUP_AUTO = "auto"
+MAX_NAME_CHARS = 120  # a name is a test id, a baseline key and a summary row
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise CaseError(f"{name}={value!r} is not valid; valid values: {', '.join(valid)}")
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CaseError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def _positive_number(name: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not ok or math.isinf(value) or math.isnan(value):
+        raise CaseError(f"{name}={value!r} must be a positive, finite number")
+
+
+def _case_name(value: Any) -> None:
+    """A name is printed raw (terminal, summary, reports): printable text, no control
+    characters, not blank, at most :data:`MAX_NAME_CHARS` long."""
+    if value is None:
+        return
+    ok = isinstance(value, str) and value.strip() and value.isprintable()
+    if not ok or len(value) > MAX_NAME_CHARS:
+        raise CaseError(
+            f"name={value!r} must be printable text of 1 to {MAX_NAME_CHARS} characters "
+            "(no control characters such as newlines or escapes), or None for the generated id"
+        )
+
+
+def _grad_clip(value: Any) -> None:
+    """A positive, finite max norm, or None for no clipping (never inf: JSON cannot carry it)."""
+    if value is None:
+        return
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isinf(value):
+        raise CaseError(f"grad_clip={value!r} is not valid; use grad_clip=None for no clipping")
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if not ok or math.isnan(value):
+        raise CaseError(
+            f"grad_clip={value!r} must be a positive, finite number, or None for no clipping"
+        )
+
+
+def _sorted_model_config(config: Any) -> tuple[tuple[str, Any], ...]:
+    """``model_config`` as (key, value) pairs sorted by key, however it was given (a mapping
+    or pairs in any order): the id and equality must not depend on the order, which a JSON
+    round trip (through a dict) does not keep."""
+    if isinstance(config, Mapping):
+        pairs = [tuple(kv) for kv in config.items()]
+    else:
+        try:
+            pairs = [tuple(kv) for kv in config]
+        except TypeError:
+            raise CaseError(
+                f"model_config={config!r} must be a mapping or (key, value) pairs"
+            ) from None
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise CaseError(f"model_config entry {pair!r} must be a (str key, value) pair")
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise CaseError(f"model_config key(s) {', '.join(repeated)} given more than once")
+    return tuple(sorted(pairs, key=lambda kv: kv[0]))
+
+
+def _id_number(value: Any) -> str:
+    """A number as an id token: the short ``:g`` form (``0.001``) where it reads back as the
+    same float, else ``repr`` (``0.0003000012``), so two different values never share an id."""
+    if isinstance(value, float):
+        short = format(value, "g")
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CaseError(f"{name}={value!r} must be True or False")
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Optimisation flags of the training step (the engine reads these)."""
+
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
+    grad_ckpt: bool = False  # activation (gradient) checkpointing per transformer block
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    compile: bool = False  # torch.compile the model
+    attention: str = "sdpa"  # sdpa (F.scaled_dot_product_attention) | math (explicit softmax)
+    fused_adamw: bool = False  # torch.optim.AdamW(fused=True)
+    tf32: bool = False  # allow TF32 matmul/cuDNN on Ampere+ (ignored on CPU)
+    # DeepSpeed engine only (engine="deepspeed"):
+    zero_stage: int = 0  # ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
+    offload_optimizer: bool = False  # optimizer states (and step) on the CPU, ZeRO >= 1
+    offload_params: bool = False  # parameters on the CPU, ZeRO 3
+
+    def __post_init__(self) -> None:
+        _choice("precision", self.precision, PRECISIONS)
+        _boolean("grad_ckpt", self.grad_ckpt)
+        _positive_int("grad_accum", self.grad_accum)
+        _boolean("compile", self.compile)
+        _choice("attention", self.attention, ATTENTION_KERNELS)
+        _boolean("fused_adamw", self.fused_adamw)
+        _boolean("tf32", self.tf32)
+        if self.zero_stage not in ZERO_STAGES or isinstance(self.zero_stage, bool):
+            raise CaseError(
+                f"zero_stage={self.zero_stage!r} is not valid; valid values: 0, 1, 2, 3"
+            )
+        _boolean("offload_optimizer", self.offload_optimizer)
+        _boolean("offload_params", self.offload_params)
+        if self.offload_optimizer and self.zero_stage < 1:
+            raise CaseError("offload_optimizer=True needs zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise CaseError("offload_params=True needs zero_stage=3")
+        if self.offload_optimizer and self.fused_adamw:
+            raise CaseError(
+                "fused_adamw=True cannot apply with offload_optimizer=True: the optimizer step "
+                "then runs on the CPU in DeepSpeed's DeepSpeedCPUAdam; drop one of the two"
+            )
+
+    @property
+    def uses_deepspeed(self) -> bool:
+        """Whether any flag only the DeepSpeed engine implements is set."""
+        return self.zero_stage > 0 or self.offload_optimizer or self.offload_params
+
+    def id_tokens(self) -> list[str]:
+        """Readable tokens for the case id: precision always, others when not default."""
+        tokens = [self.precision]
+        if self.grad_ckpt:
+            tokens.append("ckpt")
+        if self.grad_accum != 1:
+            tokens.append(f"accum{self.grad_accum}")
+        if self.compile:
+            tokens.append("compile")
+        if self.attention != "sdpa":
+            tokens.append(self.attention)
+        if self.fused_adamw:
+            tokens.append("fused")
+        if self.tf32:
+            tokens.append("tf32")
+        if self.zero_stage:
+            tokens.append(f"zero{self.zero_stage}")
+        if self.offload_optimizer:
+            tokens.append("offopt")
+        if self.offload_params:
+            tokens.append("offparam")
+        return tokens
+
+
+FLAG_FIELDS = tuple(f.name for f in dataclasses.fields(Flags))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training benchmark: model × shapes × steps × data × engine × flags."""
+
+    # a built-in name (gpubench.contracts.catalog), "pkg.module:factory" or "hf:<model_type>"
+    model: str
+    batch_size: int = 8  # micro-batch per rank, in sequences
+    seq_len: int = 256  # tokens per sequence
+    steps: int = 20  # measured optimizer steps, after warm-up
+    warmup: int | str = WARMUP_AUTO  # "auto" (detect steady state) or a fixed number of steps
+    max_warmup_steps: int = 50  # cap for automatic warm-up detection
+    data: str = "learnable"  # learnable (seeded Markov stream) | random (uniform tokens)
+    engine: str = "torch"
+    nproc: int = 1  # processes (GPUs) per case; >1 launches through torchrun
+    seed: int = 0
+    lr: float = 3e-4
+    grad_clip: float | None = 1.0  # max grad norm, None: no clipping; the unclipped norm
+    # is recorded either way
+    vocab_size: int | None = None  # override the model's vocabulary (data and embedding)
+    expect_params: int | None = None  # declared parameter count, checked (±10 %) in the worker
+    model_config: tuple[tuple[str, Any], ...] = ()  # overrides passed to the model's config
+    timeout_s: float | None = None  # per-case wall-clock limit; None: the session default
+    name: str | None = None  # explicit id, replacing the generated one
+    flags: Flags = field(default_factory=Flags)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise CaseError(f"model={self.model!r} must be a non-empty string")
+        if isinstance(self.flags, Mapping):
+            object.__setattr__(self, "flags", Flags(**self.flags))
+        object.__setattr__(self, "model_config", _sorted_model_config(self.model_config))
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("seq_len", self.seq_len, minimum=2)
+        _positive_int("steps", self.steps, minimum=2)
+        if self.warmup != WARMUP_AUTO:
+            _positive_int("warmup", self.warmup, minimum=0)
+        _positive_int("max_warmup_steps", self.max_warmup_steps, minimum=0)
+        _choice("data", self.data, DATA_SOURCES)
+        _choice("engine", self.engine, ENGINES)
+        _positive_int("nproc", self.nproc)
+        if self.vocab_size is not None:
+            _positive_int("vocab_size", self.vocab_size, minimum=2)
+        if self.expect_params is not None:
+            _positive_int("expect_params", self.expect_params)
+        _positive_number("lr", self.lr)
+        _grad_clip(self.grad_clip)
+        _positive_int("seed", self.seed, minimum=0)
+        if self.flags.uses_deepspeed and self.engine != "deepspeed":
+            raise CaseError(
+                f"zero_stage/offload flags need engine='deepspeed' (engine={self.engine!r})"
+            )
+        if self.timeout_s is not None:
+            _positive_number("timeout_s", self.timeout_s)
+        _case_name(self.name)
+        check_model_spec(self.model, dict(self.model_config))
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """Readable, stable id: model, precision, then every non-default setting."""
+        if self.name:
+            return self.name
+        tokens = [self.model.replace(":", ".").replace("/", ".")]
+        tokens += self.flags.id_tokens()
+        defaults = Case(model=self.model)
+        for fname, short in (
+            ("batch_size", "b"),
+            ("seq_len", "s"),
+            ("steps", "n"),
+            ("nproc", "x"),
+            ("seed", "seed"),
+        ):
+            value = getattr(self, fname)
+            if value != getattr(defaults, fname):
+                tokens.append(f"{short}{value}")
+        for fname, short in (
+            ("lr", "lr"),
+            ("grad_clip", "clip"),
+            ("warmup", "warm"),
+            ("max_warmup_steps", "maxwarm"),
+            ("vocab_size", "vocab"),
+        ):
+            value = getattr(self, fname)
+            if value != getattr(defaults, fname):
+                tokens.append(f"{short}none" if value is None else f"{short}{_id_number(value)}")
+        tokens += [f"{key}{value}" for key, value in self.model_config]
+        if self.data != defaults.data:
+            tokens.append(self.data)
+        if self.engine != defaults.engine:
+            tokens.append(self.engine)
+        return "-".join(tokens)
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens consumed by one optimizer step on one rank (micro-batches × batch × seq)."""
+        return self.batch_size * self.seq_len * self.flags.grad_accum
+
+    def replace(self, **changes: Any) -> Case:
+        """A copy with fields (or flag fields, by name) changed."""
+        flag_changes = {k: changes.pop(k) for k in list(changes) if k in FLAG_FIELDS}
+        if flag_changes:
+            changes["flags"] = dataclasses.replace(self.flags, **flag_changes)
+        return dataclasses.replace(self, **changes)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["model_config"] = dict(self.model_config)
+        data["id"] = self.id
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "case") -> Case:
+        """Rebuild a Case, by the reading policy of :mod:`gpubench.contracts.schema`: a field this
+        gpubench does not know is a :class:`CaseError`, never dropped (a silently dropped
+        flag would misdescribe what ran)."""
+        fields = record_fields(cls, data, where, derived=("id",), error=CaseError)
+        flags = record_fields(Flags, fields.get("flags", {}), f"{where}.flags", error=CaseError)
+        return cls(**{**fields, "flags": Flags(**flags)})
+
+    def to_json(self) -> str:
+        """Strict JSON, as the worker protocol writes it (no NaN or inf)."""
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+
+
+def make_case(**settings: Any) -> Case:
+    """Build a Case from flat keyword settings (flag names mixed with case fields).
+
+    Unknown names raise :class:`CaseError` listing the valid ones.
+    """
+    case_fields = {f.name for f in dataclasses.fields(Case)} - {"flags"}
+    unknown = sorted(set(settings) - case_fields - set(FLAG_FIELDS))
+    if unknown:
+        valid = ", ".join(sorted(case_fields | set(FLAG_FIELDS)))
+        raise CaseError(f"unknown case setting(s) {', '.join(unknown)}; valid settings: {valid}")
+    flag_values = {k: settings.pop(k) for k in list(settings) if k in FLAG_FIELDS}
+    try:
+        flags = Flags(**flag_values)
+    except TypeError as exc:  # pragma: no cover - guarded by the unknown check above
+        raise CaseError(str(exc)) from exc
+    return Case(flags=flags, **settings)

@@ -1,0 +1,526 @@
+"""The Result: schema-versioned JSON answer for one Case on one HardwareProfile.
+
+Plain frozen dataclasses with ``to_dict``/``from_dict``. The worker assembles a
+Result once from what the engine measured (status ``ok``/``over_capacity``/
+``oom``/``diverged``); the parent adds what only it knows with
+:func:`dataclasses.replace`, or builds the Result itself when the worker never
+answered (``timeout``/``crashed``). An OOM is a Result, not an exception: the
+test decides whether it passes. Records are read back by the policy of
+:mod:`gpubench.contracts.schema`; an earlier schema version goes through :data:`UPGRADES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.schema import SchemaError, record_fields
+
+SCHEMA_VERSION = 4
+STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
+RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
+THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
+
+
+def _v1_to_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """v2 added ``repeat`` (a gate's confirmation reruns); every v1 Result was a first run."""
+    return {**record, "repeat": 0}
+
+
+def _v2_to_v3(record: dict[str, Any]) -> dict[str, Any]:
+    """v3: a case that did not train to the end has no throughput (v2 summarised the steps
+    it made as if they were the case's), and the steps it made are marked partial."""
+    metrics = dict(record.get("metrics") or {})
+    series = dict(record.get("series") or {})
+    ran = record.get("status") in RAN_STATUSES
+    if not ran:
+        metrics.update(dict.fromkeys(THROUGHPUT_FIELDS))
+    series["partial"] = not ran and bool(series.get("step_time_s"))
+    return {**record, "metrics": metrics, "series": series}
+
+
+def _v3_to_v4(record: dict[str, Any]) -> dict[str, Any]:
+    """v4 added model FLOPs (``metrics.model_flops_per_token``, ``model_flops_per_s``,
+    ``mfu``), the runtime's resident set a host cap is measured from
+    (``metrics.runtime_rss_bytes``), ``implausible`` and ``predicted`` on the Result, and
+    the estimator's fields on ``estimate``; a v3 record measured none of them."""
+    metrics = {
+        **dict.fromkeys(("model_flops_per_token", "model_flops_per_s", "mfu")),
+        "runtime_rss_bytes": None,
+        **dict(record.get("metrics") or {}),
+    }
+    return {**record, "metrics": metrics, "implausible": [], "predicted": False}
+
+
+# Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
+# one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+}
+NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
+ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of a series: median with p10/p90 and coefficient of variation."""
+
+    n: int
+    median: float
+    p10: float
+    p90: float
+    mean: float
+    stdev: float
+    cv: float  # stdev / mean
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stats:
+        vals = sorted(float(v) for v in values)
+        if not vals:
+            raise ValueError("Stats.of needs at least one value")
+        mean = statistics.fmean(vals)
+        stdev = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return cls(
+            n=len(vals),
+            median=statistics.median(vals),
+            p10=_percentile(vals, 10),
+            p90=_percentile(vals, 90),
+            mean=mean,
+            stdev=stdev,
+            cv=stdev / mean if mean else math.inf,
+            min=vals[0],
+            max=vals[-1],
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "stats") -> Stats:
+        return cls(**record_fields(cls, data, where))
+
+    @property
+    def noisy(self) -> bool:
+        return self.cv > NOISY_CV
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (numpy's default 'linear' method)."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = (len(sorted_values) - 1) * pct / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+# Which memory figure is "the peak": the device's largest, else the host's resident set.
+# (label, Metrics field); the labels name the measurement in tables and reports.
+DEVICE_MEMORY_FIGURES = (
+    ("nvml", "nvml_peak_used_bytes"),  # context and workspaces included
+    ("cuda-reserved", "peak_reserved_bytes"),
+    ("cuda-allocated", "peak_allocated_bytes"),
+)
+HOST_MEMORY_FIGURE = ("host-rss", "peak_rss_bytes")
+MEMORY_PEAK_FIELDS = tuple(name for _, name in (*DEVICE_MEMORY_FIGURES, HOST_MEMORY_FIGURE))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the worker measured. Throughput over measured (post-warm-up) steps only, and
+    only for a case that trained to the end (the steps of one that stopped early are in
+    its partial :class:`Series`)."""
+
+    tokens_per_s: Stats | None = None  # all ranks' real tokens / step time
+    samples_per_s: Stats | None = None
+    step_time_s: Stats | None = None
+    warmup_steps: int = 0  # steps excluded as warm-up
+    measured_steps: int = 0
+    steady_state_detected: bool = False  # False: warm-up hit max_warmup_steps
+    timing: str = ""  # how step time was taken ("cuda-events", "perf_counter")
+    tokens_per_step: int = 0  # all ranks
+    n_params: int = 0
+    declared_params: int | None = None
+    # memory, bytes
+    peak_allocated_bytes: int | None = None  # torch.cuda.max_memory_allocated
+    peak_reserved_bytes: int | None = None  # torch.cuda.max_memory_reserved
+    nvml_peak_used_bytes: int | None = None  # NVML per-process used GPU memory
+    peak_rss_bytes: int | None = None  # host RSS of the worker's process tree, sampled
+    capacity_bytes: int | None = None  # the profile's capacity the case ran under
+    capacity_emulated: bool = False  # capacity enforced below the physical device's
+    # training health
+    loss_start: float | None = None  # mean of the first few finite losses
+    loss_end: float | None = None  # mean of the last few finite losses (a
+    # diverged case: before the loss went non-finite; its status, not this, says it failed)
+    grad_norm_median: float | None = None
+    grad_norm_max: float | None = None
+    nonfinite_steps: int = 0
+    wall_time_s: float | None = None  # worker: model build to last step
+    # model FLOPs (gpubench.contracts.flops: one cited formula, recomputation not counted); None
+    # where the model's shape is unknown or, for mfu, the profile has no peak for the
+    # precision in use (never another card's)
+    model_flops_per_token: float | None = None
+    model_flops_per_s: float | None = None  # tokens/s (median) x model FLOPs per token
+    mfu: float | None = None  # model_flops_per_s / the profile's dense peak, a fraction
+    # host: the worker's resident set when the profile's cap was applied (runtime, imports,
+    # no case yet); what a cpu profile's cap counts from
+    runtime_rss_bytes: int | None = None
+
+    DERIVED = ("loss_decreased", "noisy")  # written for readers of the JSON, recomputed here
+
+    @property
+    def loss_decreased(self) -> bool:
+        return (
+            self.loss_start is not None
+            and self.loss_end is not None
+            and self.loss_end < self.loss_start
+        )
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.step_time_s and self.step_time_s.noisy)
+
+    # -- memory: which figure is the peak is decided here, and only here -------------------
+    @property
+    def peak_device_bytes(self) -> int | None:
+        """Largest device-memory figure measured (NVML, reserved or allocated); what a
+        card's capacity must hold."""
+        figures = [v for _, name in DEVICE_MEMORY_FIGURES if (v := getattr(self, name)) is not None]
+        return max(figures) if figures else None
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        """The case's peak memory: the device's (:attr:`peak_device_bytes`), or on a CPU
+        device, where host memory is the device's, the process tree's peak RSS."""
+        return self.peak_device_bytes or self.peak_rss_bytes
+
+    @property
+    def peak_memory_source(self) -> str | None:
+        """Which measurement :attr:`peak_memory_bytes` is: ``nvml``, ``cuda-reserved``,
+        ``cuda-allocated`` or ``host-rss``; None without a figure."""
+        peak = self.peak_memory_bytes
+        for label, name in (*DEVICE_MEMORY_FIGURES, HOST_MEMORY_FIGURE):
+            figure = getattr(self, name)
+            if figure is not None and figure == peak:
+                return label
+        return None
+
+    def exceeds(self, capacity_bytes: int) -> bool:
+        """Whether the device peak is above ``capacity_bytes`` (``over_capacity``)."""
+        peak = self.peak_device_bytes
+        return peak is not None and peak > capacity_bytes
+
+    def with_largest_memory(self, others: Iterable[Metrics]) -> Metrics:
+        """These metrics with each memory peak the largest of this and ``others`` (the ranks
+        of one case: a capacity is per device, and ranks differ)."""
+        everyone = [self, *others]
+        largest = {}
+        for name in MEMORY_PEAK_FIELDS:
+            values = [v for v in (getattr(m, name) for m in everyone) if v]
+            if values:
+                largest[name] = max(values)
+        return dataclasses.replace(self, **largest)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["loss_decreased"] = self.loss_decreased
+        data["noisy"] = self.noisy
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "metrics") -> Metrics:
+        fields = record_fields(cls, data, where, derived=cls.DERIVED)
+        for name in ("tokens_per_s", "samples_per_s", "step_time_s"):
+            if fields.get(name) is not None:
+                fields[name] = Stats.from_dict(fields[name], f"{where}.{name}")
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per-step series, warm-up steps included (the first ``Metrics.warmup_steps``)."""
+
+    step_time_s: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    allocated_bytes: list[int] = field(default_factory=list)  # device memory after each step
+    # the steps of a case that stopped before its last (oom, diverged): kept as measured,
+    # but no throughput of the case's (Metrics has none)
+    partial: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "series") -> Series:
+        fields: dict[str, Any] = record_fields(cls, data, where)
+        for name, value in fields.items():
+            if name != "partial":
+                fields[name] = list(value)
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where the numbers were taken: the fingerprint every Result carries."""
+
+    hostname: str = ""
+    platform: str = ""
+    python: str = ""
+    torch: str = ""
+    cuda: str | None = None  # torch.version.cuda
+    cudnn: str | None = None
+    driver: str | None = None  # NVIDIA driver, from NVML
+    device: str = ""  # "NVIDIA H100 80GB HBM3" or the CPU model
+    device_count: int = 0
+    device_memory_bytes: int | None = None  # physical capacity of the device used
+    cpu: str = ""
+    cpu_count: int = 0
+    host_memory_bytes: int = 0
+    deepspeed: str | None = None
+    transformers: str | None = None
+    gpubench: str = ""
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    allocator_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF
+    torch_threads: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "environment") -> Environment:
+        return cls(**record_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why a case did not train to the end."""
+
+    type: str  # exception class, "Timeout", "Signal", "ExitCode"
+    message: str
+    stderr_tail: str = ""
+    exit_code: int | None = None
+    signal: str | None = None  # e.g. "SIGKILL"
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        """The exception's class, message (its first ``ERROR_MESSAGE_CHARS``) and traceback."""
+        return cls(
+            type=type(exc).__name__,
+            message=str(exc).strip()[:ERROR_MESSAGE_CHARS],
+            traceback="".join(traceback.format_exception(exc)),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "error") -> ErrorInfo:
+        return cls(**record_fields(cls, data, where))
+
+
+ESTIMATE_VERDICTS = ("fits", "over_capacity", "oom")  # Result statuses, "fits" for "ok"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A prediction of the case's peak device memory on its profile, made without running it
+    (:mod:`gpubench.estimate`): by formulas (``breakdown``) and, where the model could be
+    traced, by one training step under torch's fake tensors (``traced_*``). On an executed
+    case it also says how far the prediction was from what was measured."""
+
+    peak_bytes: int  # predicted peak device memory: what the card must hold
+    capacity_bytes: int  # the profile's
+    verdict: str  # "fits", "over_capacity" or "oom" (Result statuses; "fits" for "ok")
+    headroom_bytes: int  # capacity_bytes - peak_bytes
+    method: str  # how peak_bytes was predicted (formulas and their sources)
+    breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes
+    traced_peak_bytes: int | None = None  # the traced step's peak (None: not traced)
+    traced_breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes, traced
+    host_bytes: int | None = None  # host RAM the case needs beyond the runtime (offload)
+    host_breakdown: dict[str, int] = field(default_factory=dict)  # part -> bytes, host
+    notes: list[str] = field(default_factory=list)  # e.g. why the model was not traced
+    measured_bytes: int | None = None  # an executed case: the measured figure compared with
+    measured_source: str | None = None  # which figure that is ("cuda-reserved", ...)
+    # 100 x (estimated - measured) / measured, the estimate taken as measured_source counts it
+    # (gpubench.estimate.measured: without the CUDA context against cuda-reserved)
+    error_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in ESTIMATE_VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r}; valid: {', '.join(ESTIMATE_VERDICTS)}")
+
+    @property
+    def status(self) -> str:
+        """The Result status this verdict stands for (``fits`` is ``ok``)."""
+        return "ok" if self.verdict == "fits" else self.verdict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "estimate") -> Estimate:
+        return cls(**record_fields(cls, data, where))
+
+
+@dataclass(frozen=True)
+class Result:
+    case: Case
+    profile: HardwareProfile
+    status: str
+    metrics: Metrics = field(default_factory=Metrics)
+    series: Series = field(default_factory=Series)
+    environment: Environment = field(default_factory=Environment)
+    error: ErrorInfo | None = None
+    nodeid: str | None = None  # the pytest id that ran it
+    run_id: str | None = None
+    worker_pid: int | None = None
+    started_at: str = ""  # ISO 8601, UTC
+    duration_s: float | None = None  # parent: launch to answer, whole subprocess
+    estimate: Estimate | None = None  # predicted memory (gpubench.estimate), None: none made
+    # predicted, not measured (--gpubench-estimate-only): status is the estimate's verdict,
+    # metrics and series are empty
+    predicted: bool = False
+    # why the measurement looks wrong (MFU above the peak or far below any sane value on a
+    # GPU, ...); empty: nothing found
+    implausible: list[str] = field(default_factory=list)
+    repeat: int = 0  # 0: the case's run; k > 0: the k-th rerun confirming a suspected regression
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r}; valid: {', '.join(STATUSES)}")
+        if not isinstance(self.profile, HardwareProfile):
+            raise TypeError(f"profile must be a HardwareProfile, not {type(self.profile).__name__}")
+
+    # -- what tests assert on ---------------------------------------------------------------
+    @property
+    def ran(self) -> bool:
+        """Trained to the end (``ok`` or ``over_capacity``); never for a predicted Result."""
+        return self.status in RAN_STATUSES and not self.predicted
+
+    @property
+    def fits(self) -> bool:
+        """Trained to the end within the profile's memory capacity."""
+        return self.status == "ok"
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.metrics.tokens_per_s.median if self.metrics.tokens_per_s else None
+
+    @property
+    def peak_memory_bytes(self) -> int | None:
+        """:attr:`Metrics.peak_memory_bytes`."""
+        return self.metrics.peak_memory_bytes
+
+    @property
+    def loss_decreased(self) -> bool:
+        return self.metrics.loss_decreased
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile.name
+
+    def __repr__(self) -> str:
+        return f"<Result {self.describe()}>"
+
+    def describe(self) -> str:
+        """One line for assertion messages and logs."""
+        parts = [f"{self.case.id} on {self.profile_name}: {self.status}"]
+        if self.predicted:
+            parts[0] += " (predicted)"
+        if self.estimate is not None and (self.predicted or self.estimate.error_pct is not None):
+            est = f"estimated peak {self.estimate.peak_bytes / 2**30:.2f} GiB"
+            if self.estimate.error_pct is not None:
+                est += f" ({self.estimate.error_pct:+.0f} % vs measured)"
+            parts.append(est)
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
+        if self.peak_memory_bytes is not None:
+            parts.append(f"peak {self.peak_memory_bytes / 2**30:.2f} GiB")
+        if self.metrics.loss_start is not None and self.metrics.loss_end is not None:
+            parts.append(f"loss {self.metrics.loss_start:.3f}->{self.metrics.loss_end:.3f}")
+        if self.series.partial:
+            parts.append(f"stopped after {len(self.series.step_time_s)} steps")
+        if self.error:
+            parts.append(f"{self.error.type}: {self.error.message}")
+        said = self.error.message if self.error else None
+        parts += [f"implausible: {reason}" for reason in self.implausible if reason != said]
+        return ", ".join(parts)
+
+    # -- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Strict JSON: a non-finite number (a diverged loss, a skipped fp16 step's
+        grad norm) is written as null, which every JSON reader accepts."""
+        return _finite_or_null(
+            {
+                "schema_version": self.schema_version,
+                "case": self.case.to_dict(),
+                "profile": self.profile.to_dict(),
+                "status": self.status,
+                "metrics": self.metrics.to_dict(),
+                "series": dataclasses.asdict(self.series),
+                "environment": dataclasses.asdict(self.environment),
+                "error": dataclasses.asdict(self.error) if self.error else None,
+                "nodeid": self.nodeid,
+                "run_id": self.run_id,
+                "worker_pid": self.worker_pid,
+                "started_at": self.started_at,
+                "duration_s": self.duration_s,
+                "estimate": dataclasses.asdict(self.estimate) if self.estimate else None,
+                "predicted": self.predicted,
+                "implausible": list(self.implausible),
+                "repeat": self.repeat,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """Read a Result record (of this schema version or, through :data:`UPGRADES`, an
+        earlier one); a record that is not one raises ValueError saying why."""
+        fields = record_fields(cls, upgrade(data), "result")
+        fields["case"] = Case.from_dict(fields["case"], "result.case")
+        fields["profile"] = HardwareProfile.from_dict(fields["profile"], "result.profile")
+        for name, kind in (("metrics", Metrics), ("series", Series), ("environment", Environment)):
+            fields[name] = kind.from_dict(fields.get(name) or {}, f"result.{name}")
+        for name, optional in (("error", ErrorInfo), ("estimate", Estimate)):
+            if fields.get(name) is not None:
+                fields[name] = optional.from_dict(fields[name], f"result.{name}")
+        fields["implausible"] = list(fields.get("implausible") or [])
+        return cls(**fields)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        return cls.from_dict(json.loads(text))
+
+
+def upgrade(data: Any) -> dict[str, Any]:
+    """A Result record brought to :data:`SCHEMA_VERSION` by the steps in :data:`UPGRADES`;
+    SchemaError for a record of a version this gpubench cannot read."""
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"a result must be a JSON object, not {type(data).__name__}")
+    version = data.get("schema_version")
+    readable = range(min(UPGRADES, default=SCHEMA_VERSION), SCHEMA_VERSION + 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version not in readable:
+        raise SchemaError(
+            f"result schema_version={version!r}; this gpubench reads "
+            + ", ".join(str(v) for v in readable)
+        )
+    record = dict(data)
+    for step in range(version, SCHEMA_VERSION):
+        record = UPGRADES[step](record)
+    record["schema_version"] = SCHEMA_VERSION
+    return record

@@ -1,0 +1,248 @@
+"""BenchSession: the work behind the plugin's hooks, importable and testable without pytest.
+
+It resolves the hardware profiles, runs each case in its own worker process
+(or, with ``estimate_only``, answers it with the memory estimator and runs
+nothing: :mod:`gpubench.estimate`), sets the case's memory estimate beside what
+was measured, appends the Result to ``results.jsonl`` as soon as the case ends, compares it
+with its baseline and appends the verdict to ``verdicts.jsonl`` (saving it to
+the baseline when asked: :class:`~gpubench.baseline.gate.Gate`), feeds the
+progress display, and reads the run's records back for the summaries and the
+report (``report.html``, ``report.md``, ``recommended.json``: :mod:`gpubench.report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpubench.baseline.compare import CaseVerdict
+from gpubench.baseline.gate import Gate, GateOptions
+from gpubench.baseline.rules import pyproject_thresholds
+from gpubench.baseline.store import suite_name
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import (
+    HardwareProfile,
+    load_user_profiles,
+    parse_profile_list,
+)
+from gpubench.contracts.result import Result
+from gpubench.estimate import formulas_model_exactly
+from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
+from gpubench.estimate.measured import compared
+from gpubench.estimate.predicted import predicted_result
+from gpubench.report.projection import ProjectionInputs
+from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN
+from gpubench.runner import run_case
+from gpubench.session.progress import LiveProgress
+from gpubench.storage import Invocation, RunStore, append_json_line, read_json_lines
+
+if TYPE_CHECKING:
+    from gpubench.report.write import WrittenReport
+
+DEFAULT_PROFILE = "auto"
+DEFAULT_TIMEOUT_S = 1800.0
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class ReportOptions:
+    enabled: bool = True
+    html: Path | None = None  # None: <run dir>/report.html; report.md goes beside it
+    projection: ProjectionInputs = field(default_factory=ProjectionInputs)
+    safety_margin: float = DEFAULT_SAFETY_MARGIN
+    tensorboard: Path | None = None  # also write each case's series as a TensorBoard run
+
+
+@dataclass
+class SessionOptions:
+    profiles: str = DEFAULT_PROFILE  # the --gpu-profile value
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    reports_dir: Path = Path("reports")
+    run_id: str = ""
+    rootdir: Path | None = None  # where pyproject.toml's [tool.gpubench] is read
+    profiles_file: Path | None = None
+    keep_workdirs: bool = False
+    estimate_only: bool = False  # answer every case with the estimator; run no worker
+    gate: GateOptions = field(default_factory=GateOptions)
+    report: ReportOptions = field(default_factory=ReportOptions)
+
+
+class BenchSession:
+    def __init__(self, options: SessionOptions, case_progress: LiveProgress | None = None) -> None:
+        self.options = options
+        # draws the cases this process runs, while they run
+        self.case_progress = case_progress
+        self.store = RunStore(options.reports_dir, options.run_id)
+        self._gate: Gate | None = None
+        self._profiles: list[HardwareProfile] | None = None
+        self._store_ready = False
+        self.cases_total = 0  # gpubench cases collected to run (skips excluded)
+        # the xdist controller's: a line per case its workers report (see the plugin)
+        self.xdist_progress: LiveProgress | None = None
+
+    @property
+    def profiles(self) -> list[HardwareProfile]:
+        """Resolved on first use (``auto`` asks NVML), so a pytest run without
+        gpubench cases pays nothing. Raises ProfileError on a bad name."""
+        if self._profiles is None:
+            user = load_user_profiles(self.options.rootdir, self.options.profiles_file)
+            self._profiles = parse_profile_list(self.options.profiles, user_profiles=user)
+        return self._profiles
+
+    @property
+    def gate(self) -> Gate:
+        """Built on first use, with ``[tool.gpubench.gate]`` thresholds under the command
+        line's; raises GateError for a bad table."""
+        if self._gate is None:
+            options = self.options.gate
+            thresholds = {**pyproject_thresholds(self.options.rootdir), **options.thresholds}
+            rules = options.rules.with_thresholds(thresholds)
+            self._gate = Gate(dataclasses.replace(options, rules=rules))
+        return self._gate
+
+    def run(
+        self, case: Case, profile: HardwareProfile, nodeid: str | None = None, repeat: int = 0
+    ) -> Result:
+        if not self._store_ready:
+            self.store.create()
+            self._store_ready = True
+        if self.case_progress:
+            self.case_progress.case_started(case, profile)
+        if self.options.estimate_only:
+            # where the formulas decide, the trace only checks them: a whole matrix is
+            # answered without tracing those (gpubench estimate shows both)
+            trace = not formulas_model_exactly(case)
+            result = predicted_result(
+                case, profile, nodeid=nodeid, run_id=self.store.run_id, trace=trace
+            )
+        else:
+            result = run_case(
+                case,
+                profile,
+                timeout_s=case.timeout_s or self.options.timeout_s,
+                nodeid=nodeid,
+                run_id=self.store.run_id,
+                on_progress=self.case_progress.update if self.case_progress else None,
+                keep_workdir=self.options.keep_workdirs,
+                repeat=repeat,
+            )
+            limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
+            result = with_estimate(result, limit)
+        self.store.append(result)
+        if self.case_progress:
+            self.case_progress.case_finished(result)
+        return result
+
+    def judge(
+        self, result: Result, thresholds: Mapping[str, float] | None = None
+    ) -> CaseVerdict | None:
+        """Compare ``result`` with its baseline, running the case again to confirm a
+        suspected regression (the verdict goes to verdicts.jsonl), then add it to the
+        baseline when this run saves one."""
+
+        def rerun(repeat: int) -> Result:
+            return self.run(result.case, result.profile, result.nodeid, repeat=repeat)
+
+        verdict, reruns = self.gate.judge(result, thresholds, rerun)
+        if verdict is not None:
+            append_json_line(self.store.verdicts_path, verdict.to_dict())
+        self.gate.record(result, reruns)
+        return verdict
+
+    def results(self) -> list[Result]:
+        """Every result of this run (all xdist workers'), read back from results.jsonl."""
+        if not self.store.results_path.exists():
+            return []
+        return self.store.read()
+
+    def write_gate_summary(self, verdicts: list[CaseVerdict]) -> Path:
+        """The gate's Markdown summary to ``<run>/summary.md``, and appended to
+        ``$GITHUB_STEP_SUMMARY`` when that is set (a GitHub Actions job's summary)."""
+        from gpubench.baseline.table import markdown_summary
+
+        text = markdown_summary(verdicts, title=f"gpubench gate, run {self.store.run_id}")
+        self.store.summary_path.write_text(text, encoding="utf-8")
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return self.store.summary_path
+
+    def write_benchmark_json(self, path: Path, results: list[Result]) -> None:
+        """The run in pytest-benchmark's saved-run format."""
+        from gpubench.report.pytest_benchmark import pytest_benchmark_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pytest_benchmark_json(results), indent=1), encoding="utf-8")
+
+    def verdicts(self) -> list[CaseVerdict]:
+        """Every verdict of this run (all xdist workers'), read back from verdicts.jsonl."""
+        if not self.store.verdicts_path.exists():
+            return []
+        return read_json_lines(self.store.verdicts_path, CaseVerdict.from_dict, "verdict")
+
+    def baseline_histories(self, results: list[Result]) -> dict[tuple[str, str], list[Result]]:
+        """Each case's baseline history as the gate holds it, without this run's own runs
+        (an xdist controller reads the files after its workers saved to them)."""
+        if not self.options.gate.compare:
+            return {}
+        histories = {}
+        for result in results:
+            baseline = self.gate.baseline(result.profile.name, suite_name(result.nodeid))
+            history = [h for h in baseline.history(result.case.id) if h.run_id != self.store.run_id]
+            if history:
+                histories[(result.profile.name, result.case.id)] = history
+        return histories
+
+    def write_report(
+        self, results: list[Result], verdicts: list[CaseVerdict], invocation: Invocation
+    ) -> WrittenReport | None:
+        """The run's command line to ``invocation.json``, then, unless turned off, the report:
+        ``report.html`` (or the chosen path), ``report.md`` beside it and
+        ``recommended.json`` when a profile has a recommended case."""
+        from gpubench.report.document import ReportData
+        from gpubench.report.write import write_report
+
+        self.store.write_invocation(invocation)
+        options = self.options.report
+        if not options.enabled:
+            return None
+        html = options.html or self.store.dir / REPORT_FILE
+        data = ReportData(
+            results=results,
+            verdicts=verdicts,
+            histories=self.baseline_histories(results),
+            invocations=[invocation],
+            projection=options.projection,
+            safety_margin=options.safety_margin,
+        )
+        return write_report(data, html, html.with_suffix(".md"))
+
+    def export_tensorboard(self, results: list[Result]) -> list[Path]:
+        """Each case's per-step series as a TensorBoard run under ``--gpubench-tensorboard``;
+        TensorBoardMissing when it cannot be written here."""
+        from gpubench.report.tensorboard import export_tensorboard
+
+        root = self.options.report.tensorboard
+        return export_tensorboard(results, root) if root is not None else []
+
+
+def with_estimate(result: Result, timeout_s: float = ESTIMATE_TIMEOUT_S) -> Result:
+    """``result`` with its case's memory estimate set beside what was measured. A case
+    that crashed or timed out gets none: what failed may be its model's own code, which
+    estimating runs again. An estimate that cannot be made never costs the measurement:
+    the Result is kept as it is and the reason printed."""
+    if result.status in ("crashed", "timeout"):
+        return result
+    try:
+        estimate = estimate_safely(result.case, result.profile, timeout_s=timeout_s)
+    except Exception as exc:  # the estimator's defect must not lose a measured case
+        print(f"gpubench: no memory estimate for {result.case.id}: {exc}", file=sys.stderr)
+        return result
+    return dataclasses.replace(result, estimate=compared(estimate, result))

@@ -1,0 +1,173 @@
+"""What the terminal shows while a matrix runs: the case's phase, step, tokens/s and
+memory so far, and cases done / remaining with an estimated time left.
+
+On a terminal the live line is drawn *below* pytest's current line and erased
+when the case ends, with the cursor put back where pytest left it, so the
+``.``/``PASSED`` output of ``-q``, default and ``-v`` reads as usual. Without a
+terminal (CI logs) nothing is redrawn; with ``-v`` one line per finished case
+is written instead. Writes go through pytest's TerminalWriter with output
+capture suspended (the same way pytest's live logging does).
+
+Under pytest-xdist the workers have no terminal and draw nothing; the
+controller learns of each finished case from its test report (the fixture
+puts the case's one-line summary, duration and the collected total in
+``user_properties``) and writes a line per case with done / total and the
+time left, the mean case duration spread over the workers
+(:meth:`LiveProgress.case_reported`). A line, not a live line: the controller
+prints xdist's own output as reports arrive, and a redrawn line below it
+would be overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressEvent
+from gpubench.contracts.result import Result
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class SessionClock:
+    """Cases done / remaining and the time left, from the durations seen so far."""
+
+    def __init__(self, total: int = 0, parallel: int = 1) -> None:
+        self.total = total
+        self.parallel = max(1, parallel)  # cases running at once (xdist workers)
+        self.done = 0
+        self._durations: list[float] = []
+
+    def finished(self, duration_s: float) -> None:
+        self.done += 1
+        self._durations.append(duration_s)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.done)
+
+    def eta_s(self, current_elapsed_s: float = 0.0) -> float | None:
+        if not self._durations:
+            return None
+        mean = sum(self._durations) / len(self._durations)
+        return max(0.0, mean * self.remaining / self.parallel - current_elapsed_s)
+
+    def describe(self, current_elapsed_s: float = 0.0) -> str:
+        text = f"{self.done}/{self.total} done" if self.total else f"{self.done} done"
+        eta = self.eta_s(current_elapsed_s)
+        if eta is not None and self.remaining:
+            text += f", ~{format_duration(eta)} left"
+        return text
+
+
+def describe_event(event: ProgressEvent) -> str:
+    if event.phase == "building-ops":  # DeepSpeed's compiled ops, not in the cache yet
+        ops = f" {event.detail}" if event.detail else ""
+        return f"building ops{ops} (not in the op cache yet: tens of seconds)"
+    parts = [event.phase]
+    if event.phase in ("warmup", "measuring"):
+        total = f"/{event.total_steps}" if event.total_steps else ""
+        parts.append(f"step {event.step}{total}")
+    if event.tokens_per_s:
+        parts.append(f"{event.tokens_per_s:,.0f} tok/s")
+    if event.memory_bytes:
+        parts.append(f"{event.memory_bytes / 2**30:.2f} GiB")
+    return " ".join(parts)
+
+
+class LiveProgress:
+    """Draws progress through a pytest TerminalWriter (duck-typed: write/flush/fullwidth)."""
+
+    def __init__(
+        self,
+        writer: Any,
+        *,
+        live: bool,
+        verbose: bool,
+        suspend_capture: Callable[[], AbstractContextManager[None]] | None = None,
+        write_line: Callable[[str], None] | None = None,
+    ) -> None:
+        self._tw = writer
+        self._live = live
+        self._verbose = verbose
+        self._suspend = suspend_capture or contextlib.nullcontext
+        self._write_line = write_line
+        self.clock = SessionClock()
+        self._label = ""
+        self._started = 0.0
+        self._shown = False
+        self._saved_line = ""
+        self._saved_col = 0
+
+    # -- case lifecycle ---------------------------------------------------------------------
+    def case_started(self, case: Case, profile: HardwareProfile) -> None:
+        self._label = f"{case.id}@{profile.name}"
+        self._started = time.monotonic()
+        self._draw("starting")
+
+    def update(self, event: ProgressEvent) -> None:
+        self._draw(describe_event(event))
+
+    def case_finished(self, result: Result) -> None:
+        self._erase()
+        self.clock.finished(result.duration_s or (time.monotonic() - self._started))
+        if self._verbose and not self._live and self._write_line is not None:
+            with self._suspend():
+                self._write_line(f"gpubench: {result.describe()} [{self.clock.describe()}]")
+
+    def case_reported(self, summary: str, duration_s: float, total: int | None = None) -> None:
+        """A case finished elsewhere (an xdist worker): count it and write its line."""
+        if total:
+            self.clock.total = max(self.clock.total, total)
+        self.clock.finished(duration_s)
+        if self._write_line is not None:
+            with self._suspend():
+                self._write_line(f"gpubench: {summary} [{self.clock.describe()}]")
+
+    # -- drawing ----------------------------------------------------------------------------
+    def _text(self, status: str) -> str:
+        elapsed = time.monotonic() - self._started
+        clock = self.clock.describe(elapsed)
+        return f"[gpubench {clock}] {self._label} {status} ({format_duration(elapsed)})"
+
+    def _draw(self, status: str) -> None:
+        if not self._live:
+            return
+        width = max(20, int(getattr(self._tw, "fullwidth", 80)) - 1)
+        text = self._text(status)[:width]
+        with self._suspend():
+            if not self._shown:
+                # Remember pytest's current line, then draw on the line below it.
+                self._saved_line = getattr(self._tw, "_current_line", "")
+                self._saved_col = int(getattr(self._tw, "width_of_current_line", 0))
+                self._tw.write("\n")
+                self._shown = True
+            self._tw.write("\r" + text.ljust(width), flush=True)
+
+    def _erase(self) -> None:
+        if not (self._live and self._shown):
+            return
+        width = max(20, int(getattr(self._tw, "fullwidth", 80)) - 1)
+        with self._suspend():
+            # Blank the live line, go back up to the end of pytest's line.
+            back = "\r" + " " * width + "\r\x1b[1A"
+            if self._saved_col:
+                back += f"\x1b[{self._saved_col}C"
+            self._tw.write(back, flush=True)
+            if hasattr(self._tw, "_current_line"):
+                self._tw._current_line = self._saved_line  # keep pytest's width bookkeeping
+        self._shown = False

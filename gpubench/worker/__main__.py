@@ -1,0 +1,7 @@
+"""``python -m gpubench.worker``: run one case (:mod:`gpubench.worker.main`)."""
+
+import sys
+
+from gpubench.worker.main import main
+
+sys.exit(main())

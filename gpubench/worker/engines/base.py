@@ -1,0 +1,134 @@
+"""What every engine shares around its training step, and what it answers with.
+
+An engine subclasses :class:`TrainingEngine` and supplies two things: the
+framework's set-up before the worker's memory cap (:meth:`~TrainingEngine.start`,
+which must leave the process group started under torchrun) and one optimizer
+step on a built model (:meth:`~TrainingEngine.build_step`). Everything else is
+here and the same for every engine: the device, the memory trackers, the model
+build and its size check, the token stream (:mod:`gpubench.worker.engines.recipe`),
+the loop (:mod:`gpubench.worker.engines.loop`), the metrics, and an allocation failure
+turned into an ``oom`` :class:`Measurement`. The worker makes the Result of the
+Measurement (:mod:`gpubench.worker`).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gpubench.contracts.case import Case
+from gpubench.contracts.oom import is_oom
+from gpubench.contracts.profiles import HardwareProfile
+from gpubench.contracts.protocol import ProgressWriter
+from gpubench.contracts.result import ErrorInfo, Metrics, Series
+from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.engines.device import prepare_device, release_memory
+from gpubench.worker.engines.distributed import Ranks, start_process_group
+from gpubench.worker.engines.loop import StepLog, TrainStep, training_loop
+from gpubench.worker.engines.recipe import build_for_training
+from gpubench.worker.engines.run_metrics import training_metrics
+from gpubench.worker.trackers.host import ProcessTreeRSS
+from gpubench.worker.trackers.memory import DeviceMemoryTracker
+
+if TYPE_CHECKING:
+    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.models.built import BuiltModel
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What an engine measured for one case; the worker assembles the Result from it.
+
+    ``status`` is ``ok`` (trained to the end), ``diverged`` or ``oom``; the worker
+    adds ``over_capacity`` (it knows the capacity) and ``crashed`` (an exception
+    no engine classified).
+    """
+
+    status: str
+    metrics: Metrics = field(default_factory=Metrics)
+    series: Series = field(default_factory=Series)
+    error: ErrorInfo | None = None
+
+
+class TrainingEngine:
+    """Trains one case: :meth:`prepare` before the memory cap, :meth:`run` under it."""
+
+    name: str = ""  # Case.engine
+
+    def __init__(self) -> None:
+        self._ranks: Ranks | None = None  # started by prepare(), taken by run()
+
+    # -- what an engine supplies ------------------------------------------------------------
+    def start(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Ranks:
+        """The framework's own set-up, before the cap; returns this process's Ranks with the
+        process group started under torchrun (gloo's set-up maps tens of MiB and starts
+        threads: the runtime's, not the case's)."""
+        return start_process_group(profile)
+
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+        """One optimizer step of ``model`` (built, size-checked, in training mode) on batches
+        of ``stream``: the function the loop times."""
+        raise NotImplementedError
+
+    # -- the same for every engine ----------------------------------------------------------
+    def prepare(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> None:
+        """Set-up that is the framework's, not the case's: runs before the memory cap."""
+        self._ranks = self.start(case, profile, progress)
+
+    def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Measurement:
+        """Train ``case`` and measure it. Raises for anything but an allocation failure or
+        divergence (the worker turns it into a ``crashed`` Result)."""
+        if self._ranks is None:  # called in process, without the worker's prepare()
+            self.prepare(case, profile, progress)
+        assert self._ranks is not None
+        ranks, self._ranks = self._ranks, None
+        try:
+            device = prepare_device(case, profile, ranks.local_rank)
+            return self._measure(TrainingContext(case, profile, device, ranks), progress)
+        finally:
+            ranks.close()
+
+    def _measure(self, ctx: TrainingContext, progress: ProgressWriter) -> Measurement:
+        """The training between the trackers; an allocation failure ends it as ``oom``."""
+        log = StepLog()
+        status, error = "ok", None
+        with ExitStack() as stack:
+            rss = stack.enter_context(ProcessTreeRSS())
+            device_memory = stack.enter_context(DeviceMemoryTracker(ctx.device))
+            try:
+                status = self._train(ctx, progress, log, device_memory)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                # release the training frames' tensors (model, optimizer, activations) that
+                # the traceback keeps alive; its line numbers survive for the report
+                traceback.clear_frames(exc.__traceback__)
+                status, error = "oom", ErrorInfo.from_exception(exc)
+            if status == "oom":
+                release_memory(ctx.device)
+        trained_to_end = status == "ok"
+        metrics = training_metrics(ctx, log, rss, device_memory, trained_to_end=trained_to_end)
+        tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
+        progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
+        series = log.series(trained_to_end=trained_to_end)
+        return Measurement(status=status, metrics=metrics, series=series, error=error)
+
+    def _train(
+        self,
+        ctx: TrainingContext,
+        progress: ProgressWriter,
+        log: StepLog,
+        device_memory: DeviceMemoryTracker,
+    ) -> str:
+        """Build, warm up and measure; ``ok`` or ``diverged``. Its frame holds the model, so
+        that clearing it after an OOM frees them."""
+        progress.emit("building")
+        log.t_build = time.perf_counter()
+        model, stream = build_for_training(ctx)
+        log.n_params, log.declared_params = model.n_params, model.declared_params
+        log.model_flops_per_token = model.flops_per_token(ctx.case.seq_len)
+        train_step = self.build_step(ctx, model, stream)
+        return training_loop(ctx, progress, log, device_memory, train_step)

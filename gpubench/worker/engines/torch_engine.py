@@ -1,0 +1,129 @@
+"""Plain PyTorch training: AdamW, autocast, GradScaler, torch.compile, DDP under torchrun.
+
+The engine only builds the optimizer step (:class:`TorchTrainStep`); the
+device, trackers, model build, loop and metrics are every engine's
+(:class:`~gpubench.worker.engines.base.TrainingEngine`). One step is ``grad_accum``
+micro-batches of forward (under autocast for bf16/fp16), loss and backward
+(DDP all-reduces on the last one only), then the unclipped gradient norm with
+``clip_grad_norm_`` and the optimizer step (through the GradScaler for fp16).
+Under torchrun (``WORLD_SIZE`` > 1) the model is wrapped in
+DistributedDataParallel (NCCL on CUDA, gloo on CPU) before it is compiled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+
+from gpubench.worker.engines.base import TrainingEngine
+from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.engines.loop import TrainStep
+from gpubench.worker.engines.recipe import (
+    AUTOCAST_DTYPES,
+    adamw,
+    lm_loss,
+    max_grad_norm,
+)
+
+if TYPE_CHECKING:
+    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.models.built import BuiltModel
+
+
+class TorchEngine(TrainingEngine):
+    """Plain PyTorch training: AdamW, autocast, GradScaler, checkpointing, compile, DDP."""
+
+    name = "torch"
+
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+        """The case's optimizer step on ``model``, wrapped in DDP under torchrun and
+        compiled when flagged. benchmarks/inprocess_step.py times it against a bare loop's."""
+        case, device = ctx.case, ctx.device
+        params = [p for p in model.module.parameters() if p.requires_grad]
+        optimizer = adamw(case, params)
+        ddp: Any = None
+        if ctx.ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp = DistributedDataParallel(
+                model.module, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            model.module = ddp
+        if case.flags.compile:
+            # compiling the DDP wrapper (not the other way round) lets dynamo split graphs
+            # at DDP's buckets and keep communication overlapping computation
+            model.module = cast("torch.nn.Module", torch.compile(model.module))
+        return TorchTrainStep(ctx, model, stream, optimizer, params, ddp)
+
+
+class TorchTrainStep:
+    """One optimizer step: returns (mean micro-batch loss, unclipped gradient norm)."""
+
+    def __init__(
+        self,
+        ctx: TrainingContext,
+        model: BuiltModel,
+        stream: TokenStream,
+        optimizer: torch.optim.Optimizer,
+        params: list[torch.nn.Parameter],
+        ddp: Any = None,
+    ) -> None:
+        case, device = ctx.case, ctx.device
+        self.device = device
+        self.model = model
+        self.stream = stream
+        self.optimizer = optimizer
+        self.params = params
+        self.ddp = ddp  # DistributedDataParallel wrapper under torchrun, else None
+        self.accum = case.flags.grad_accum
+        self.max_norm = max_grad_norm(case)
+        dtype = AUTOCAST_DTYPES.get(case.flags.precision)
+        self.autocast_dtype = getattr(torch, dtype) if dtype else None
+        fp16 = case.flags.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            self._micro_batch(loss_sum, last=micro == self.accum - 1)
+        grad_norm = self._optimizer_step()
+        return loss_sum / self.accum, grad_norm
+
+    def _micro_batch(self, loss_sum: torch.Tensor, last: bool) -> None:
+        """Forward, loss (added to ``loss_sum``) and backward of one micro-batch."""
+        x, y = self.stream.next_batch()  # [B, T] each
+        with self._no_sync(last):
+            with self._autocast():
+                logits = self.model.logits(x)  # [B, T, V]
+            loss = lm_loss(logits, y)
+            loss_sum += loss.detach()
+            scaled = loss / self.accum
+            if self.scaler is not None:
+                scaled = self.scaler.scale(scaled)
+            scaled.backward()
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """Take the unclipped gradient norm, clip, step and zero the gradients."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # the norm and the clip see true gradients
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when the gradients are not finite
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _no_sync(self, last_micro_batch: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP all-reduces gradients once per optimizer step, on the last micro-batch."""
+        if self.ddp is not None and not last_micro_batch:
+            return self.ddp.no_sync()  # type: ignore[no-any-return]
+        return contextlib.nullcontext()
