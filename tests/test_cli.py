@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gpubench.cli import main
-from gpubench.contracts.profiles import GiB, HardwareProfile, builtin_profiles
+from gpubench.contracts.profiles import HardwareProfile, builtin_profiles
+from gpubench.contracts.units import GiB
 
 COLUMNS = (
     "name",

@@ -14,9 +14,7 @@ import pytest
 from gpubench.contracts.profiles import (
     AUTO,
     USER_PROFILE_KEYS,
-    GiB,
     HardwareProfile,
-    MiB,
     ProfileError,
     available_profiles,
     builtin_profiles,
@@ -27,7 +25,7 @@ from gpubench.contracts.profiles import (
     profile_name_for_device,
     resolve_profile,
 )
-from gpubench.contracts.units import format_bytes, parse_bytes
+from gpubench.contracts.units import GiB, MiB, format_bytes, parse_bytes
 
 REQUIRED = (
     "cpu",
@@ -598,15 +596,16 @@ def test_profiles_file_errors(tmp_path: Path) -> None:
 
 def test_a_profile_must_fit_on_the_gpu_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
     from gpubench.contracts import profiles
+    from gpubench.contracts.profiles import detect
 
-    monkeypatch.setattr(profiles, "nvml_gpu0", lambda: ("NVIDIA H100 80GB HBM3", 81559 * 2**20))
+    monkeypatch.setattr(detect, "nvml_gpu0", lambda: ("NVIDIA H100 80GB HBM3", 81559 * 2**20))
     profiles.check_runnable_here(profiles.resolve_profile("h100-sxm"))
     profiles.check_runnable_here(profiles.resolve_profile("rtx3060"))  # smaller: emulated
     with pytest.raises(
         profiles.ProfileError, match="a larger card cannot be emulated.*h200:81559MiB"
     ):
         profiles.check_runnable_here(profiles.resolve_profile("h200"))
-    monkeypatch.setattr(profiles, "nvml_gpu0", lambda: None)
+    monkeypatch.setattr(detect, "nvml_gpu0", lambda: None)
     with pytest.raises(profiles.ProfileError, match="needs an NVIDIA GPU and NVML sees none"):
         profiles.check_runnable_here(profiles.resolve_profile("l4"))
     profiles.check_runnable_here(profiles.resolve_profile("cpu"))

@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from gpubench.contracts.profiles import (
-    GB_PER_S,
-    TFLOPS,
-    GiB,
     HardwareProfile,
     ProfileError,
     available_profiles,
     load_user_profiles,
     parse_profile_list,
 )
+from gpubench.contracts.units import GB_PER_S, TFLOPS, GiB
 
 if TYPE_CHECKING:
     from gpubench.contracts.case import Case

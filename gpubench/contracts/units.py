@@ -18,7 +18,16 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-_BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+# the units gpubench counts in: binary bytes (what nvidia-smi and torch report) and the
+# decimal rates of datasheets
+KiB = 1024
+MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
+TFLOPS = 1e12  # FLOP/s, as datasheets print peaks
+GB_PER_S = 1e9  # bytes/s, decimal, as datasheets print bandwidth
+
+_BINARY = {"k": KiB, "m": MiB, "g": GiB, "t": TiB}
 _DECIMAL = {"k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
 _PATTERN = re.compile(r"^(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[a-z]*)$")
@@ -62,7 +71,7 @@ def parse_bytes(value: str | int) -> int:
     return int(Decimal(match["number"]) * multiplier)
 
 
-_FORMAT_UNITS = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+_FORMAT_UNITS = (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB))
 
 
 def format_bytes(n: int | float) -> str:
