@@ -71,7 +71,7 @@ def test_oom_on_a_small_profile(capsys: pytest.CaptureFixture[str]) -> None:
         (["--model", "gpt-tinyy"], "did you mean 'gpt-tiny'?"),
         (["--profile", "rtx9090"], "unknown hardware profile 'rtx9090'; valid: cpu, rtx3060"),
         (["--precision", "fp8"], "precision='fp8' is not valid; valid values: fp32, bf16, fp16"),
-        (["--zero-stage", "2"], "add --engine deepspeed"),
+        (["--zero-stage", "2"], "zero_stage=2: zero_stage/offload flags need engine='deepspeed'"),
         (
             ["--engine", "deepspeed", "--zero-stage", "2", "--offload-params"],
             "offload_params=True needs zero_stage=3",

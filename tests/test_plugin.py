@@ -149,7 +149,7 @@ def test_a_hung_case_times_out_and_a_killed_case_crashes(pytester: pytest.Pytest
         def test_hang(gpubench_result):
             assert gpubench_result.status == "timeout"
 
-        @gpubench.single_case(model="badmodels:die", vocab_size=256, steps=2)
+        @gpubench.single_case(model="badmodels:die", vocab_size=256, steps=2, timeout_s=120)
         def test_die(gpubench_result):
             assert gpubench_result.status == "crashed"
             assert gpubench_result.error.signal == "SIGKILL"

@@ -135,12 +135,13 @@ def test_a_run_ends_by_writing_its_report_and_prints_the_paths(pytester: pytest.
 def test_the_report_option_moves_or_turns_off_the_report(tmp_path: Path, where: str) -> None:
     """What the session writes for --gpubench-report PATH and none (a run's end calls the
     same method; the test above runs one whole)."""
-    from gpubench.plugin import REPORT_OFF, _report_path
+    from gpubench.options import report_path
     from gpubench.report.load import load_runs
-    from gpubench.session.bench import BenchSession, ReportOptions, SessionOptions
+    from gpubench.session.bench import BenchSession
+    from gpubench.session.settings import REPORT_OFF, ReportOptions, SessionOptions
     from gpubench.storage import Invocation
 
-    value = _report_path(where)
+    value = report_path(where, "--gpubench-report")
     options = SessionOptions(
         reports_dir=tmp_path / "reports",
         run_id="run-1",

@@ -96,3 +96,16 @@ def pyproject_thresholds(rootdir: Path | None) -> dict[str, float]:
         return {}
     path, table = found
     return check_thresholds(table, f"{path} [{GATE_TABLE}]")
+
+
+def gate_rules(
+    rootdir: Path | None,
+    thresholds: Mapping[str, float] | None = None,
+    base: GateRules | None = None,
+) -> GateRules:
+    """The rules a run is judged by: ``base`` (the defaults) with ``[tool.gpubench.gate]``
+    of ``<rootdir>/pyproject.toml`` over its thresholds, and the command line's
+    ``thresholds`` over those. A test's own thresholds come on top, case by case
+    (:meth:`~gpubench.baseline.gate.Gate.judge`)."""
+    overrides = {**pyproject_thresholds(rootdir), **(thresholds or {})}
+    return (base or GateRules()).with_thresholds(overrides)

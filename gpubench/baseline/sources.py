@@ -32,21 +32,29 @@ def load_histories(path: Path) -> Histories:
     path = Path(path)
     if path.is_dir():
         if (path / RESULTS_FILE).is_file():
-            return _group(_read_results(path / RESULTS_FILE))
+            return group_histories(_read_results(path / RESULTS_FILE))
         baselines = sorted(path.rglob("*.json"))
         if not baselines:
             raise SourceError(
                 f"{path}: no {RESULTS_FILE} and no baseline files (<profile>/<suite>.json) in it"
             )
-        return _group(r for f in baselines for r in _baseline_runs(f))
+        return group_histories(r for f in baselines for r in _baseline_runs(f))
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if path.suffix == ".jsonl":
-        return _group(_read_results(path))
+        return group_histories(_read_results(path))
     if path.suffix == ".json":
-        return _group(_baseline_runs(path))
+        return group_histories(_baseline_runs(path))
     raise SourceError(
         f"{path}: not a results file (*.jsonl), a run directory or a gpubench baseline (*.json)"
+    )
+
+
+def merged_histories(paths: Iterable[Path]) -> Histories:
+    """The runs at every path (:func:`load_histories`), merged per (profile, case id),
+    oldest first: several baselines, or the shards of a run, as one history."""
+    return group_histories(
+        run for path in paths for runs in load_histories(path).values() for run in runs
     )
 
 
@@ -85,7 +93,8 @@ def _baseline_runs(path: Path) -> list[Result]:
     return [r for runs in read_baseline(path).histories.values() for r in runs]
 
 
-def _group(results: Iterable[Result]) -> Histories:
+def group_histories(results: Iterable[Result]) -> Histories:
+    """Runs per (profile, case id), oldest first."""
     histories: Histories = {}
     for result in results:
         histories.setdefault((result.profile.name, result.case.id), []).append(result)

@@ -231,8 +231,12 @@ class Case:
         _grad_clip(self.grad_clip)
         _positive_int("seed", self.seed, minimum=0)
         if self.flags.uses_deepspeed and self.engine != "deepspeed":
+            flags = self.flags
+            named = [f"zero_stage={flags.zero_stage}"] if flags.zero_stage else []
+            named += [n for n in ("offload_optimizer", "offload_params") if getattr(flags, n)]
             raise CaseError(
-                f"zero_stage/offload flags need engine='deepspeed' (engine={self.engine!r})"
+                f"{', '.join(named)}: zero_stage/offload flags need engine='deepspeed' "
+                f"(engine={self.engine!r}); add engine='deepspeed'"
             )
         if self.timeout_s is not None:
             _positive_number("timeout_s", self.timeout_s)

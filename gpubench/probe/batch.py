@@ -21,7 +21,7 @@ BATCH_LIMIT = 2**16  # searched when no max_batch is given: sequences per micro-
 def run_in_worker(case: Case, profile: HardwareProfile) -> Result:
     """:func:`gpubench.runner.run_case` under the case's timeout, else a session's default."""
     from gpubench.runner import run_case
-    from gpubench.session.bench import DEFAULT_TIMEOUT_S
+    from gpubench.session.settings import DEFAULT_TIMEOUT_S
 
     return run_case(case, profile, timeout_s=case.timeout_s or DEFAULT_TIMEOUT_S)
 

@@ -16,18 +16,18 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpubench.baseline.compare import CaseVerdict
-from gpubench.baseline.gate import Gate, GateOptions
-from gpubench.baseline.rules import pyproject_thresholds
+from gpubench.baseline.gate import Gate
+from gpubench.baseline.rules import check_thresholds, gate_rules
 from gpubench.baseline.store import suite_name
 from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import (
     HardwareProfile,
+    check_runnable_here,
     load_user_profiles,
     parse_profile_list,
 )
@@ -36,41 +36,13 @@ from gpubench.estimate import formulas_model_exactly
 from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
 from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
-from gpubench.report.projection import ProjectionInputs
-from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN
 from gpubench.runner import run_case
 from gpubench.session.progress import LiveProgress
+from gpubench.session.settings import REPORT_FILE, SessionOptions
 from gpubench.storage import Invocation, RunStore, append_json_line, read_json_lines
 
 if TYPE_CHECKING:
     from gpubench.report.write import WrittenReport
-
-DEFAULT_PROFILE = "auto"
-DEFAULT_TIMEOUT_S = 1800.0
-REPORT_FILE = "report.html"
-
-
-@dataclass
-class ReportOptions:
-    enabled: bool = True
-    html: Path | None = None  # None: <run dir>/report.html; report.md goes beside it
-    projection: ProjectionInputs = field(default_factory=ProjectionInputs)
-    safety_margin: float = DEFAULT_SAFETY_MARGIN
-    tensorboard: Path | None = None  # also write each case's series as a TensorBoard run
-
-
-@dataclass
-class SessionOptions:
-    profiles: str = DEFAULT_PROFILE  # the --gpu-profile value
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    reports_dir: Path = Path("reports")
-    run_id: str = ""
-    rootdir: Path | None = None  # where pyproject.toml's [tool.gpubench] is read
-    profiles_file: Path | None = None
-    keep_workdirs: bool = False
-    estimate_only: bool = False  # answer every case with the estimator; run no worker
-    gate: GateOptions = field(default_factory=GateOptions)
-    report: ReportOptions = field(default_factory=ReportOptions)
 
 
 class BenchSession:
@@ -101,10 +73,28 @@ class BenchSession:
         line's; raises GateError for a bad table."""
         if self._gate is None:
             options = self.options.gate
-            thresholds = {**pyproject_thresholds(self.options.rootdir), **options.thresholds}
-            rules = options.rules.with_thresholds(thresholds)
+            rules = gate_rules(self.options.rootdir, options.thresholds, options.rules)
             self._gate = Gate(dataclasses.replace(options, rules=rules))
         return self._gate
+
+    def check_profiles(self, *, to_run: bool) -> list[HardwareProfile]:
+        """The run's profiles, resolved now; with ``to_run``, each one checked to be
+        runnable on this machine (a GPU profile needs a big enough GPU). ProfileError."""
+        profiles = self.profiles
+        if to_run and not self.options.estimate_only:
+            for profile in profiles:
+                check_runnable_here(profile)
+        return profiles
+
+    def check_gate(self, declared: Iterable[Mapping[str, Any]], where: str, suite: str) -> None:
+        """Refuse, before any case runs, thresholds a test declares (``declared``, named by
+        ``where``), a bad ``[tool.gpubench.gate]`` table, or a baseline file of ``suite``
+        that cannot be read (never overwritten by saving): GateError or BaselineError."""
+        for thresholds in declared:
+            check_thresholds(thresholds, where)
+        if self.gate.active:
+            for profile in self.profiles:
+                self.gate.baseline(profile.name, suite)
 
     def run(
         self, case: Case, profile: HardwareProfile, nodeid: str | None = None, repeat: int = 0

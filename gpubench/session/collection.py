@@ -6,6 +6,9 @@ collection stops. A case this *installation* cannot run (engine="deepspeed"
 without the deepspeed package) is a shortfall of the environment, not of the
 suite: :func:`missing_requirement` names it and the plugin skips the case
 with that reason, so ``pytest suites/`` runs everything else.
+
+:func:`case_params` applies both to a test's matrix on the run's profiles: what the
+plugin parametrizes the test with.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import ast
 import difflib
 import functools
 import importlib.util
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpubench.contracts.case import Case, CaseError
 from gpubench.contracts.catalog.spec import HF_PREFIX
 from gpubench.contracts.profiles import HardwareProfile
+from gpubench.declaration import Matrix
 
 
 def check_case_on_profile(case: Case, profile: HardwareProfile) -> None:
@@ -133,3 +139,44 @@ def framework_installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ValueError:  # in sys.modules without a spec (e.g. __main__): importable
         return True
+
+
+@dataclass(frozen=True)
+class CaseParam:
+    """One case on one profile, as a test is parametrized with it."""
+
+    case: Case
+    profile: HardwareProfile
+    skip: str | None  # why it does not run here (a GPU case on cpu, a missing package)
+    gate: Mapping[str, float]  # the matrix's thresholds for it ({}: none declared)
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.id}-{self.profile.name}"
+
+
+def case_params(
+    matrix: Matrix, profiles: Sequence[HardwareProfile], *, estimate_only: bool
+) -> list[CaseParam]:
+    """Every case of ``matrix`` on every profile, with its reason to skip; CaseError for a
+    declaration no machine could run (a case a GPU-only matrix declares is skipped on a
+    ``cpu`` profile before its flags are judged against it)."""
+    params = []
+    for case in matrix:
+        for profile in profiles:
+            skip = None
+            if matrix.requires_gpu(case) and profile.is_cpu:
+                skip = f"declared for GPU profiles; profile {profile.name!r} has no GPU"
+            else:
+                check_declaration(case, profile)
+                skip = missing_requirement(case, to_run=not estimate_only)
+            params.append(CaseParam(case, profile, skip, matrix.gate(case)))
+    return params
+
+
+def check_declaration(case: Case, profile: HardwareProfile) -> None:
+    """CaseError when ``case`` cannot be declared for ``profile``: a combination no run
+    could honour, a factory module that is not importable, an unknown ``hf:`` type."""
+    check_case_on_profile(case, profile)
+    check_model_importable(case)
+    check_hf_model_type(case)

@@ -4,9 +4,9 @@ memory so far, and cases done / remaining with an estimated time left.
 On a terminal the live line is drawn *below* pytest's current line and erased
 when the case ends, with the cursor put back where pytest left it, so the
 ``.``/``PASSED`` output of ``-q``, default and ``-v`` reads as usual. Without a
-terminal (CI logs) nothing is redrawn; with ``-v`` one line per finished case
-is written instead. Writes go through pytest's TerminalWriter with output
-capture suspended (the same way pytest's live logging does).
+terminal (CI logs) nothing is redrawn; one line per finished case is written
+instead, unless ``-q`` (:func:`choose_display`). Writes go through pytest's
+TerminalWriter with output capture suspended (the same way pytest's live logging does).
 
 Under pytest-xdist the workers have no terminal and draw nothing; the
 controller learns of each finished case from its test report (the fixture
@@ -24,6 +24,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from gpubench.contracts.case import Case
@@ -171,3 +172,25 @@ class LiveProgress:
             if hasattr(self._tw, "_current_line"):
                 self._tw._current_line = self._saved_line  # keep pytest's width bookkeeping
         self._shown = False
+
+
+@dataclass(frozen=True)
+class Display:
+    """How progress is shown: a status line redrawn in place, and/or a line per case."""
+
+    live: bool
+    lines: bool
+
+
+def choose_display(
+    mode: str, *, terminal: bool, verbosity: int, xdist_controller: bool = False
+) -> Display | None:
+    """The display for ``--gpubench-progress MODE``; None: show nothing.
+
+    ``auto`` is live on a terminal and a line per finished case otherwise (a CI log),
+    unless ``-q``. The xdist controller writes lines only: it prints xdist's own output
+    as reports arrive, which a redrawn line below it would overwrite."""
+    if mode == "off" or (mode == "auto" and verbosity < 0):
+        return None
+    live = not xdist_controller and (mode == "live" or (mode == "auto" and terminal))
+    return Display(live=live, lines=not live)

@@ -1,0 +1,43 @@
+"""``gpubench compare OLD NEW``: the gate's table for a run against a baseline or an earlier
+run, offline, by the rules the pytest gate applies; exit 1 on a regression."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpubench.options import ANY_ENV, ROOTDIR, THRESHOLD, add_cli_options
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpubench.baseline.offline import judge_runs  # scipy, pandas: when judging
+    from gpubench.baseline.rules import GateRules, gate_rules
+    from gpubench.baseline.sources import load_histories
+    from gpubench.baseline.table import format_verdicts, markdown_summary
+
+    rules = gate_rules(args.rootdir, args.threshold, GateRules(any_env=args.compare_any_env))
+    verdicts = judge_runs(load_histories(args.old), load_histories(args.new), rules)
+    print(format_verdicts(verdicts))
+    if args.md is not None:
+        args.md.write_text(markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))
+    regressed = [v for v in verdicts if v.regressed]
+    print(f"\n{len(regressed)} of {len(verdicts)} case(s) regressed.")
+    return 1 if regressed else 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare a run with a baseline or an earlier run: the gate's table; exit 1 on a "
+        "regression",
+        description="Compare NEW (a run directory, results.jsonl, or baselines: the newest "
+        "run of each case) with OLD (the same kinds: every run of each case is its history), "
+        "by the rules the pytest gate uses. Exit 0: no regression; 1: a regression; 2: bad "
+        "input.",
+    )
+    parser.add_argument("old", type=Path, help="the baseline: run dir, results file, baselines")
+    parser.add_argument("new", type=Path, help="the run to judge: run dir, results file, ...")
+    add_cli_options(parser.add_argument, (THRESHOLD, ANY_ENV), argparse.ArgumentTypeError)
+    parser.add_argument("--md", type=Path, default=None, metavar="FILE", help="also write Markdown")
+    add_cli_options(parser.add_argument, (ROOTDIR,), argparse.ArgumentTypeError)
+    parser.set_defaults(run=run)

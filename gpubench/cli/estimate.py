@@ -1,0 +1,147 @@
+"""``gpubench estimate``: a case's peak memory on one or more profiles, part by part, and
+a verdict per profile (fits, over_capacity, oom), without a GPU (docs/estimate.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+import pandas as pd
+
+from gpubench.contracts.case import Case, make_case
+from gpubench.contracts.profiles import HardwareProfile, load_user_profiles, parse_profile_list
+from gpubench.contracts.result import Estimate
+from gpubench.contracts.units import GiB, MiB
+from gpubench.options import PROFILE, PROFILES_FILE, ROOTDIR, add_cli_options
+
+# option -> argparse keyword arguments; the option names a Case setting, and a setting left
+# unset keeps the Case's default
+CASE_SETTINGS: dict[str, dict[str, Any]] = {
+    "--model": {"required": True, "help": "built-in name, pkg.module:factory or hf:<type>"},
+    "--batch-size": {"type": int, "help": "micro-batch per rank, in sequences"},
+    "--seq-len": {"type": int, "help": "tokens per sequence"},
+    "--precision": {"help": "fp32, bf16 or fp16"},
+    "--grad-accum": {"type": int, "help": "micro-batches per optimizer step"},
+    "--engine": {"help": "torch or deepspeed"},
+    "--zero-stage": {"type": int, "help": "DeepSpeed ZeRO stage 0-3 (needs --engine deepspeed)"},
+    "--nproc": {"type": int, "help": "ranks (GPUs) the case runs on"},
+    "--attention": {"help": "sdpa or math"},
+    "--vocab-size": {"type": int, "help": "override the model's vocabulary"},
+    "--grad-ckpt": {"action": "store_true", "default": None, "help": "checkpoint each block"},
+    "--offload-optimizer": {"action": "store_true", "default": None, "help": "ZeRO offload"},
+    "--offload-params": {"action": "store_true", "default": None, "help": "ZeRO-3 offload"},
+    "--fused-adamw": {"action": "store_true", "default": None, "help": "AdamW(fused=True)"},
+    "--compile": {"action": "store_true", "default": None, "help": "torch.compile the model"},
+}
+
+
+def case_of(args: argparse.Namespace) -> Case:
+    """The Case the options describe, checked as collection checks it (CaseError)."""
+    from gpubench.session.collection import check_hf_model_type, check_model_importable
+
+    names = [option[2:].replace("-", "_") for option in CASE_SETTINGS]
+    case = make_case(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    check_model_importable(case)
+    check_hf_model_type(case)
+    return case
+
+
+def profiles_of(args: argparse.Namespace) -> list[HardwareProfile]:
+    user = load_user_profiles(rootdir=args.rootdir, file=args.profiles_file)
+    return parse_profile_list(",".join(args.profiles or ["cpu"]), user_profiles=user)
+
+
+def _in_unit(value: int | None, unit: int) -> str:
+    return "-" if value is None else f"{value / unit:.2f}"
+
+
+def estimate_frame(estimate: Estimate) -> pd.DataFrame:
+    """One row per part: the formulas' bytes and the traced step's, in GiB (MiB for a peak
+    under 1 GiB, where GiB would print zeros)."""
+    from gpubench.estimate import parts
+
+    unit, name = (GiB, "GiB") if estimate.peak_bytes >= GiB else (MiB, "MiB")
+    formulas, traced = f"formulas {name}", f"traced {name}"
+    rows = [
+        {
+            "part": part,
+            formulas: _in_unit(estimate.breakdown.get(part), unit),
+            traced: _in_unit(estimate.traced_breakdown.get(part), unit),
+        }
+        for part in parts.DEVICE_PARTS
+    ]
+    rows.append(
+        {
+            "part": "peak",
+            formulas: _in_unit(sum(estimate.breakdown.values()), unit),
+            traced: _in_unit(estimate.traced_peak_bytes, unit),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def estimate_line(profile: HardwareProfile, estimate: Estimate) -> str:
+    """The verdict line: peak, capacity, headroom, verdict, and the traced peak beside."""
+    traced = (
+        "not traced"
+        if estimate.traced_peak_bytes is None
+        else f"traced {_in_unit(estimate.traced_peak_bytes, GiB)} GiB"
+    )
+    return (
+        f"{profile.name}: peak {_in_unit(estimate.peak_bytes, GiB)} GiB of "
+        f"{_in_unit(estimate.capacity_bytes, GiB)} GiB, headroom "
+        f"{_in_unit(estimate.headroom_bytes, GiB)} GiB -> {estimate.verdict} ({traced})"
+    )
+
+
+def _print_estimate(case: Case, profile: HardwareProfile, estimate: Estimate) -> None:
+    print(f"{case.id} on {profile.name} ({profile.kind}): {estimate.method}")
+    print(estimate_frame(estimate).to_string(index=False))
+    if estimate.host_breakdown:
+        host = ", ".join(f"{k} {_in_unit(v, GiB)}" for k, v in estimate.host_breakdown.items())
+        print(f"host RAM (pinned, every rank): {_in_unit(estimate.host_bytes, GiB)} GiB: {host}")
+    for note in estimate.notes:
+        print(f"  note: {note}")
+    print()
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpubench.estimate import estimate_case
+    from gpubench.session.collection import check_case_on_profile
+
+    case = case_of(args)
+    profiles = profiles_of(args)
+    for profile in profiles:
+        check_case_on_profile(case, profile)
+    estimates = [(p, estimate_case(case, p, trace=not args.no_trace)) for p in profiles]
+    if args.json:
+        records = [
+            {"case": case.id, "profile": p.name, **dataclasses.asdict(e)} for p, e in estimates
+        ]
+        print(json.dumps(records[0] if len(records) == 1 else records, indent=2))
+        return 0
+    for profile, estimate in estimates:
+        _print_estimate(case, profile, estimate)
+    for profile, estimate in estimates:
+        print(estimate_line(profile, estimate))
+    return 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "estimate",
+        help="predict a case's peak GPU memory on profiles, without a GPU",
+        description="Predict whether a training case fits a profile's memory and how close "
+        "to the limit: formulas part by part (docs/estimate.md), a traced step beside them, "
+        "and a verdict per profile (fits, over_capacity, oom). Exit 2 on a bad option value.",
+    )
+    for option, kwargs in CASE_SETTINGS.items():
+        parser.add_argument(option, **kwargs)
+    # repeatable, each a comma list; without one: cpu
+    add_cli_options(parser.add_argument, (PROFILE,), argparse.ArgumentTypeError, action="append")
+    parser.add_argument("--json", action="store_true", help="print JSON (a list for several)")
+    parser.add_argument("--no-trace", action="store_true", help="formulas only, no traced step")
+    add_cli_options(parser.add_argument, (ROOTDIR, PROFILES_FILE), argparse.ArgumentTypeError)
+    parser.set_defaults(run=run)
