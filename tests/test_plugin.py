@@ -427,7 +427,7 @@ def test_live_progress_leaves_pytests_lines_as_they_were(
     assert not any("[gpubench" in line for line in screen), "\n".join(screen)
 
 
-def test_without_a_terminal_verbose_prints_one_line_per_case(pytester: pytest.Pytester) -> None:
+def test_without_a_terminal_a_line_per_case_unless_quiet(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_plain=f"""
         import gpubench
@@ -441,6 +441,8 @@ def test_without_a_terminal_verbose_prints_one_line_per_case(pytester: pytest.Py
     result.stdout.fnmatch_lines(
         ["gpubench: gpt-tiny-fp32-b4-s32-n3-warm1 on cpu: ok, * tok/s*1/1 done*", "*PASSED*"]
     )
+    plain = pytester.runpytest("--gpu-profile", "cpu")  # a CI log: no terminal, no -v
+    plain.stdout.fnmatch_lines(["gpubench: gpt-tiny-fp32-b4-s32-n3-warm1 on cpu: ok, *1/1 done*"])
     quiet = pytester.runpytest("--gpu-profile", "cpu", "-q")
     quiet.stdout.fnmatch_lines(["1 passed*"])
     assert not any(line.startswith("gpubench:") for line in quiet.outlines)

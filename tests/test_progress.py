@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from gpubench import make_case
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressEvent
 from gpubench.contracts.result import Result
-from gpubench.session.progress import LiveProgress, SessionClock, describe_event, format_duration
+from gpubench.session.progress import (
+    Display,
+    LiveProgress,
+    SessionClock,
+    choose_display,
+    describe_event,
+    format_duration,
+)
 
 CPU = HardwareProfile("cpu", "cpu", 2**30, None, None, None)
 
@@ -92,3 +101,22 @@ def test_cases_reported_by_xdist_workers_get_a_line_each() -> None:
         "gpubench: a on cpu: ok, 1,000 tok/s [1/3 done, ~30s left]",
         "gpubench: b on cpu: oom [2/3 done, ~10s left]",
     ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "terminal", "verbosity", "controller", "expected"),
+    [
+        ("auto", True, 0, False, Display(live=True, lines=False)),
+        ("auto", False, 0, False, Display(live=False, lines=True)),  # a CI log
+        ("auto", False, -1, False, None),  # -q
+        ("auto", True, 0, True, Display(live=False, lines=True)),  # xdist's controller
+        ("live", False, 0, False, Display(live=True, lines=False)),
+        ("lines", True, -1, False, Display(live=False, lines=True)),
+        ("off", True, 2, False, None),
+    ],
+)
+def test_the_display_each_mode_chooses(
+    mode: str, terminal: bool, verbosity: int, controller: bool, expected: Display | None
+) -> None:
+    got = choose_display(mode, terminal=terminal, verbosity=verbosity, xdist_controller=controller)
+    assert got == expected
