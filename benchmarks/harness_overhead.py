@@ -113,7 +113,7 @@ def python_and_torch_startup_s(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gpt-mini")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -132,29 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    extra_env = {}
+    args.extra_env = {}
     for item in args.env:
         name, sep, value = item.partition("=")
         if not sep or not name:
             parser.error(f"--env {item!r}: expected NAME=VALUE")
-        extra_env[name] = value
+        args.extra_env[name] = value
+    return args
 
-    case_kwargs = {
-        "model": args.model,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "precision": "fp32",
-    }
-    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
-    env.update(extra_env)
+
+def run_pairs(
+    case_kwargs: dict, repeats: int, timeout: float, env: dict[str, str]
+) -> dict[str, list[dict]]:
+    """``repeats`` pairs, each side once per pair, the order alternating."""
     runs: dict[str, list[dict]] = {"gpubench": [], "bare": []}
-    for i in range(args.repeats):
+    for i in range(repeats):
         order = ("gpubench", "bare") if i % 2 == 0 else ("bare", "gpubench")
         for side in order:
             run = (
-                run_gpubench(case_kwargs, args.timeout, env)
+                run_gpubench(case_kwargs, timeout, env)
                 if side == "gpubench"
                 else run_bare(case_kwargs, env)
             )
@@ -165,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run['child_minor_faults']:,} minor faults",
                 flush=True,
             )
+    return runs
 
+
+def summarise(runs: dict[str, list[dict]], args: argparse.Namespace, case_kwargs: dict) -> dict:
     def med(side: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[side])
 
@@ -175,47 +174,66 @@ def main(argv: list[str] | None = None) -> int:
         g["tokens_per_s"] / b["tokens_per_s"]
         for g, b in zip(runs["gpubench"], runs["bare"], strict=True)
     )
-    ratio = statistics.median(pair_ratios)
-    fixed = med("gpubench", "outside_s") - med("bare", "outside_s")
-    startup = python_and_torch_startup_s()
-    parent_share = med("gpubench", "parent_cpu_s") / med("gpubench", "duration_s")
-    wakeups = med("gpubench", "parent_wakeups") / med("gpubench", "duration_s")
-    summary = {
-        "command": "python benchmarks/harness_overhead.py " + " ".join(argv or sys.argv[1:]),
+    return {
+        "command": "python benchmarks/harness_overhead.py " + " ".join(args.argv),
         "case": case_kwargs,
         "omp_num_threads": args.threads,
-        "env": extra_env,
+        "env": args.extra_env,
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "processor": platform.processor() or platform.machine(),
         },
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "throughput_ratio": ratio,
+        "throughput_ratio": statistics.median(pair_ratios),
         "throughput_ratio_of_medians": med("gpubench", "tokens_per_s")
         / med("bare", "tokens_per_s"),
         "pair_ratios": pair_ratios,
         "gpubench_tokens_per_s_median": med("gpubench", "tokens_per_s"),
         "bare_tokens_per_s_median": med("bare", "tokens_per_s"),
-        "fixed_cost_per_case_s": fixed,
-        "parent_cpu_share": parent_share,
-        "parent_wakeups_per_s": wakeups,
+        "fixed_cost_per_case_s": med("gpubench", "outside_s") - med("bare", "outside_s"),
+        "parent_cpu_share": med("gpubench", "parent_cpu_s") / med("gpubench", "duration_s"),
+        "parent_wakeups_per_s": med("gpubench", "parent_wakeups") / med("gpubench", "duration_s"),
         "minor_faults_median": {side: med(side, "child_minor_faults") for side in runs},
-        "python_and_import_torch_s": startup,
+        "python_and_import_torch_s": python_and_torch_startup_s(),
         "runs": runs,
     }
+
+
+def print_summary(summary: dict) -> None:
+    pairs = summary["pair_ratios"]
     print(
-        f"\nthroughput ratio gpubench/bare, median of {len(pair_ratios)} pairs: {ratio:.3f} "
-        f"(pairs {pair_ratios[0]:.3f}..{pair_ratios[-1]:.3f}; target >= 0.98)"
+        f"\nthroughput ratio gpubench/bare, median of {len(pairs)} pairs: "
+        f"{summary['throughput_ratio']:.3f} (pairs {pairs[0]:.3f}..{pairs[-1]:.3f}; "
+        "target >= 0.98)"
     )
     print(
-        f"fixed cost per case beyond python + import torch: {fixed:.2f} s "
-        f"(python + import torch alone: {startup:.2f} s)"
+        f"fixed cost per case beyond python + import torch: "
+        f"{summary['fixed_cost_per_case_s']:.2f} s "
+        f"(python + import torch alone: {summary['python_and_import_torch_s']:.2f} s)"
     )
     print(
-        f"parent while a case runs: {parent_share:.2%} of a core, {wakeups:.0f} wake-ups/s "
-        "(set-up and result handling included)"
+        f"parent while a case runs: {summary['parent_cpu_share']:.2%} of a core, "
+        f"{summary['parent_wakeups_per_s']:.0f} wake-ups/s (set-up and result handling included)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    case_kwargs = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "precision": "fp32",
+    }
+    env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    env.update(args.extra_env)
+    runs = run_pairs(case_kwargs, args.repeats, args.timeout, env)
+    summary = summarise(runs, args, case_kwargs)
+    print_summary(summary)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(summary, indent=2) + "\n")

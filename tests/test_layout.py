@@ -13,7 +13,7 @@ Each rule is checked twice: on the import statements (any depth, ``TYPE_CHECKING
 included, so the error names the offending line's module) and the way it fails in
 practice, by importing every module of a side in a fresh interpreter and reading
 ``sys.modules``, package ``__init__``s included. Plus: no import cycle, counting
-``TYPE_CHECKING`` imports.
+``TYPE_CHECKING`` imports, and no function over :data:`MAX_FUNCTION_LINES` lines.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ PACKAGE = ROOT / "gpubench"
 PACKAGE_ROOT = ("gpubench", "gpubench.version")  # loaded by every import of the package
 CONTRACTS = "gpubench.contracts"
 WORKER = "gpubench.worker"
+MAX_FUNCTION_LINES = 70
 
 
 def module_name(path: Path) -> str:
@@ -219,3 +220,20 @@ def test_the_contracts_import_without_torch_or_pytest() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"importing the contracts loaded {done.stdout.strip()}"
+
+
+def long_functions(paths: list[Path], limit: int) -> list[str]:
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines}")
+    return found
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    paths = sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
+    found = long_functions(paths, MAX_FUNCTION_LINES)
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines: {found}"

@@ -173,7 +173,7 @@ def test_without_max_batch_the_search_is_bounded() -> None:
 def test_when_not_even_one_sequence_fits_the_answer_is_none() -> None:
     worker = FakeWorker(threshold=0)
     probe = probe_batch_size(CASE, CPU_1GIB, max_batch=64, predict=exact_predictor(40), run=worker)
-    assert probe.largest_batch is None and not probe.fits
+    assert probe.largest_batch is None and not probe.any_batch_fits
     assert probe.curve == () and probe.probes[-1].case.batch_size == 1
     assert len(probe.probes) <= _search_bound(40)
     assert "no batch fits" in probe.describe()

@@ -10,7 +10,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.result import Result
 from gpubench.probe.cases import PROBE_STEPS, PROBE_WARMUP, batch_case, probe_case
 from gpubench.probe.curve import curve_batches
-from gpubench.probe.outcome import BatchProbe, ProbeError, fits
+from gpubench.probe.outcome import BatchProbe, ProbeError, batch_fits
 from gpubench.probe.search import largest_fitting
 from gpubench.probe.start import Predict, estimated_peak_bytes, predicted_largest_batch
 
@@ -56,7 +56,7 @@ def probe_batch_size(
     start = predicted_largest_batch(case, profile, predict, limit)
 
     def probe_fits(batch: int) -> bool:
-        return fits(runs.result(probe_case(case, batch, probe_steps, probe_warmup)))
+        return batch_fits(runs.result(probe_case(case, batch, probe_steps, probe_warmup)))
 
     bracket = largest_fitting(probe_fits, start, limit)
     probes = runs.done()
@@ -84,7 +84,7 @@ def _confirmed(
     while its curve run does not; the curve gains each run this costs."""
     by_batch = {r.case.batch_size: r for r in points}
     batch: int | None = largest
-    while batch is not None and not fits(by_batch[batch]):
+    while batch is not None and not batch_fits(by_batch[batch]):
         batch = batch - 1 if batch > 1 else None
         if batch is not None and batch not in by_batch:
             by_batch[batch] = runs.result(batch_case(case, batch))
@@ -122,7 +122,7 @@ class _Runs:
             result = self._run(case, self._profile)
             self._by_case[key] = result
             try:
-                fits(result)
+                batch_fits(result)
             except ProbeError as exc:
                 raise ProbeError(str(exc), self.done()) from None
         return self._by_case[key]

@@ -8,8 +8,7 @@ from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.result import Result
 
-FITS = ("ok",)
-DOES_NOT_FIT = ("oom", "over_capacity")
+DOES_NOT_FIT = ("oom", "over_capacity")  # ran out of memory, or only beyond the capacity
 
 
 class ProbeError(RuntimeError):
@@ -22,9 +21,10 @@ class ProbeError(RuntimeError):
         self.results = results
 
 
-def fits(result: Result) -> bool:
-    """Whether the run's batch fits its profile; ProbeError when the run cannot say."""
-    if result.status in FITS:
+def batch_fits(result: Result) -> bool:
+    """:attr:`Result.fits` of a probe run (it trained within the capacity), or ProbeError
+    when the run says nothing about memory."""
+    if result.fits:
         return True
     if result.status in DOES_NOT_FIT:
         return False
@@ -49,8 +49,8 @@ class BatchProbe:
     curve: tuple[Result, ...]  # the case as declared per ladder batch, ascending
 
     @property
-    def fits(self) -> bool:
-        """Whether any batch fits."""
+    def any_batch_fits(self) -> bool:
+        """Whether a batch of 1 or more fits."""
         return self.largest_batch is not None
 
     @property

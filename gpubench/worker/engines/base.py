@@ -1,8 +1,9 @@
 """What every engine shares around its training step, and what it answers with.
 
 An engine subclasses :class:`TrainingEngine` and supplies two things: the
-framework's set-up before the worker's memory cap (:meth:`~TrainingEngine.start`,
-which must leave the process group started under torchrun) and one optimizer
+framework's set-up before the worker's memory cap
+(:meth:`~TrainingEngine.set_up_framework`, which must leave the process group started
+under torchrun) and one optimizer
 step on a built model (:meth:`~TrainingEngine.build_step`). Everything else is
 here and the same for every engine: the device, the memory trackers, the model
 build and its size check, the token stream (:mod:`gpubench.worker.engines.recipe`),
@@ -62,7 +63,9 @@ class TrainingEngine:
         self._ranks: Ranks | None = None  # started by prepare(), taken by run()
 
     # -- what an engine supplies ------------------------------------------------------------
-    def start(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Ranks:
+    def set_up_framework(
+        self, case: Case, profile: HardwareProfile, progress: ProgressWriter
+    ) -> Ranks:
         """The framework's own set-up, before the cap; returns this process's Ranks with the
         process group started under torchrun (gloo's set-up maps tens of MiB and starts
         threads: the runtime's, not the case's)."""
@@ -76,7 +79,7 @@ class TrainingEngine:
     # -- the same for every engine ----------------------------------------------------------
     def prepare(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> None:
         """Set-up that is the framework's, not the case's: runs before the memory cap."""
-        self._ranks = self.start(case, profile, progress)
+        self._ranks = self.set_up_framework(case, profile, progress)
 
     def run(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Measurement:
         """Train ``case`` and measure it. Raises for anything but an allocation failure or

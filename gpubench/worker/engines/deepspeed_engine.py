@@ -53,7 +53,9 @@ class DeepSpeedEngine(TrainingEngine):
 
     name = "deepspeed"
 
-    def start(self, case: Case, profile: HardwareProfile, progress: ProgressWriter) -> Ranks:
+    def set_up_framework(
+        self, case: Case, profile: HardwareProfile, progress: ProgressWriter
+    ) -> Ranks:
         set_up_deepspeed(case, profile, progress)
         return start_deepspeed_group()
 
