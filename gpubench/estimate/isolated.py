@@ -32,7 +32,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.result import Estimate
 from gpubench.estimate.shape import ModelShape, model_shape, shape_key
 
-ESTIMATE_TIMEOUT_S = 120.0  # building and tracing gpt-1b takes a few seconds here
+ESTIMATE_TIMEOUT_S = 120.0  # far above the seconds the largest built-in takes to trace
 STDERR_TAIL_CHARS = 2000
 
 

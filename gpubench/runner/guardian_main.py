@@ -9,8 +9,7 @@ what is left, removes WORKDIR and exits. It ignores SIGINT, SIGTERM and SIGHUP.
 
 Every case starts one beside its worker, so it starts light: isolated and
 without site-packages (``python -I -S``), importing the standard library only,
-and at first only what it needs to wait (17 ms of CPU per guardian on the
-2-vCPU test machine, under load; 45 ms with the runner's modules imported).
+and at first only what it needs to wait (its CPU per case: docs/benchmarks/README.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from gpubench.contracts.units import format_bytes
 from gpubench.validation import plan as P
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-ESTIMATE_TOLERANCE = 0.10  # |estimated - measured| / measured of the peak (issue 10's target)
+ESTIMATE_TOLERANCE = 0.10  # |estimated - measured| / measured of the peak (docs/estimate.md)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def profile_auto(results: Results, device_name: str | None) -> Check:
 
 
 def reference_mfu(results: Results) -> Check:
-    """The reference GPT-2 small run's MFU against the target (issue 11)."""
+    """The reference GPT-2 small run's MFU against the target (plan.MFU_TARGET)."""
     name = "reference-mfu"
     result = results.get(P.REFERENCE)
     if result is None:
@@ -214,7 +214,7 @@ def reference_mfu(results: Results) -> Check:
 def estimate_vs_measured(results: Results, tolerance: float = ESTIMATE_TOLERANCE) -> Check:
     """The memory estimate against the measured peak it is comparable to (on a GPU, the
     caching allocator's peak reserved memory; :mod:`gpubench.estimate.measured`), for
-    every case that trained to the end; issue 10's target is ±10 % per case."""
+    every case that trained to the end; the target is ±10 % per case."""
     name = "estimate-vs-measured"
     errors = {
         n: r.estimate.error_pct / 100

@@ -26,8 +26,8 @@ ZERO2_OFFLOAD = "zero2-offload"
 FITS = "emulated-fits"
 TOO_BIG = "emulated-too-big"
 HARNESS = "harness"
-# issue 10's GPU check of the memory estimator: the readiness suite's cells, few steps (a
-# peak is reached in the first optimizer step; the second confirms it)
+# the memory estimator checked on a GPU: the readiness suite's cells, few steps (a peak is
+# reached in the first optimizer step; the second confirms it)
 ESTIMATE_500M = "estimate-500m"
 ESTIMATE_500M_CKPT = "estimate-500m-ckpt"
 ESTIMATE_ZERO2_OFFLOAD = "estimate-500m-zero2-offload-ckpt"
@@ -35,7 +35,7 @@ ESTIMATE_ZERO2_OFFLOAD = "estimate-500m-zero2-offload-ckpt"
 # nanoGPT and llm.c pad GPT-2's 50,257-token vocabulary to 50,304 (a multiple of 128), which
 # keeps the output head's matmul on fast tensor-core tiles; the reference run does the same.
 PADDED_GPT2_VOCAB = 50_304
-MFU_TARGET = 0.45  # issue 11: nanoGPT reports ~37 % on an A100, llm.c ~38 % on an H100
+MFU_TARGET = 0.45  # above nanoGPT's ~37 % on an A100 and llm.c's ~38 % on an H100
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class Plan:
     # the kit's whole run: past it, the harness ratio and the kernel profile are skipped (and
     # say so) rather than cut off by the caller's limit; the gpu scale fits a 10-minute command
     budget_s: float
-    # |estimated - measured| / measured a case's memory estimate may miss by: issue 10's
-    # target on a GPU, against cuda-reserved
+    # |estimated - measured| / measured a case's memory estimate may miss by, on a GPU
+    # against cuda-reserved (docs/estimate.md)
     estimate_tolerance: float = 0.10
     skipped: dict[str, str] = field(default_factory=dict)  # check -> why this scale skips it
 
