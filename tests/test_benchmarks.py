@@ -66,3 +66,7 @@ def test_report_render_benchmark_renders_the_cases_it_names(tmp_path: Path) -> N
     figures = json.loads(stdout)
     assert figures["cases"] == 3 and len(figures["render_s"]) == 1
     assert json.loads(out_file.read_text()) == figures
+
+
+def test_guardian_cost_prints_its_figure() -> None:
+    assert "guardian CPU per case: median" in run_script("guardian_cost.py", "--repeats", "2")
