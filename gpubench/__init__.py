@@ -22,13 +22,18 @@ from gpubench.contracts.result import Metrics, Result, Stats
 from gpubench.version import __version__
 
 if TYPE_CHECKING:
-    from gpubench.declaration import Matrix, matrix, single_case
+    from gpubench.declaration import Matrix, go_no_go, matrix, single_case
+    from gpubench.outcomes import assert_healthy, fit_finding, xfail_unless_fits
     from gpubench.probe import BatchProbe, ProbeError, probe_batch_size
 
 _ON_FIRST_USE = {
     "Matrix": "gpubench.declaration",
     "matrix": "gpubench.declaration",
     "single_case": "gpubench.declaration",
+    "go_no_go": "gpubench.declaration",
+    "assert_healthy": "gpubench.outcomes",
+    "xfail_unless_fits": "gpubench.outcomes",
+    "fit_finding": "gpubench.outcomes",
     "BatchProbe": "gpubench.probe",
     "ProbeError": "gpubench.probe",
     "probe_batch_size": "gpubench.probe",
@@ -46,10 +51,14 @@ __all__ = [
     "Result",
     "Stats",
     "__version__",
+    "assert_healthy",
+    "fit_finding",
+    "go_no_go",
     "make_case",
     "matrix",
     "probe_batch_size",
     "single_case",
+    "xfail_unless_fits",
 ]
 
 

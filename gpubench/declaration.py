@@ -123,3 +123,26 @@ def single_case(
                 f"single_case() takes single values; {name}={value!r} is a list (use matrix)"
             )
     return matrix(requires_gpu=requires_gpu, gate=gate, **settings)
+
+
+GO_NO_GO_MARKER = "gpubench_go_no_go"
+
+
+def go_no_go(cases: Matrix) -> Callable[[F], F]:
+    """Declare a test as the suite's go/no-go over ``cases``: it runs once per profile,
+    after every one of those cases (under pytest-xdist too), and receives their Results
+    as ``gpubench_results`` (with ``gpubench_profile``). GO passes; NO-GO is the suite's
+    answer, not a defect: ``pytest.xfail(reason)``.
+
+        @gpubench.go_no_go(LADDER)
+        def test_ladder_go_no_go(gpubench_results, gpubench_profile): ...
+    """
+    if not isinstance(cases, Matrix):
+        raise CaseError(f"go_no_go() takes a gpubench.matrix(...), not {type(cases).__name__}")
+
+    def mark(func: F) -> F:
+        import pytest
+
+        return getattr(pytest.mark, GO_NO_GO_MARKER)(cases)(func)  # type: ignore[no-any-return]
+
+    return mark

@@ -28,7 +28,7 @@ from gpubench.baseline.store import BaselineError
 from gpubench.contracts.case import Case, CaseError
 from gpubench.contracts.profiles import HardwareProfile, ProfileError
 from gpubench.contracts.result import Result
-from gpubench.declaration import MARKER, Matrix
+from gpubench.declaration import GO_NO_GO_MARKER, MARKER, Matrix
 from gpubench.options import PYTEST_DEST_PREFIX, add_pytest_options
 from gpubench.probe import BatchProbe, probe_batch_size
 from gpubench.runner.signals import interrupt_on_sigterm
@@ -36,13 +36,15 @@ from gpubench.session.bench import BenchSession
 from gpubench.session.collection import case_params
 from gpubench.session.finish import finish
 from gpubench.session.progress import LiveProgress, choose_display
-from gpubench.session.properties import case_properties
+from gpubench.session.properties import case_properties, test_outcome
 from gpubench.session.settings import reports_dir, session_options
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
 from gpubench.xdist_hooks import RUN_ID_KEY, XdistHooks
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
+# a go/no-go test's cases: (profile, case id) of each collected to run this session
+GO_NO_GO_CASES_KEY = pytest.StashKey[list[tuple[str, str]]]()
 UNDO_SIGTERM_KEY = pytest.StashKey[Callable[[], None]]()
 GATE_MARKER = "gpubench_gate"
 RESULT_FIXTURE = "gpubench_result"
@@ -68,6 +70,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{GATE_MARKER}(**thresholds): regression thresholds of a test's gpubench cases, "
         "e.g. tokens_per_s=0.05, peak_memory=0.03.",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{GO_NO_GO_MARKER}(matrix): a suite's go/no-go over a matrix's cases "
+        "(use @gpubench.go_no_go(...)).",
     )
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput[RUN_ID_KEY] if workerinput else new_run_id()
@@ -141,6 +148,10 @@ def _profiles(bench: BenchSession, to_run: bool = False) -> list[HardwareProfile
 
 # -- collection: cases × profiles -----------------------------------------------------------
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    go_no_go = metafunc.definition.get_closest_marker(GO_NO_GO_MARKER)
+    if go_no_go is not None and "gpubench_profile" in metafunc.fixturenames:
+        _parametrize_go_no_go(metafunc, go_no_go.args[0])
+        return
     markers = list(metafunc.definition.iter_markers(MARKER))
     if not markers or "gpubench_case" not in metafunc.fixturenames:
         return
@@ -168,11 +179,53 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
 
 
+def _parametrize_go_no_go(metafunc: pytest.Metafunc, matrix: Matrix) -> None:
+    """One go/no-go per profile; skipped on ``cpu`` when every case is declared for GPUs."""
+    gpu_only = all(matrix.requires_gpu(case) for case in matrix)
+    params = [
+        pytest.param(
+            profile,
+            id=profile.name,
+            marks=_marks(
+                f"declared for GPU profiles; profile {profile.name!r} has no GPU"
+                if gpu_only and profile.is_cpu
+                else None,
+                None,
+            ),
+        )
+        for profile in _profiles(metafunc.config.stash[SESSION_KEY])
+    ]
+    metafunc.parametrize("gpubench_profile", params)
+
+
 def _marks(skip: str | None, gate: Any) -> list[pytest.MarkDecorator]:
     marks = [pytest.mark.skip(reason=skip)] if skip is not None else []
     if gate:
         marks.append(getattr(pytest.mark, GATE_MARKER)(**gate))
     return marks
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Go/no-go tests run last, each knowing which of its cases this session runs (a
+    deselected or skipped case is not waited for). Every xdist worker orders its items the
+    same way, so a worker reaching a go/no-go test has no case of it still queued."""
+    go_no_go = [item for item in items if item.get_closest_marker(GO_NO_GO_MARKER)]
+    if not go_no_go:
+        return
+    runs = set()
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case, profile = params.get("gpubench_case"), params.get("gpubench_profile")
+        if isinstance(case, Case) and profile is not None and not item.get_closest_marker("skip"):
+            runs.add((profile.name, case.id))
+    for item in go_no_go:
+        marker = item.get_closest_marker(GO_NO_GO_MARKER)
+        profile = item.callspec.params["gpubench_profile"]  # type: ignore[attr-defined]
+        matrix = marker.args[0] if marker else Matrix(())
+        keys = [(profile.name, case.id) for case in matrix]
+        item.stash[GO_NO_GO_CASES_KEY] = [key for key in keys if key in runs]
+    items[:] = [item for item in items if item not in go_no_go] + go_no_go
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -231,6 +284,26 @@ def gpubench_result(
 
 
 @pytest.fixture
+def gpubench_results(
+    request: pytest.FixtureRequest, gpubench_profile: HardwareProfile
+) -> list[Result]:
+    """A go/no-go test's cases' Results on its profile, in the matrix's order, once every
+    one of them has run (under pytest-xdist, on whichever worker)."""
+    keys = request.node.stash.get(GO_NO_GO_CASES_KEY, [])
+    if not keys:
+        pytest.skip(f"no case of this go/no-go runs on {gpubench_profile.name} in this session")
+    bench = request.config.stash[SESSION_KEY]
+    in_xdist_worker = getattr(request.config, "workerinput", None) is not None
+    found = bench.results_of(keys, wait_s=bench.options.timeout_s + 60 if in_xdist_worker else 0)
+    missing = [case for profile, case in keys if (profile, case) not in found]
+    if missing:
+        pytest.fail(
+            f"no Result for {len(missing)} case(s) of this go/no-go: {missing}", pytrace=False
+        )
+    return [found[key] for key in keys]
+
+
+@pytest.fixture
 def gpubench_probe(
     request: pytest.FixtureRequest, gpubench_case: Case, gpubench_profile: HardwareProfile
 ) -> Callable[..., BatchProbe]:
@@ -251,14 +324,45 @@ def gpubench_probe(
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A case that regressed against its baseline fails its test, after the test's own
-    assertions (which keep their failure if they fail first)."""
-    outcome = yield
-    verdict = item.stash.get(VERDICT_KEY, None)
-    if verdict is not None and verdict.regressed:
-        from gpubench.baseline.table import describe_regression
-
-        pytest.fail(describe_regression(verdict), pytrace=False)
+    assertions (which keep their failure if they fail first), and also when the test
+    called its result a finding (``pytest.xfail``)."""
+    try:
+        outcome = yield
+    except pytest.xfail.Exception:  # a finding does not hide a regression (fitted, now oom)
+        regression = _regression(item)
+        if regression is None:
+            raise
+    else:
+        regression = _regression(item)
+    if regression is not None:
+        pytest.fail(regression, pytrace=False)
     return outcome
+
+
+def _regression(item: pytest.Item) -> str | None:
+    verdict = item.stash.get(VERDICT_KEY, None)
+    if verdict is None or not verdict.regressed:
+        return None
+    from gpubench.baseline.table import describe_regression
+
+    return describe_regression(verdict)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    """pytest's outcome of a gpubench test, recorded where the test ran (an xdist worker
+    too), so the report says what pytest said."""
+    report = yield
+    bench = item.config.stash.get(SESSION_KEY, None)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    profile = params.get("gpubench_profile")
+    if bench is not None and isinstance(profile, HardwareProfile):
+        outcome = test_outcome(
+            report, profile, params.get("gpubench_case"), run_id=bench.store.run_id
+        )
+        if outcome is not None:
+            bench.record_outcome(outcome)
+    return report
 
 
 # -- end of session ---------------------------------------------------------------------------

@@ -4,12 +4,15 @@
 verdict per compared case) are appended one JSON line per case as each case
 ends, under an exclusive lock (pytest-xdist workers append to the same
 files), so a crash mid-session loses nothing already finished.
+``outcomes.jsonl`` holds pytest's outcome of each gpubench test (passed, failed,
+xfailed with the finding, ...), so the report says what pytest said.
 ``invocation.json`` keeps the command line that ran the session, so a report
 rendered later can say how to run it again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -23,9 +26,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gpubench.contracts.result import Result
+from gpubench.contracts.schema import record_fields
 
 RESULTS_FILE = "results.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"
+OUTCOMES_FILE = "outcomes.jsonl"
 INVOCATION_FILE = "invocation.json"
 GATE_SUMMARY_FILE = "summary.md"
 LATEST_LINK = "latest"
@@ -63,6 +68,7 @@ class RunStore:
         self.dir = self.root / run_id
         self.results_path = self.dir / RESULTS_FILE
         self.verdicts_path = self.dir / VERDICTS_FILE
+        self.outcomes_path = self.dir / OUTCOMES_FILE
         self.summary_path = self.dir / GATE_SUMMARY_FILE
         self.invocation_path = self.dir / INVOCATION_FILE
 
@@ -101,6 +107,35 @@ class RunStore:
         self.invocation_path.write_text(
             json.dumps(invocation.to_dict(), indent=1) + "\n", encoding="utf-8"
         )
+
+
+TEST_OUTCOMES = ("passed", "failed", "xfailed", "skipped", "error")
+OUTCOME_REASON_CHARS = 500
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """What pytest made of one gpubench test: a case's (``case_id`` set) or a go/no-go's
+    (``case_id`` None) on one profile. ``reason``: the finding of an xfail, the reason of
+    a skip, the first lines of a failure."""
+
+    __test__ = False  # a record, not a pytest test class
+
+    nodeid: str
+    outcome: str  # one of TEST_OUTCOMES
+    profile: str | None = None
+    case_id: str | None = None
+    reason: str = ""
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TestOutcome:
+        if not isinstance(data, dict) or data.get("outcome") not in TEST_OUTCOMES:
+            raise ValueError(f"not a test outcome: {data!r}")
+        return cls(**record_fields(cls, data, "outcome"))
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ def test_loss_falls_on_the_learnable_stream(gpubench_result: Result):
 
 
 def _assert_healthy(result: Result, profile: HardwareProfile) -> None:
+    # gpt-mini fits every profile by far: here not fitting is a defect, not a finding
+    gpubench.assert_healthy(result)
     assert result.fits, result.describe()
     if result.predicted:  # --gpubench-estimate-only: the estimate's answer, nothing measured
         assert result.estimate is not None and result.estimate.headroom_bytes >= 0

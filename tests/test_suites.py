@@ -3,9 +3,12 @@ running the CPU smoke suite is README's first command)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+from gpubench.contracts.profiles import builtin_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_SUITES = [
@@ -33,8 +36,10 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     assert f"{smoke}[gpt-mini-bf16-ckpt-b4-s64-n6-lr0.001-maxwarm4-cpu]" in ids
     assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
-    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe
-    assert len(ids) == 2 * 67
+    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe,
+    # + the ladder's and the readiness gate's go/no-go
+    assert len(ids) == 2 * 69
+    assert all("_go_no_go[" in i for i in ids[-4:])  # after every case they judge
 
 
 def test_gpu_suites_skip_on_cpu_with_their_reason() -> None:
@@ -43,3 +48,28 @@ def test_gpu_suites_skip_on_cpu_with_their_reason() -> None:
     assert "declared for GPU profiles; profile 'cpu' has no GPU" in proc.stdout
     assert " passed" not in proc.stdout and "skipped" in proc.stdout
     assert not (ROOT / "reports" / "latest").exists() or "gpubench summary" not in proc.stdout
+
+
+def test_every_suite_answers_every_builtin_profile_green_by_estimate(tmp_path: Path) -> None:
+    """`pytest suites/ --gpu-profile P --gpubench-estimate-only` exits 0 for every built-in
+    P: a case predicted not to fit, or to fit without a suite's margin, is a finding
+    (xfailed), never a failure; every gpubench test's outcome is recorded."""
+    profiles = ",".join(builtin_profiles())
+    proc = _pytest(
+        "suites",
+        "--gpu-profile",
+        profiles,
+        "--gpubench-estimate-only",
+        "-q",
+        "--gpubench-dir",
+        str(tmp_path),
+        "--gpubench-progress",
+        "off",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "latest" / "outcomes.jsonl").open()]
+    assert {r["profile"] for r in records} == set(builtin_profiles())
+    assert {r["outcome"] for r in records} <= {"passed", "xfailed", "skipped"}
+    assert any(
+        r["outcome"] == "xfailed" and "does not fit (predicted)" in r["reason"] for r in records
+    )

@@ -16,7 +16,8 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +40,18 @@ from gpubench.estimate.predicted import predicted_result
 from gpubench.runner import run_case
 from gpubench.session.progress import LiveProgress
 from gpubench.session.settings import REPORT_FILE, SessionOptions
-from gpubench.storage import Invocation, RunStore, append_json_line, read_json_lines
+from gpubench.storage import (
+    Invocation,
+    RunStore,
+    TestOutcome,
+    append_json_line,
+    read_json_lines,
+)
 
 if TYPE_CHECKING:
     from gpubench.report.write import WrittenReport
+
+RESULTS_POLL_S = 0.5  # how often a go/no-go test looks for the Results other workers append
 
 
 class BenchSession:
@@ -150,6 +159,42 @@ class BenchSession:
         if not self.store.results_path.exists():
             return []
         return self.store.read()
+
+    def record_outcome(self, outcome: TestOutcome) -> None:
+        """pytest's outcome of a gpubench test, to ``outcomes.jsonl`` (the report shows it)."""
+        if not self._store_ready:
+            self.store.create()
+            self._store_ready = True
+        append_json_line(self.store.outcomes_path, outcome.to_dict())
+
+    def outcomes(self) -> list[TestOutcome]:
+        """Every test outcome of this run (all xdist workers')."""
+        if not self.store.outcomes_path.exists():
+            return []
+        return read_json_lines(self.store.outcomes_path, TestOutcome.from_dict, "outcome")
+
+    def results_of(
+        self, keys: Collection[tuple[str, str]], *, wait_s: float = 0.0
+    ) -> dict[tuple[str, str], Result]:
+        """This run's Result (the first run, not a confirmation rerun) of each (profile, case
+        id) in ``keys``. With ``wait_s``, while some are missing it waits for other
+        processes (pytest-xdist's workers) to append them: until all are in, or nothing new
+        has arrived for ``wait_s`` seconds."""
+        found: dict[tuple[str, str], Result] = {}
+        seen, idle_since = -1, time.monotonic()
+        while True:
+            results = self.results()
+            for result in results:
+                key = (result.profile.name, result.case.id)
+                if key in keys and result.repeat == 0:
+                    found[key] = result
+            if len(found) == len(set(keys)) or wait_s <= 0:
+                return found
+            if len(results) != seen:
+                seen, idle_since = len(results), time.monotonic()
+            elif time.monotonic() - idle_since > wait_s:
+                return found
+            time.sleep(RESULTS_POLL_S)
 
     def write_gate_summary(self, verdicts: list[CaseVerdict]) -> Path:
         """The gate's Markdown summary to ``<run>/summary.md``, and appended to

@@ -1,13 +1,20 @@
-"""A case's figures as test properties (pytest's ``user_properties``): ``--junitxml``
+"""What a gpubench test tells pytest, and what pytest tells back.
+
+A case's figures as test properties (pytest's ``user_properties``): ``--junitxml``
 carries them, and the pytest-xdist controller reads them to count a case a worker ran
-(:mod:`gpubench.xdist_hooks`). Values are JSON, so they cross xdist's channel."""
+(:mod:`gpubench.xdist_hooks`); values are JSON, so they cross xdist's channel. And
+pytest's outcome of the test (:func:`test_outcome`), which the report shows beside the
+case's status, so the two never disagree."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gpubench.baseline.compare import CaseVerdict
+from gpubench.contracts.case import Case
+from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.result import Result
+from gpubench.storage import OUTCOME_REASON_CHARS, TestOutcome
 
 STATUS = "gpubench_status"
 SUMMARY = "gpubench_summary"
@@ -47,3 +54,32 @@ def verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:
             (f"gpubench_{m.metric}_verdict", m.decision),
         ]
     return properties
+
+
+def test_outcome(
+    report: Any, profile: HardwareProfile, case: Case | None, run_id: str | None = None
+) -> TestOutcome | None:
+    """The test's outcome from one phase's report (pytest's ``TestReport``, duck-typed):
+    the call phase's, or a setup that did not pass (an error, a skip); None otherwise."""
+    if report.when == "teardown" or (report.when == "setup" and report.passed):
+        return None
+    if hasattr(report, "wasxfail"):
+        outcome, reason = ("xfailed", report.wasxfail) if report.skipped else ("passed", "")
+    elif report.skipped:
+        longrepr = report.longrepr
+        outcome = "skipped"
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+    elif report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+        crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+        reason = crash.message if crash is not None else str(report.longrepr or "")
+    else:
+        outcome, reason = "passed", ""
+    return TestOutcome(
+        nodeid=report.nodeid,
+        outcome=outcome,
+        profile=profile.name,
+        case_id=case.id if isinstance(case, Case) else None,
+        reason=str(reason).removeprefix("reason: ")[:OUTCOME_REASON_CHARS],
+        run_id=run_id,
+    )
