@@ -159,7 +159,8 @@ def test_a_hung_case_times_out_and_a_killed_case_crashes(pytester: pytest.Pytest
     result = pytester.runpytest("--gpu-profile", "cpu", "--gpubench-timeout", "8")
     result.assert_outcomes(passed=2)
     hung = _results(pytester)[0]
-    assert hung["status"] == "timeout" and hung["duration_s"] < 20
+    # the 8 s limit, 3 s of grace, and the start of a worker on a loaded machine
+    assert hung["status"] == "timeout" and hung["duration_s"] < 45
     pid = hung["worker_pid"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
