@@ -237,3 +237,57 @@ def test_no_function_is_longer_than_the_limit() -> None:
     paths = sorted(PACKAGE.rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
     found = long_functions(paths, MAX_FUNCTION_LINES)
     assert not found, f"functions over {MAX_FUNCTION_LINES} lines: {found}"
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def documented_files() -> set[str]:
+    """The files docs/architecture.md's layout lists, as paths under gpubench/ (a line's
+    indentation says its folder; a name ending in / is a folder)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    block = text.split("## Layout (one job per file)", 1)[1].split("\n## ", 1)[0]
+    listed: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        if not line.startswith("    ") or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        if not (name.endswith("/") or name.endswith(".py")):
+            continue  # a description's continuation line
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "/".join([*(folder for _, folder in stack), name]).replace("//", "/")
+        if name.endswith("/"):
+            stack.append((indent, name.rstrip("/")))
+        else:
+            listed.add(path)
+    return {p.removeprefix("gpubench/") for p in listed}
+
+
+def only_reexports(path: Path) -> bool:
+    """A module of a docstring, imports and ``__all__`` only."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        targets = getattr(node, "targets", [])
+        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in targets] == ["__all__"]:
+            continue
+        return False
+    return True
+
+
+def test_the_architecture_lists_every_file_and_no_other() -> None:
+    actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
+    # a package's __init__ that only re-exports is its folder's line
+    quiet = {f for f in actual if f.endswith("__init__.py") and only_reexports(PACKAGE / f)}
+    listed = documented_files()
+    assert not (actual - quiet) - listed, (
+        f"not in docs/architecture.md: {sorted(actual - quiet - listed)}"
+    )
+    assert not listed - actual, (
+        f"in docs/architecture.md, not in gpubench/: {sorted(listed - actual)}"
+    )
