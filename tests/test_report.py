@@ -559,7 +559,7 @@ def test_a_cpu_record_without_the_runtime_s_size_says_why_it_has_no_capacity_lin
     ok = next(r for r in read_results(RUN_SUITES) if r.fits)
     older = dataclasses.replace(ok, metrics=dataclasses.replace(ok.metrics, runtime_rss_bytes=None))
     chart = memory_chart([older])
-    assert chart is not None and "no capacity line" in chart.svg
+    assert chart is not None and "(no line: the cap counts above the runtime" in chart.svg
     assert "cpu: no capacity line: its cap counts the data size above the runtime's" in (
         chart.caption
     )

@@ -285,21 +285,14 @@ def memory_chart(results: Sequence[Result], margin: float | None = None) -> Char
             capacities = {capacity_bytes(r) for r in group}
             kinds = {what for _, what in values}
             handles: list[Any] = []
+            title = f"{profile}: capacity {figures.gib(max(capacities))} GiB"
             if "rss" in kinds:
                 notes.append(
                     f"{profile}: no capacity line: its cap counts the data size above the "
                     "runtime's (RLIMIT_DATA), and these results did not record the runtime's "
                     "RSS to set the peak RSS against it"
                 )
-                ax.text(
-                    0.99,
-                    0.02,
-                    "no capacity line: the cap counts above the runtime's size, not recorded",
-                    transform=ax.transAxes,
-                    ha="right",
-                    fontsize=7,
-                    color="dimgrey",
-                )
+                title += " (no line: the cap counts above the runtime's size, not recorded)"
             elif len(capacities) == 1:
                 capacity = next(iter(capacities)) / GIB
                 handles.append(ax.axvline(capacity, color="red", linewidth=1.2, label="capacity"))
@@ -343,9 +336,7 @@ def memory_chart(results: Sequence[Result], margin: float | None = None) -> Char
             ax.set_ylim(-0.6, len(group) - 0.4)
             ax.set_xlim(left=0)
             ax.set_xlabel(_memory_axis(kinds))
-            ax.set_title(
-                f"{profile}: capacity {figures.gib(max(capacities))} GiB", loc="left", fontsize=9
-            )
+            ax.set_title(title, loc="left", fontsize=9)
             legend.update((h.get_label(), h) for h in handles)
         _figure_legend(figure, list(legend.values()))
         if any(what == "above-runtime" for _, what in bars.values()):

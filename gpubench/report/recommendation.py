@@ -41,6 +41,8 @@ DEFAULT_SAFETY_MARGIN = 0.10
 RECOMMENDED_FORMAT = "gpubench-recommended"
 RECOMMENDED_VERSION = 2  # v2: one entry per profile *and workload*, which it names
 
+LISTED_STANDINGS = 12  # a verdict's "why not" rows shown open; more are folded
+
 GO = "GO"
 NOT_RANKED = "FITS, NOT RANKED"
 NO_GO = "NO-GO"

@@ -23,7 +23,7 @@ from gpubench.report.advice import MAX_LISTED
 from gpubench.report.charts import label
 from gpubench.report.configurations import anchor
 from gpubench.report.document import Report
-from gpubench.report.recommendation import GO, NO_GO, PREDICTED_NO_GO
+from gpubench.report.recommendation import GO, LISTED_STANDINGS, NO_GO, PREDICTED_NO_GO
 from gpubench.report.trust import MIN_MEASURED_STEPS, few_steps, has_spread
 
 _FILTERS = {
@@ -74,7 +74,11 @@ def matrix_cell(row: dict[str, Any], key: str) -> str:
 
 
 _FILTERS["matrix_cell"] = matrix_cell
-_GLOBALS = {"min_steps": MIN_MEASURED_STEPS, "max_listed": MAX_LISTED}
+_GLOBALS = {
+    "min_steps": MIN_MEASURED_STEPS,
+    "max_listed": MAX_LISTED,
+    "max_standings": LISTED_STANDINGS,
+}
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 
 
