@@ -124,8 +124,6 @@ def _fit(frame: pd.DataFrame, width: int) -> tuple[list[str], dict[str, int]]:
     natural = _widths(frame)
     natural[FLAG] = max(natural[FLAG], FLAG_WIDTH)
     blank = {c for c in frame.columns if c not in (CASE, "status", FLAG) and _all_missing(frame[c])}
-    if frame["profile"].nunique() < 2:
-        blank.add("profile")
     shown = [c for c in ESSENTIAL if c not in blank]
 
     def others(columns: list[str]) -> int:
@@ -195,7 +193,6 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
     if any(r.predicted for r in results):
         notes.append("(predicted) = estimated, not run (--gpubench-estimate-only): no measurement")
     hidden = [c for c in (*ESSENTIAL, *OPTIONAL) if c not in columns and not _all_missing(frame[c])]
-    hidden = [c for c in hidden if c != "profile" or frame["profile"].nunique() > 1]
     if hidden:
         notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
     return "\n".join([text, *(_wrap(note, width) for note in notes)])
