@@ -232,14 +232,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     bench = session.config.stash.get(SESSION_KEY, None)
     if bench is None:
         return
-    bench.cases_total = sum(
-        1
+    cases = [
+        item.nodeid
         for item in session.items
         if {RESULT_FIXTURE, PROBE_FIXTURE} & set(getattr(item, "fixturenames", ()))
         and not item.get_closest_marker("skip")
-    )
-    if bench.case_progress is not None:
-        bench.case_progress.clock.total = bench.cases_total
+    ]
+    bench.cases_total = len(cases)
+    for progress in (bench.case_progress, bench.xdist_progress):
+        if progress is not None:
+            progress.clock.total = bench.cases_total
+            progress.clock.plan(cases)  # the time left: each case its test's mean
     if bench.cases_total and not session.config.option.collectonly:
         _check_reports_dir(session.config)  # the default folder too, before any case runs
         undo = interrupt_on_sigterm()  # SIGTERM ends the session as Ctrl-C does

@@ -43,4 +43,5 @@ class XdistHooks:
             str(props.get(properties.SUMMARY, report.nodeid)),
             float(props.get(properties.DURATION) or 0.0),
             total=int(props.get(properties.CASES_TOTAL) or 0),
+            nodeid=report.nodeid,
         )

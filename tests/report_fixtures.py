@@ -14,6 +14,8 @@ DATA = Path(__file__).parent / "data"
 RUN_CPU = DATA / "report" / "run-cpu"  # cpu: ok x2, markup name, diverged, timeout, crashed
 RUN_SMALL = DATA / "report" / "run-small-cpu"  # small-cpu (64 MiB, $0.05/h): ok, oom
 QUIET = [DATA / "gate" / f"quiet-{i}.jsonl" for i in range(1, 9)]  # the smoke suite, 8 runs
+# the shipped suites on cpu: 30 cases, six tests, five workloads, a busy machine
+RUN_SUITES = DATA / "report" / "run-suites-cpu" / "results.jsonl"
 MARKUP = "<script>alert(1)</script>"
 
 

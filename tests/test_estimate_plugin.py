@@ -69,7 +69,11 @@ def test_estimate_only_runs_no_worker_and_marks_every_result_predicted(
     report = (pytester.path / "reports" / "latest" / "report.md").read_text()
     assert "8 of them predicted by the memory estimator, not run" in report
     assert "PASS (predicted)" in report and "OOM (predicted)" in report
-    assert "predicted OOM, not run: estimated peak" in report
+    assert "predicted out of memory, not run: estimated peak" in report
+    # a prediction is not a NO-GO for want of a trained case: it says what it supports
+    verdict = report.split("## Verdict", 1)[1].split("## Configuration matrix", 1)[0]
+    assert "NO-GO" not in verdict.replace("PREDICTED NO-GO", "")
+    assert "PREDICTED TO FIT" in verdict and "no case is ranked or recommended" in verdict
 
 
 def test_estimate_only_refuses_to_save_a_baseline(pytester: pytest.Pytester) -> None:

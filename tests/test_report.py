@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from report_fixtures import MARKUP, QUIET, RUN_CPU, statuses
+from report_fixtures import MARKUP, QUIET, RUN_CPU, RUN_SUITES, statuses
 
 import gpubench.session.summary  # noqa: F401  (numpy under pandas: import once, before pytester)
 from gpubench.baseline.offline import judge_runs
@@ -20,8 +20,9 @@ from gpubench.baseline.store import save_runs
 from gpubench.contracts.case import Case
 from gpubench.contracts.plausibility import implausible_reasons
 from gpubench.contracts.profiles import resolve_profile
+from gpubench.contracts.result import Estimate, Metrics
 from gpubench.report.advice import advise, implausible_measurement, loss_not_falling
-from gpubench.report.document import ReportData, build_report
+from gpubench.report.document import Report, ReportData, build_report
 from gpubench.report.load import load_runs
 from gpubench.report.projection import (
     ProjectionError,
@@ -29,8 +30,15 @@ from gpubench.report.projection import (
     parse_count,
     projection_from_table,
 )
-from gpubench.report.recommendation import profile_verdicts
+from gpubench.report.recommendation import (
+    GO,
+    NOT_RANKED,
+    PREDICTED_FIT,
+    PREDICTED_NO_GO,
+    profile_verdicts,
+)
 from gpubench.report.render import markdown_code, markdown_text, render_html, render_markdown
+from gpubench.report.trust import distrust, has_spread
 from gpubench.report.write import write_report
 from gpubench.session.summary import summary_frame
 from gpubench.storage import read_results
@@ -93,8 +101,8 @@ def test_each_profile_has_a_verdict_and_the_recommendation_is_the_fastest_that_f
     assert set(verdicts) == {"cpu", "small-cpu", "l4"}
     assert not verdicts["l4"].go  # its only case is over capacity
     cpu = verdicts["cpu"]
-    best = cpu.recommended
-    assert cpu.go and best is not None and best.metrics.tokens_per_s is not None
+    (best,) = cpu.recommendations  # gpt-tiny; the broken model's workload is a NO-GO
+    assert cpu.go and best.metrics.tokens_per_s is not None
     # the fixture's batch-8 case is noisy (the machine was busy), but even its p10 beats the
     # steady cases' p90: no noise explains that gap, so it wins, and the page says it is noisy
     steady = [r for r in statuses() if r.profile.name == "cpu" and r.fits and not r.metrics.noisy]
@@ -109,7 +117,7 @@ def test_each_profile_has_a_verdict_and_the_recommendation_is_the_fastest_that_f
         ),
     )
     verdict = profile_verdicts([slow, *steady])[0]
-    assert verdict.recommended in steady
+    assert verdict.recommendations[0] in steady
     assert next(s.reason for s in verdict.standings if s.result is slow).startswith("noisy: ")
     reasons = {s.result.status: s.reason for s in cpu.standings if s.reason}
     assert reasons["diverged"].startswith("diverged")
@@ -144,12 +152,18 @@ def test_recommended_json_loads_back_into_the_case_and_its_figures(
     written: tuple[str, str, dict],
 ) -> None:
     _, _, record = written
-    assert record["format"] == "gpubench-recommended" and record["version"] == 1
+    assert record["format"] == "gpubench-recommended" and record["version"] == 2
     by_profile = {entry["profile"]: entry for entry in record["recommended"]}
     assert set(by_profile) == {"cpu", "small-cpu"}
     entry = by_profile["cpu"]
-    best = profile_verdicts(statuses())[0].recommended
-    assert best is not None
+    assert entry["workload"] == {
+        "model": "gpt-tiny",
+        "seq_len": 32,
+        "data": "learnable",
+        "model_config": {},
+        "vocab_size": None,
+    }
+    (best,) = profile_verdicts(statuses())[0].recommendations
     assert Case.from_dict(entry["case"]) == best.case
     assert (entry["model"], entry["batch_size"], entry["precision"], entry["engine"]) == (
         best.case.model,
@@ -178,7 +192,8 @@ def test_the_matrix_shows_mfu_and_flags_the_implausible(
     written: tuple[str, str, dict], tmp_path: Path
 ) -> None:
     html, markdown, _ = written
-    assert "| MFU, % |" in markdown and '<th data-type="number">MFU, %</th>' in html
+    # no case of the fixtures has an MFU (cpu profiles, an emulated card): no column of -
+    assert "MFU, %" not in markdown and "MFU, %" not in html
     # the planted over_capacity case, a cpu run's gpt-mini on an emulated l4: no MFU against
     # the l4's peak (it ran at another device's speed), and a small model is not held to
     # the GPU floor either
@@ -196,7 +211,7 @@ def test_the_matrix_shows_mfu_and_flags_the_implausible(
     paths = write_report(ReportData([wrong]), tmp_path / "r.html", tmp_path / "r.md")
     assert paths.html.exists()
     flagged_md, flagged_html = (tmp_path / "r.md").read_text(), (tmp_path / "r.html").read_text()
-    assert "(implausible)" in flagged_md
+    assert "(implausible)" in flagged_md and "| MFU, % |" in flagged_md  # the flag's column
     assert "a different model than declared" in flagged_html
 
 
@@ -221,18 +236,34 @@ def smoke_with_baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
     return render_html(report), render_markdown(report), verdicts
 
 
-def test_a_run_with_a_baseline_shows_each_verdict_with_its_trend(
+def test_a_run_with_a_baseline_shows_one_table_and_each_trend_in_the_case(
     smoke_with_baseline: tuple[str, str, list],
 ) -> None:
     html, markdown, verdicts = smoke_with_baseline
     section = html.split('id="baseline"', 1)[1].split("</section>", 1)[0]
     assert len(verdicts) == 10
+    assert section.count("<table") == 1  # one table across cases, not one per case
     for verdict in verdicts:
-        assert f"<h3>{verdict.case_id}: {verdict.decision}</h3>" in section
-    assert section.count("<svg") == 10  # a trend per case: 5 baseline runs and this one
+        assert f'{verdict.case_id}</a><br><span class="decision-{verdict.decision}">' in section
+    assert "<th>threshold</th>" in section  # the gate's rows carry one: it is shown
     assert "vs the spread of 5 baseline runs" in section  # the gate's own rule text
-    table = markdown.split("## Baseline comparison", 1)[1]
+    cases = html.split('id="cases"', 1)[1]
+    assert cases.count('data-chart="trend ') == 10  # a trend per case: 5 baseline runs + this
+    table = markdown.split("## Baseline comparison", 1)[1].split("\n## ", 1)[0]
     assert table.count("| tokens\\_per\\_s |") == 10  # Markdown-escaped underscores
+    assert sum(line.startswith("| ---") for line in table.splitlines()) == 1
+
+
+def test_the_baseline_table_shows_the_columns_the_gate_rows_have() -> None:
+    """A column is there when some row has a value in it: a threshold the gate's rows do
+    not carry leaves no empty column, one they carry is shown."""
+    from gpubench.report.comparison import CaseComparison, columns
+
+    verdict = judge_runs(load_histories(QUIET[2]), load_histories(QUIET[3]), GateRules())[0]
+    with_threshold = CaseComparison(verdict, ({"metric": "m", "threshold": "10%"},), None, None)
+    without = CaseComparison(verdict, ({"metric": "m", "old": "1"},), None, None)
+    assert [key for key, _, _ in columns([with_threshold])] == ["metric", "threshold"]
+    assert [key for key, _, _ in columns([without])] == ["metric", "old"]
 
 
 def test_regressions_come_first_in_the_comparison() -> None:
@@ -243,7 +274,9 @@ def test_regressions_come_first_in_the_comparison() -> None:
             histories.setdefault(key, []).extend(runs)
     verdicts = judge_runs(histories, load_histories(QUIET[0]), GateRules(confirm=0))
     html = render_html(build_report(ReportData(read_results(QUIET[0]), verdicts, histories)))
-    decisions = re.findall(r"<h3>[^<]*: (regression|improvement|unchanged|new)</h3>", html)
+    section = html.split('id="baseline"', 1)[1]
+    decisions = re.findall(r'<span class="decision-(\w+)">', section)
+    assert len(decisions) == 10
     assert decisions == sorted(decisions, key=["regression", "improvement", "unchanged"].index)
 
 
@@ -367,3 +400,166 @@ def test_charts_drawn_by_several_processes_are_the_ones_drawn_by_one() -> None:
 
     results = statuses()[:4]
     assert case_charts(results, parallel_from=2) == case_charts(results, parallel_from=10**9)
+
+
+def _markdown_tables(text: str) -> list[list[int]]:
+    """Every table CommonMark + GFM tables finds in ``text``: the cells of each of its rows,
+    the header's as parsed, the others counted in the source (the parser pads or cuts a
+    body row to the header's count, so its tokens cannot show a row with a cell too many)."""
+    from markdown_it import MarkdownIt
+
+    lines = text.splitlines()
+    tables: list[list[int]] = []
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    for index, token in enumerate(tokens):
+        if token.type != "table_open" or token.map is None:
+            continue
+        start, end = token.map
+        header = 0
+        for later in tokens[index:]:
+            if later.type == "th_open":
+                header += 1
+            elif later.type == "thead_close":
+                break
+        source = [len(re.split(r"(?<!\\)\|", line.strip())) - 2 for line in lines[start:end]]
+        tables.append([header, *source[:1], *source[2:]])  # the separator row aside
+    return tables
+
+
+def test_every_markdown_table_parses_with_as_many_cells_in_each_row(tmp_path: Path) -> None:
+    """report.md through a Markdown library: each pipe table is a table (a header whose cell
+    count differs from its separator's is not one, and reads as a paragraph of pipes), and
+    each row has the header's cells. The report has every section, an MFU figure, several
+    profiles and workloads, a baseline comparison, projections and folded advice."""
+    ok = next(r for r in statuses() if r.status == "ok" and r.metrics.n_params)
+    gpu = dataclasses.replace(
+        ok,
+        case=ok.case.replace(name="on-a-gpu"),
+        profile=resolve_profile("a100-80gb"),
+        metrics=dataclasses.replace(
+            ok.metrics, mfu=0.41, peak_reserved_bytes=2**30, capacity_bytes=80 * 2**30
+        ),
+    )
+    histories = load_histories(QUIET[2])
+    new = load_histories(QUIET[3])
+    smoke = [r for runs in new.values() for r in runs]
+    data = ReportData(
+        results=[*statuses(), gpu, *smoke],
+        verdicts=judge_runs(histories, new, GateRules(confirm=0)),
+        histories=histories,
+        projection=ProjectionInputs(train_tokens=1e9, epochs=(3,), dataset_tokens=1e8),
+    )
+    paths = write_report(data, tmp_path / "report.html", tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "| 41.0 |" in text  # the MFU column has a figure
+    report = build_report(data)
+    assert any(a.widespread for a in report.advice) and report.comparisons
+    separators = [line for line in text.splitlines() if line.startswith("| ---")]
+    tables = _markdown_tables(text)
+    assert len(tables) == len(separators) >= 6
+    for rows in tables:
+        assert len(set(rows)) == 1 and len(rows) >= 2, rows
+    assert paths.markdown is not None
+
+
+@pytest.fixture(scope="module")
+def suites_report() -> Report:
+    """The shipped suites run on cpu: 30 cases of five workloads (tests/data/report)."""
+    return build_report(ReportData(read_results(RUN_SUITES)))
+
+
+def test_a_mixed_run_is_ranked_per_workload_among_trustworthy_cases(
+    suites_report: Report,
+) -> None:
+    (cpu,) = suites_report.verdicts
+    assert cpu.kind is None and len(cpu.workloads) == 6  # a verdict per workload
+    by_label = {w.workload.label: w for w in cpu.workloads}
+    main = by_label["gpt-mini, 128 tokens, learnable data"]
+    assert main.kind == GO and main.recommended is not None
+    for best in cpu.recommendations:  # enough steps, learnable data, a falling loss
+        assert not distrust(best) and best.case.data == "learnable" and has_spread(best)
+    # the estimator's checks: 2 steps on random data, not ranked against anything, and why
+    checks = by_label["gpt-mini, 256 tokens, random data"]
+    assert checks.kind == NOT_RANKED and checks.recommended is None
+    assert "10 too few steps, 10 random data" in checks.summary
+    # the batch probe's 2-step run, in the main workload, is not ranked either
+    probe = next(s for s in main.standings if s.result.case.id.endswith("-n2-warm1"))
+    assert probe.reason.startswith("not ranked: too few steps: 2 measured steps, fewer than 5")
+    assert all(s.result.case.data == "learnable" for s in main.standings)
+
+
+def test_a_prediction_says_what_it_supports_and_no_go_is_not_said_above_a_pass() -> None:
+    ok = next(r for r in read_results(RUN_SUITES) if r.case.data == "learnable" and r.fits)
+    estimate = Estimate(2**30, 12 * 2**30, "fits", 11 * 2**30, "formulas")
+    l4 = resolve_profile("l4")
+    fits = dataclasses.replace(ok, profile=l4, predicted=True, metrics=Metrics(), estimate=estimate)
+    big = dataclasses.replace(
+        fits,
+        case=ok.case.replace(batch_size=512),
+        status="oom",
+        estimate=dataclasses.replace(estimate, peak_bytes=40 * 2**30, verdict="oom"),
+    )
+    (verdict,) = profile_verdicts([fits, big])
+    assert verdict.kind == PREDICTED_FIT and not verdict.go
+    assert verdict.workloads[0].summary.startswith(
+        "Of 2 case(s), 1 predicted to fit, 1 predicted out of memory. Nothing ran"
+    )
+    (none_fit,) = profile_verdicts([big])
+    assert none_fit.kind == PREDICTED_NO_GO
+
+
+def test_advice_that_fires_on_most_cases_is_one_line_with_its_exceptions(
+    tmp_path: Path,
+) -> None:
+    results = read_results(RUN_SUITES)
+    smoke = next(r for r in results if has_spread(r))
+    big = dataclasses.replace(
+        smoke,
+        case=smoke.case.replace(name="uses-most-of-the-cap"),
+        metrics=dataclasses.replace(smoke.metrics, peak_rss_bytes=6 * 2**30),
+    )
+    report = build_report(ReportData([*results, big]))
+    advice = {a.title: a for a in report.advice}
+    headroom = advice["Memory is under-used: a larger batch fits"]
+    assert headroom.widespread and len(headroom.findings) == 30
+    assert headroom.exceptions == (big,)
+    assert headroom.headline.startswith("30 of 31 cases examined: peak ")
+    markdown = render_markdown(report)
+    section = markdown.split("### Memory is under-used", 1)[1].split("\n### ", 1)[0]
+    assert "30 of 31 cases examined" in section and "; not on uses-most-of-the-cap." in section
+    assert "<details><summary>The figures of each of the 30 cases</summary>" in section
+    # no statistic from too few steps: the noisy rule judges only cases of 5 steps or more
+    noisy = advice["Noisy measurement: rerun on a quiet machine, or measure more steps"]
+    assert all(has_spread(f.result) for f in noisy.findings)
+    assert noisy.unjudged == "15 case(s) with fewer than 5 measured steps not judged"
+
+
+def test_the_charts_of_a_30_case_run_are_small_multiples_with_axes(
+    suites_report: Report,
+) -> None:
+    charts = suites_report.charts
+    (cpu,) = suites_report.verdicts
+    throughput = charts["Throughput"].svg
+    for judged in cpu.workloads:  # a panel per workload, each with its axis label
+        assert judged.workload.label in throughput
+    assert throughput.count("tokens/s (median of the measured steps") == 6
+    assert "recommended" in throughput and "&lt; 5 measured steps" in throughput  # legend
+    memory = charts["Peak memory"]
+    assert "capacity" in memory.svg and "GiB: peak host RSS above the runtime" in memory.svg
+    assert "the bar is close to what the cap holds" in memory.caption
+    loss = charts["Loss"]
+    assert loss.svg.count("loss (cross-entropy, nats)") == 2  # the two learnable workloads
+    assert "(recommended)" in loss.svg and "4 other case(s)" in loss.svg  # 14 curves: 10 named
+    assert "14 case(s) on random data are not drawn" in loss.caption
+
+
+def test_a_cpu_record_without_the_runtime_s_size_says_why_it_has_no_capacity_line() -> None:
+    from gpubench.report.charts import memory_chart
+
+    ok = next(r for r in read_results(RUN_SUITES) if r.fits)
+    older = dataclasses.replace(ok, metrics=dataclasses.replace(ok.metrics, runtime_rss_bytes=None))
+    chart = memory_chart([older])
+    assert chart is not None and "(no line: the cap counts above the runtime" in chart.svg
+    assert "cpu: no capacity line: its cap counts the data size above the runtime's" in (
+        chart.caption
+    )

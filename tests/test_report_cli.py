@@ -35,7 +35,8 @@ def test_report_merges_runs_and_writes_html_markdown_and_the_recommendation(
         str(tmp_path / "recommended.json"),
     ]
     page = html.read_text()
-    assert "<h3>cpu <span" in page and "<h3>small-cpu <span" in page  # one verdict per profile
+    # one verdict per profile; the cpu run's broken model is a workload of its own
+    assert "<h3>cpu: 2 workloads" in page and "<h3>small-cpu <span" in page
     assert "The command that ran this report" in page  # run-cpu recorded its command line
     assert "Charts and per-step curves: r.html" in md.read_text()
 

@@ -15,19 +15,28 @@ import io
 import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.patches
 import matplotlib.ticker
 from matplotlib.figure import Figure
 
 from gpubench.contracts.result import Result
+from gpubench.report import figures
 from gpubench.report.headroom import capacity_bytes
+from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread, workload
 
 GIB = 2**30
 WIDTH_IN = 9.0
-COLOURS: Sequence[tuple[float, ...]] = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
+# tab10, as hex strings: the palette's colours, in a type every matplotlib call takes
+COLOURS: tuple[str, ...] = tuple(
+    matplotlib.colors.to_hex(c)
+    for c in matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
+)
 _RC: dict[Any, Any] = {
     "svg.fonttype": "none",
     "font.size": 9,
@@ -36,6 +45,12 @@ _RC: dict[Any, Any] = {
     "axes.grid": True,
     "grid.alpha": 0.3,
 }
+
+
+@dataclass(frozen=True)
+class Chart:
+    svg: str  # an inline <svg> element
+    caption: str  # what it shows, and what it leaves out and why
 
 
 def to_svg(figure: Figure, chart_id: str) -> str:
@@ -58,16 +73,57 @@ def _figure(height_in: float, width_in: float = WIDTH_IN, fixed: bool = False) -
 def _bar_figure(labels: Sequence[str]) -> Figure:
     """A figure for one horizontal bar per case, laid out by fixed margins measured from the
     longest label (the layout solver measures every one of hundreds of labels twice)."""
-    height = 0.9 + 0.22 * len(labels)
-    figure = _figure(height, fixed=True)
-    chars = max((len(text) for text in labels), default=10)
+    return _panel_figure([labels])[0]
+
+
+PANEL_EXTRA_IN = 0.95  # a panel's title, tick labels and axis label, inches
+BAR_IN = 0.22  # one bar, inches
+LEGEND_IN = 0.35  # the band above the panels that holds the figure's one legend
+
+
+def _panel_figure(
+    panels: Sequence[Sequence[str]], legend: bool = False
+) -> tuple[Figure, list[Any]]:
+    """A figure of panels stacked top to bottom, one bar per label, each panel as tall as its
+    bars, by fixed margins from the longest label: small multiples, one per workload or
+    profile, that share no axis (tokens/s of two workloads are not one scale). With
+    ``legend``, a band at the top is kept for one legend (:func:`_figure_legend`)."""
+    heights = [PANEL_EXTRA_IN + BAR_IN * max(1, len(labels)) + 0.1 for labels in panels]
+    band = LEGEND_IN if legend else 0.0
+    total = sum(heights) + band + 0.05
+    figure = _figure(total, fixed=True)
+    chars = max((len(text) for labels in panels for text in labels), default=10)
     left = min(0.6, (0.3 + 0.068 * chars) / WIDTH_IN)
-    figure.subplots_adjust(left=left, right=0.97, bottom=0.55 / height, top=1 - 0.35 / height)
-    return figure
+    axes = []
+    top = total - band
+    for height in heights:
+        # the title above, the tick labels and the axis label below the bars
+        bottom = top - height + 0.6
+        axes.append(figure.add_axes((left, bottom / total, 0.97 - left, (height - 0.95) / total)))
+        top -= height
+    return figure, axes
 
 
-def _colour(profile: str, profiles: list[str]) -> tuple[float, ...]:
-    return COLOURS[profiles.index(profile) % len(COLOURS)]  # type: ignore[no-any-return]
+def _figure_legend(figure: Figure, handles: Sequence[Any]) -> None:
+    """One legend for every panel, in the band at the figure's top."""
+    if handles:
+        figure.legend(
+            handles=list(handles),
+            loc="upper center",
+            ncols=min(len(handles), 4),
+            fontsize=7,
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.0),
+        )
+
+
+def _colour(profile: str, profiles: list[str]) -> str:
+    return _hex(profiles.index(profile))
+
+
+def _hex(index: int) -> str:
+    """The ``index``-th colour of the palette (tab10)."""
+    return COLOURS[index % len(COLOURS)]
 
 
 def _values(series: Sequence[float | None], scale: float = 1.0) -> list[float]:
@@ -79,109 +135,304 @@ def label(result: Result, several_profiles: bool) -> str:
     return f"{result.case.id} @ {result.profile.name}" if several_profiles else result.case.id
 
 
-def throughput_chart(results: Sequence[Result]) -> str | None:
-    """Median tokens/s per case with p10-p90 whiskers, fastest at the top."""
-    ran = sorted(
-        (r for r in results if r.metrics.tokens_per_s is not None),
-        key=lambda r: r.tokens_per_s or 0.0,
-    )
+def _by(results: Sequence[Result], key: Callable[[Result], Any]) -> dict[Any, list[Result]]:
+    groups: dict[Any, list[Result]] = {}
+    for result in results:
+        groups.setdefault(key(result), []).append(result)
+    return groups
+
+
+def throughput_chart(
+    results: Sequence[Result], recommended: Collection[Result] = ()
+) -> Chart | None:
+    """Median tokens/s per case with p10-p90 whiskers, fastest at the top: a panel per
+    workload (another model or sequence length is not the same scale). A case with too few
+    measured steps for a spread has a hatched bar and no whiskers; a recommended one a
+    black edge."""
+    ran = [r for r in results if r.metrics.tokens_per_s is not None]
     if not ran:
         return None
     profiles = list(dict.fromkeys(r.profile.name for r in results))
     several = len(profiles) > 1
-    stats = [r.metrics.tokens_per_s for r in ran]
-    medians = [t.median for t in stats if t is not None]
-    labels = [label(r, several) for r in ran]
+    groups = [
+        sorted(group, key=lambda r: r.tokens_per_s or 0.0) for group in _by(ran, workload).values()
+    ]
+    groups.sort(key=len, reverse=True)  # the workload of the most cases first
+    chosen = {id(r) for r in recommended}
     with matplotlib.rc_context(_RC):
-        figure = _bar_figure(labels)
-        ax = figure.add_subplot()
-        # one call per kind of mark, not per case: a run of hundreds of cases stays quick
-        ax.barh(
-            range(len(ran)),
-            medians,
-            color=[_colour(r.profile.name, profiles) for r in ran],
-            height=0.7,
+        figure, axes = _panel_figure([[label(r, several) for r in g] for g in groups], True)
+        for ax, group in zip(axes, groups, strict=True):
+            ys = range(len(group))
+            stats = [r.metrics.tokens_per_s for r in group]
+            medians = [t.median if t else 0.0 for t in stats]
+            spread = [has_spread(r) for r in group]
+            # one call per kind of mark, not per case: a run of hundreds of cases stays quick
+            bars = ax.barh(
+                ys,
+                medians,
+                color=[_colour(r.profile.name, profiles) for r in group],
+                height=0.7,
+                edgecolor=["black" if id(r) in chosen else "none" for r in group],
+                linewidth=[1.6 if id(r) in chosen else 0 for r in group],
+            )
+            for bar, has in zip(bars, spread, strict=True):
+                if not has:
+                    bar.set_hatch("///")
+                    bar.set_alpha(0.45)
+            whiskered = [(y, t) for y, t, has in zip(ys, stats, spread, strict=True) if has and t]
+            if whiskered:
+                wy, wt = zip(*whiskered, strict=True)
+                ax.errorbar(
+                    [t.median for t in wt],
+                    wy,
+                    xerr=[[t.median - t.p10 for t in wt], [t.p90 - t.median for t in wt]],
+                    fmt="none",
+                    ecolor="black",
+                    capsize=2,
+                    linewidth=0.8,
+                )
+            ax.set_yticks(list(ys), [label(r, several) for r in group])
+            ax.set_ylim(-0.6, len(group) - 0.4)
+            ax.set_xlim(left=0)
+            ax.set_xlabel("tokens/s (median of the measured steps; whiskers p10-p90)")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+            ax.set_title(workload(group[0]).label, loc="left", fontsize=9)
+        _figure_legend(
+            figure,
+            _legend_handles(
+                profiles if several else [],
+                profiles,
+                recommended=bool(chosen),
+                few=not all(has_spread(r) for r in ran),
+            ),
         )
-        ax.errorbar(
-            medians,
-            range(len(ran)),
-            xerr=[
-                [t.median - t.p10 for t in stats if t is not None],
-                [t.p90 - t.median for t in stats if t is not None],
-            ],
-            fmt="none",
-            ecolor="black",
-            capsize=2,
-            linewidth=0.8,
+        return Chart(
+            to_svg(figure, "throughput"),
+            "Tokens/s per case, one panel per workload (model, sequence length, data): cases "
+            "are compared only within one. Hatched: fewer than "
+            f"{MIN_MEASURED_STEPS} measured steps, no spread shown.",
         )
-        ax.set_yticks(range(len(ran)), labels)
-        ax.set_xlabel("tokens/s (median; whiskers p10-p90 of the measured steps)")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-        ax.set_title("Throughput per case")
-        return to_svg(figure, "throughput")
 
 
-def memory_chart(results: Sequence[Result]) -> str | None:
-    """Peak memory per case against its profile's capacity (a GPU profile's) and the
-    estimate, where one was made."""
-    measured = [r for r in results if r.peak_memory_bytes]
-    if not measured:
+def _legend_handles(
+    shown: Sequence[str], profiles: list[str], recommended: bool, few: bool
+) -> list[Any]:
+    """Legend entries: each profile's colour, the recommended case's edge, the hatched bar."""
+    handles: list[Any] = [
+        matplotlib.patches.Patch(color=_colour(p, profiles), label=p) for p in shown
+    ]
+    if recommended:
+        handles.append(
+            matplotlib.patches.Patch(
+                facecolor="white", edgecolor="black", linewidth=1.6, label="recommended"
+            )
+        )
+    if few:
+        handles.append(
+            matplotlib.patches.Patch(
+                facecolor="white",
+                edgecolor="grey",
+                hatch="///",
+                label=f"< {MIN_MEASURED_STEPS} measured steps",
+            )
+        )
+    return handles
+
+
+def _memory_bar(result: Result) -> tuple[float, str] | None:
+    """(GiB, what) the memory chart draws for a case: the device's peak; on a cpu profile the
+    host RSS above the runtime's (what the cap bounds, approximately), else the peak RSS;
+    for a predicted case, the estimate."""
+    m = result.metrics
+    if result.predicted:
+        return (result.estimate.peak_bytes / GIB, "estimate") if result.estimate else None
+    if m.peak_device_bytes:
+        return m.peak_device_bytes / GIB, "device"
+    if m.peak_rss_bytes and result.profile.is_cpu and m.runtime_rss_bytes is not None:
+        return max(0, m.peak_rss_bytes - m.runtime_rss_bytes) / GIB, "above-runtime"
+    if m.peak_rss_bytes:
+        return m.peak_rss_bytes / GIB, "rss"
+    return None
+
+
+def memory_chart(results: Sequence[Result], margin: float | None = None) -> Chart | None:
+    """Peak memory per case against its profile's capacity, a panel per profile: the
+    capacity as a line (and the capacity less the safety margin, dashed), the estimate as
+    a diamond where one was made. A predicted case's bar is its estimate (hatched). On a
+    cpu profile the bar is the host RSS above the runtime's, which the cap (RLIMIT_DATA
+    above the runtime's data size) bounds; where the runtime's RSS was not recorded the
+    panel draws the peak RSS and says why it has no capacity line."""
+    drawn = [(r, bar) for r in results if (bar := _memory_bar(r)) is not None]
+    if not drawn:
         return None
-    profiles = list(dict.fromkeys(r.profile.name for r in results))
-    several = len(profiles) > 1
-    labels = [label(r, several) for r in measured]
+    bars = {id(r): bar for r, bar in drawn}
+    # the largest at the top: what is above the capacity line reads at a glance
+    ordered = sorted((r for r, _ in drawn), key=lambda r: bars[id(r)][0])
+    by_profile = _by(ordered, lambda r: r.profile.name)
+    notes: list[str] = []
     with matplotlib.rc_context(_RC):
-        figure = _bar_figure(labels)
-        ax = figure.add_subplot()
-        ax.barh(
-            range(len(measured)),
-            [(r.peak_memory_bytes or 0) / GIB for r in measured],
-            color=[_colour(r.profile.name, profiles) for r in measured],
-            height=0.7,
+        # a panel per profile: its cases need no "@ profile"
+        figure, axes = _panel_figure([[r.case.id for r in g] for g in by_profile.values()], True)
+        legend: dict[str, Any] = {}  # label -> handle: one legend for every panel
+        for ax, (profile, group) in zip(axes, by_profile.items(), strict=True):
+            values = [bars[id(r)] for r in group]
+            handles = _memory_panel(ax, profile, group, values, margin, notes)
+            legend.update((h.get_label(), h) for h in handles)
+        _figure_legend(figure, list(legend.values()))
+        if any(what == "above-runtime" for _, what in bars.values()):
+            notes.insert(
+                0,
+                "On a cpu profile the bar is the host RSS above the runtime's when the cap was "
+                "set: the cap (RLIMIT_DATA) counts the data allocated above it, so the bar is "
+                "close to what the cap holds, not exactly it",
+            )
+        caption = (
+            "Peak memory per case against its profile's capacity, one panel per profile."
+            + "".join(f" {note}." for note in notes)
         )
-        # a cpu profile's cap counts above the worker's imports, which its RSS includes: no
-        # marker to compare it with (report/capacity.py)
-        capped = [
-            (y, capacity_bytes(r) / GIB) for y, r in enumerate(measured) if not r.profile.is_cpu
-        ]
-        if capped:
-            ys, capacities = zip(*capped, strict=True)
-            ax.plot(capacities, ys, "|", color="red", markersize=12, label="capacity")
-        estimated = [(y, r.estimate.peak_bytes / GIB) for y, r in enumerate(measured) if r.estimate]
-        if estimated:
-            ys, peaks = zip(*estimated, strict=True)
-            ax.plot(peaks, ys, "D", color="black", markersize=4, label="estimate")
-        ax.set_yticks(range(len(measured)), labels)
-        ax.set_xlabel("peak memory, GiB (device; host RSS on a cpu profile)")
-        ax.set_xlim(left=0)
-        if capped or estimated:
-            ax.legend(loc="lower right")
-        ax.set_title("Peak memory per case against capacity")
-        return to_svg(figure, "memory")
+        return Chart(to_svg(figure, "memory"), caption)
 
 
-def loss_chart(results: Sequence[Result]) -> str | None:
-    """Every case's loss per step on one axis."""
-    curves = [r for r in results if r.series.loss]
+def _memory_panel(
+    ax: Any,
+    profile: str,
+    group: list[Result],
+    values: list[tuple[float, str]],
+    margin: float | None,
+    notes: list[str],
+) -> list[Any]:
+    """One profile's bars, capacity and estimates on ``ax``; the legend handles it drew
+    (a panel without a capacity line adds the reason to ``notes``)."""
+    ys = list(range(len(group)))
+    drawn_bars = ax.barh(ys, [gib for gib, _ in values], color=_hex(0), height=0.7)
+    for bar, (_, what) in zip(drawn_bars, values, strict=True):
+        if what == "estimate":
+            bar.set_hatch("///")
+            bar.set_alpha(0.5)
+    kinds = {what for _, what in values}
+    title = f"{profile}: capacity {figures.gib(max(capacity_bytes(r) for r in group))} GiB"
+    if "rss" in kinds:
+        notes.append(
+            f"{profile}: no capacity line: its cap counts the data size above the "
+            "runtime's (RLIMIT_DATA), and these results did not record the runtime's "
+            "RSS to set the peak RSS against it"
+        )
+        title += " (no line: the cap counts above the runtime's size, not recorded)"
+        handles = []
+    else:
+        handles = _capacity_lines(ax, group, ys, margin)
+    estimated = [
+        (y, r.estimate.peak_bytes / GIB)
+        for y, r in enumerate(group)
+        if r.estimate and not r.predicted
+    ]
+    if estimated:
+        ey, peaks = zip(*estimated, strict=True)
+        (diamonds,) = ax.plot(peaks, ey, "D", color="black", markersize=3.5)
+        diamonds.set_label("estimate")
+        handles.append(diamonds)
+    if "estimate" in kinds:
+        handles.append(
+            matplotlib.patches.Patch(
+                facecolor=_hex(0), alpha=0.5, hatch="///", label="estimated, not run"
+            )
+        )
+    ax.set_yticks(ys, [r.case.id for r in group])
+    ax.set_ylim(-0.6, len(group) - 0.4)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(_memory_axis(kinds))
+    ax.set_title(title, loc="left", fontsize=9)
+    return handles
+
+
+def _capacity_lines(ax: Any, group: list[Result], ys: list[int], margin: float | None) -> list[Any]:
+    """The capacity as a line (and the margin's, dashed, on a GPU); a mark on each bar where
+    emulated capacities differ case by case."""
+    capacities = {capacity_bytes(r) for r in group}
+    if len(capacities) > 1:
+        (mark,) = ax.plot(
+            [capacity_bytes(r) / GIB for r in group],
+            ys,
+            "|",
+            color="red",
+            markersize=12,
+            label="capacity",
+        )
+        return [mark]
+    capacity = next(iter(capacities)) / GIB
+    handles = [ax.axvline(capacity, color="red", linewidth=1.2, label="capacity")]
+    if margin and not group[0].profile.is_cpu:
+        handles.append(
+            ax.axvline(
+                capacity * (1 - margin),
+                color="red",
+                linestyle="--",
+                linewidth=0.9,
+                label=f"capacity less the {figures.percent(margin, 0)} % margin",
+            )
+        )
+    return handles
+
+
+def _memory_axis(kinds: set[str]) -> str:
+    if kinds <= {"device", "estimate"}:
+        return "GiB: peak device memory (the largest of NVML, reserved, allocated)"
+    if "above-runtime" in kinds:
+        return "GiB: peak host RSS above the runtime's (the cap counts data size above it)"
+    return "GiB: peak host RSS of the worker's process tree"
+
+
+LEGEND_MAX = 10  # curves named in a loss panel's legend; more are drawn grey, counted
+
+
+def loss_chart(results: Sequence[Result], recommended: Collection[Result] = ()) -> Chart | None:
+    """The loss per step, a panel per workload on learnable data (a loss on random data
+    cannot fall, and two workloads' losses are not one scale). A panel names up to
+    :data:`LEGEND_MAX` curves in its legend (the recommended case first, then the fastest);
+    the others are drawn grey and counted."""
+    curves = [r for r in results if r.series.loss and r.case.data == "learnable"]
+    skipped = sum(1 for r in results if r.series.loss and r.case.data != "learnable")
     if not curves:
         return None
     several = len({r.profile.name for r in results}) > 1
+    groups = list(_by(curves, workload).values())
+    chosen = {id(r) for r in recommended}
     with matplotlib.rc_context(_RC):
-        figure = _figure(4.0)
-        ax = figure.add_subplot()
-        for r in curves:
-            ax.plot(
-                range(1, len(r.series.loss) + 1),
-                _values(r.series.loss),
-                linewidth=1,
-                label=label(r, several),
+        figure = _figure(0.4 + 3.2 * len(groups), width_in=11.0)  # the legend beside the axes
+        axes = figure.subplots(len(groups), 1, squeeze=False)[:, 0]
+        for ax, group in zip(axes, groups, strict=True):
+            ordered = sorted(
+                group, key=lambda r: (id(r) not in chosen, -(r.tokens_per_s or 0.0), r.case.id)
             )
-        ax.set_xlabel("step (warm-up included)")
-        ax.set_ylabel("loss")
-        if len(curves) <= 12:
-            ax.legend(fontsize=7, loc="upper right")
-        ax.set_title("Loss curves of all cases")
-        return to_svg(figure, "loss")
+            named, grey = ordered[:LEGEND_MAX], ordered[LEGEND_MAX:]
+            for r in grey:
+                ax.plot(
+                    range(1, len(r.series.loss) + 1),
+                    _values(r.series.loss),
+                    linewidth=0.8,
+                    color="lightgrey",
+                )
+            for index, r in enumerate(named):
+                mine = id(r) in chosen  # drawn thick and on top: equal curves hide it otherwise
+                ax.plot(
+                    range(1, len(r.series.loss) + 1),
+                    _values(r.series.loss),
+                    linewidth=2.6 if mine else 1.0,
+                    color=_hex(index),
+                    zorder=3 if mine else 2,
+                    alpha=0.8 if mine else 1.0,
+                    label=label(r, several) + (" (recommended)" if mine else ""),
+                )
+            if grey:
+                ax.plot([], [], color="lightgrey", label=f"{len(grey)} other case(s)")
+            ax.set_xlabel("step (warm-up included)")
+            ax.set_ylabel("loss (cross-entropy, nats)")
+            ax.set_title(workload(group[0]).label, loc="left", fontsize=9)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        caption = "The loss per step, one panel per workload on learnable data."
+        if skipped:
+            caption += f" {skipped} case(s) on random data are not drawn: their loss cannot fall."
+        return Chart(to_svg(figure, "loss"), caption)
 
 
 class CaseCharts:
@@ -190,11 +441,11 @@ class CaseCharts:
     step time (the warm-up steps shaded: excluded from the figures), loss, memory after
     each step and gradient norm; a panel only for a series the case has."""
 
-    PANELS = (
+    PANELS = (  # title, y-axis label
         ("step time", "ms"),
-        ("loss", ""),
+        ("loss", "nats"),
         ("memory after the step", "GiB"),
-        ("gradient norm", ""),
+        ("gradient norm", "L2 norm"),
     )
 
     def __init__(self) -> None:
@@ -203,7 +454,7 @@ class CaseCharts:
         with matplotlib.rc_context({**_RC, "axes.grid": False}):
             self.figure = _figure(4.0, fixed=True)
             self.figure.subplots_adjust(
-                left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.2, hspace=0.65
+                left=0.09, right=0.98, bottom=0.12, top=0.92, wspace=0.28, hspace=0.75
             )
             self.axes = [self.figure.add_subplot(2, 2, i) for i in range(1, 5)]
             self.lines = [ax.plot([], [], linewidth=1, marker=".")[0] for ax in self.axes]
@@ -212,10 +463,10 @@ class CaseCharts:
             )
             self.legend = self.axes[0].legend(fontsize=7, loc="upper right")
             for ax, (name, unit) in zip(self.axes, self.PANELS, strict=True):
-                ax.set_title(name + (f", {unit}" if unit else ""), fontsize=9, y=1.02)
+                ax.set_title(name, fontsize=9, y=1.02)
+                ax.set_ylabel(unit, fontsize=8)
+                ax.set_xlabel("step", fontsize=8, labelpad=1)
                 ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.4g}"))
-            for ax in self.axes[2:]:
-                ax.set_xlabel("step")
 
     def draw(self, result: Result, chart_id: str) -> str | None:
         s = result.series
@@ -286,14 +537,15 @@ def trend_chart(history: Sequence[Result], result: Result, chart_id: str) -> str
     if not points or result.tokens_per_s is None:
         return None
     with matplotlib.rc_context(_RC):
-        figure = _figure(1.5, width_in=3.2)
+        figure = _figure(2.0, width_in=4.0)
         ax = figure.add_subplot()
         xs = range(len(points) + 1)
         ys = [*points, result.tokens_per_s]
         ax.plot(xs[:-1], ys[:-1], marker="o", color="grey", linewidth=1, label="baseline runs")
         ax.plot([xs[-1]], [ys[-1]], marker="o", color="tab:blue", label="this run")
-        ax.set_xticks(list(xs), [""] * len(xs))
-        ax.set_ylabel("tok/s", fontsize=7)
+        ax.set_xticks(list(xs), [str(x + 1) for x in xs[:-1]] + ["this"])
+        ax.set_xlabel("run (baseline's, oldest first; then this one)", fontsize=7)
+        ax.set_ylabel("tokens/s", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         ax.legend(fontsize=6, loc="lower left")

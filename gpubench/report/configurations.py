@@ -1,7 +1,9 @@
 """The configuration matrix: one row per case run, the figures a readiness report lists.
 
 A pandas frame of raw values (bytes, seconds, fractions): the templates write them
-through :mod:`gpubench.report.figures`, and the page sorts rows on them.
+through :mod:`gpubench.report.figures`, and the page sorts rows on them. A spread (p10-p90,
+the step-time CV) from fewer measured steps than :data:`~gpubench.report.trust.MIN_MEASURED_STEPS`
+is left out (None), as is "noisy" (:mod:`gpubench.report.trust`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import Result
 from gpubench.report.figures import STATUS_LABELS
 from gpubench.report.headroom import capacity_bytes, device_share
+from gpubench.report.trust import has_spread, measured_steps, noisy
 
 
 def anchor(result: Result) -> str:
@@ -27,9 +30,12 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
     for r in results:
         m = r.metrics
         tps, step = m.tokens_per_s, m.step_time_s
+        spread = has_spread(r)
         peak, source = m.peak_memory_bytes, m.peak_memory_source or ""
+        share = device_share(r)  # None on a cpu profile (headroom.py)
         if r.predicted and r.estimate is not None:  # nothing measured: the estimate's peak
             peak, source = r.estimate.peak_bytes, "estimate"
+            share = None if r.profile.is_cpu else peak / capacity_bytes(r)
         rows.append(
             {
                 "anchor": anchor(r),
@@ -42,15 +48,16 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "peak_bytes": peak,
                 "peak_source": source,
                 "capacity_bytes": capacity_bytes(r),
-                "capacity_fraction": device_share(r),  # None on a cpu profile (capacity.py)
+                "capacity_fraction": share,
                 "host_rss_bytes": m.peak_rss_bytes,
                 "tokens_per_s": tps.median if tps else None,
-                "tokens_per_s_p10": tps.p10 if tps else None,
-                "tokens_per_s_p90": tps.p90 if tps else None,
+                "tokens_per_s_p10": tps.p10 if tps and spread else None,
+                "tokens_per_s_p90": tps.p90 if tps and spread else None,
                 "mfu": result_mfu(r),  # a fraction (gpubench.contracts.flops)
                 "implausible": r.implausible or implausible_reasons(r),  # reasons, sentences
-                "step_cv": step.cv if step else None,
-                "noisy": m.noisy,
+                "measured_steps": measured_steps(r) if step else None,
+                "step_cv": step.cv if step and spread else None,
+                "noisy": noisy(r),
                 "loss_start": m.loss_start,
                 "loss_end": m.loss_end,
                 "duration_s": r.duration_s,
@@ -59,3 +66,55 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     # pandas turns a column with None into float NaN; the templates want None back
     return frame.astype(object).where(frame.notna(), None) if rows else frame
+
+
+# The matrix's columns, in order: (row key, heading, numeric). The HTML and the Markdown
+# both iterate over :func:`matrix_columns`, so a heading, its separator and its cells
+# cannot disagree in number.
+COLUMNS = (
+    ("case", "case", False),
+    ("profile", "profile", False),
+    ("status_label", "status", False),
+    ("peak_bytes", "peak memory, GiB", True),
+    ("capacity_fraction", "of capacity, %", True),
+    ("host_rss_bytes", "host RAM, GiB", True),
+    ("tokens_per_s", "tokens/s", True),
+    ("tokens_per_s_p10", "p10-p90, tokens/s", True),
+    ("mfu", "MFU, %", True),
+    ("measured_steps", "measured steps", True),
+    ("step_cv", "step-time CV, %", True),
+    ("loss_start", "loss start", True),
+    ("loss_end", "loss end", True),
+    ("duration_s", "duration, s", True),
+)
+# figures a run may have measured none of (an estimate-only run: no throughput, no loss;
+# a cpu run: no MFU, no share of capacity): such a column is left out, not a column of -
+OPTIONAL = frozenset(
+    {
+        "capacity_fraction",
+        "host_rss_bytes",
+        "tokens_per_s",
+        "tokens_per_s_p10",
+        "mfu",
+        "measured_steps",
+        "step_cv",
+        "loss_start",
+        "loss_end",
+    }
+)
+
+
+def matrix_columns(frame: pd.DataFrame) -> tuple[tuple[str, str, bool], ...]:
+    """The columns shown: the profile with several profiles, an optional one where a row
+    has a figure in it (MFU also where a row is flagged implausible)."""
+    if frame.empty:
+        return ()
+
+    def shown(key: str) -> bool:
+        if key == "profile":
+            return bool(frame["profile"].nunique() > 1)
+        if key == "mfu" and frame["implausible"].map(bool).any():
+            return True
+        return key not in OPTIONAL or bool(frame[key].notna().any())
+
+    return tuple(column for column in COLUMNS if shown(column[0]))

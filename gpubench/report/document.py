@@ -16,8 +16,9 @@ from gpubench.baseline.compare import CaseVerdict, representative
 from gpubench.contracts.result import Result
 from gpubench.report import charts
 from gpubench.report.advice import Advice, advise
-from gpubench.report.comparison import CaseComparison, Histories, comparisons
-from gpubench.report.configurations import anchor, matrix_frame
+from gpubench.report.charts import Chart
+from gpubench.report.comparison import CaseComparison, Histories, columns, comparisons
+from gpubench.report.configurations import anchor, matrix_columns, matrix_frame
 from gpubench.report.projection import ProjectionInputs, projection_frame
 from gpubench.report.provenance import (
     EnvironmentColumn,
@@ -50,6 +51,7 @@ class CaseDetail:
     chart_svg: str | None
     rerun: str | None  # the pytest command that runs this case alone
     settings: tuple[tuple[str, str], ...]
+    trend_svg: str | None = None  # tokens/s over the baseline's runs and this one
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,13 @@ class Report:
     predicted: int  # cases answered by the memory estimator, not run (--gpubench-estimate-only)
     verdicts: tuple[ProfileVerdict, ...]
     matrix: tuple[dict[str, Any], ...]
-    charts: Mapping[str, str]  # title -> inline SVG
+    matrix_columns: tuple[tuple[str, str, bool], ...]  # (row key, heading, numeric)
+    charts: Mapping[str, Chart]  # title -> inline SVG and its caption
     projection: ProjectionInputs
     projections: tuple[dict[str, Any], ...]
     advice: tuple[Advice, ...]
     comparisons: tuple[CaseComparison, ...]
+    comparison_columns: tuple[tuple[str, str, bool], ...]  # (row key, heading, numeric)
     details: tuple[CaseDetail, ...]
     environments: tuple[EnvironmentColumn, ...]
     rerun: Rerun | None
@@ -120,16 +124,21 @@ def build_report(data: ReportData) -> Report:
     profiles = tuple(dict.fromkeys(r.profile.name for r in results))
     several = len(profiles) > 1
     starts = sorted(r.started_at for r in results if r.started_at)
+    verdicts = profile_verdicts(cases, data.safety_margin)
+    recommended = [r for v in verdicts for r in v.recommendations]
     chart_svgs = {
-        title: svg
-        for title, svg in (
-            ("Throughput", charts.throughput_chart(cases)),
-            ("Peak memory", charts.memory_chart(cases)),
-            ("Loss", charts.loss_chart(cases)),
+        title: chart
+        for title, chart in (
+            ("Throughput", charts.throughput_chart(cases, recommended)),
+            ("Peak memory", charts.memory_chart(cases, data.safety_margin)),
+            ("Loss", charts.loss_chart(cases, recommended)),
         )
-        if svg is not None
+        if chart is not None
     }
     case_svgs = charts.case_charts(results)
+    found = comparisons(data.verdicts, results, data.histories)
+    frame = matrix_frame(results)
+    trends = {c.anchor: c.trend_svg for c in found if c.anchor and c.trend_svg}
     details = tuple(
         CaseDetail(
             result=r,
@@ -142,6 +151,7 @@ def build_report(data: ReportData) -> Report:
                 else None
             ),
             settings=_settings(r),
+            trend_svg=trends.get(anchor(r)),
         )
         for index, r in enumerate(results)
     )
@@ -159,13 +169,15 @@ def build_report(data: ReportData) -> Report:
             s: n for s in dict.fromkeys(r.status for r in cases) if (n := _count(cases, s))
         },
         predicted=sum(1 for r in cases if r.predicted),
-        verdicts=tuple(profile_verdicts(cases, data.safety_margin)),
-        matrix=tuple(matrix_frame(results).to_dict("records")),
+        verdicts=tuple(verdicts),
+        matrix=tuple(frame.to_dict("records")),
+        matrix_columns=matrix_columns(frame),
         charts=chart_svgs,
         projection=data.projection,
         projections=tuple(projections),
         advice=tuple(advise(cases)),
-        comparisons=tuple(comparisons(data.verdicts, results, data.histories)),
+        comparisons=tuple(found),
+        comparison_columns=columns(found),
         details=details,
         environments=tuple(environment_columns(results)),
         rerun=rerun_command(results, data.invocations),

@@ -19,9 +19,12 @@ from typing import Any
 import jinja2
 
 from gpubench.report import figures
+from gpubench.report.advice import MAX_LISTED
 from gpubench.report.charts import label
 from gpubench.report.configurations import anchor
 from gpubench.report.document import Report
+from gpubench.report.recommendation import GO, LISTED_STANDINGS, NO_GO, PREDICTED_NO_GO
+from gpubench.report.trust import MIN_MEASURED_STEPS, few_steps, has_spread
 
 _FILTERS = {
     "rate": figures.rate,
@@ -38,6 +41,43 @@ _FILTERS = {
     "status": figures.status,
     "anchor": anchor,
     "label": label,
+    "has_spread": has_spread,
+    "few_steps": few_steps,
+    "verdict_class": lambda kind: (
+        "go" if kind == GO else "nogo" if kind in (NO_GO, PREDICTED_NO_GO) else "open"
+    ),
+}
+
+
+def matrix_cell(row: dict[str, Any], key: str) -> str:
+    """A matrix cell's text, as both the HTML and the Markdown write it."""
+    value = row[key]
+    if key == "case":
+        return value + (f" (rerun {row['rerun']})" if row["rerun"] else "")
+    if key == "tokens_per_s_p10":
+        return figures.rate_range(value, row["tokens_per_s_p90"])
+    if key == "mfu":
+        return figures.percent(value) + (" (implausible)" if row["implausible"] else "")
+    if key == "step_cv":
+        return figures.percent(value) + (" (noisy)" if row["noisy"] else "")
+    formats: dict[str, Any] = {
+        "peak_bytes": figures.gib,
+        "capacity_fraction": figures.percent,
+        "host_rss_bytes": figures.gib,
+        "tokens_per_s": figures.rate,
+        "measured_steps": figures.count,
+        "loss_start": figures.loss,
+        "loss_end": figures.loss,
+        "duration_s": figures.seconds,
+    }
+    return str(formats[key](value)) if key in formats else str(value)
+
+
+_FILTERS["matrix_cell"] = matrix_cell
+_GLOBALS = {
+    "min_steps": MIN_MEASURED_STEPS,
+    "max_listed": MAX_LISTED,
+    "max_standings": LISTED_STANDINGS,
 }
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
 
@@ -74,6 +114,7 @@ def _environment(markdown: bool) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(_FILTERS)
+    env.globals.update(_GLOBALS)
     env.filters["code"] = markdown_code
     return env
 

@@ -1,17 +1,64 @@
-"""The end-of-session table: one row per case, the figures a person would copy out.
+"""The end-of-session table: one row per case, the figures a person would copy out, in the
+terminal's width.
 
 Figures are written by :mod:`gpubench.report.figures`, as the report's Markdown and HTML
-write them."""
+write them. The table fits the width it is given (pytest's terminal width, which
+honours ``COLUMNS``): the columns that matter most are always there, the others are
+added in :data:`OPTIONAL` order while they fit, and a case id too long for its column
+goes on a line of its own, with its figures on the next: ids stay whole, for ``-k``.
+Room for a short flag column (:data:`FLAG`) is always kept."""
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
 
-from gpubench.contracts.plausibility import result_mfu
+from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
+from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread, noisy
+
+CASE = "case"
+FLAG = "flag"  # short markers, each explained below the table
+FLAG_WIDTH = 8  # kept free for the flag column even when no row has a flag yet
+ESSENTIAL = (CASE, "profile", "status", FLAG, "tok/s", "peak GiB", "loss", "time s")
+# added left to right while the table still fits the width
+OPTIONAL = ("cv%", "p10-p90", "steps", "mfu%", "step ms", "est err%", "mem", "params", "test")
+ORDER = (
+    CASE,
+    "profile",
+    "status",
+    FLAG,
+    "tok/s",
+    "p10-p90",
+    "cv%",
+    "steps",
+    "mfu%",
+    "step ms",
+    "peak GiB",
+    "mem",
+    "est err%",
+    "loss",
+    "params",
+    "time s",
+    "test",
+)
+LEFT = (CASE, "profile", "status", FLAG, "mem", "test")  # text, left-aligned; figures right
+GAP = 2  # spaces between columns
+CASE_MAX = 48  # the case column's width optional columns make room for
+CASE_MIN = 4  # a case column squeezed this narrow holds no id: each takes a line of its own
+DEFAULT_WIDTH = 120
+
+
+def _flags(result: Result) -> str:
+    """Short markers, comma-separated (each one explained by :func:`_footnotes`)."""
+    marks = []
+    if result.implausible or implausible_reasons(result):
+        marks.append("implaus")
+    return ",".join(marks)
 
 
 def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
@@ -20,21 +67,26 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
         m = r.metrics
         tps = m.tokens_per_s
         step = m.step_time_s
+        spread = has_spread(r)
         peak, source = m.peak_memory_bytes, m.peak_memory_source
         if r.predicted and r.estimate is not None:  # no measurement: the estimate's peak
             peak, source = r.estimate.peak_bytes, "estimate"
         rows.append(
             {
-                "case": r.case.id + (f" (rerun {r.repeat})" if r.repeat else ""),
+                CASE: r.case.id + (f" (rerun {r.repeat})" if r.repeat else ""),
                 "profile": r.profile_name,
                 "status": r.status + (" (predicted)" if r.predicted else ""),
+                FLAG: _flags(r),
                 "tok/s": figures.rate(tps.median if tps else None),
-                "p10-p90": figures.rate_range(tps.p10, tps.p90) if tps else figures.MISSING,
-                "mfu%": figures.percent(result_mfu(r)),  # derived for a record before v4
-                # the step time's CV, the one Metrics.noisy judges (the "!")
-                "cv%": (figures.percent(step.cv) + ("!" if m.noisy else ""))
-                if step
+                "p10-p90": figures.rate_range(tps.p10, tps.p90)
+                if tps and spread
                 else figures.MISSING,
+                # the step time's CV, the one Metrics.noisy judges (the "!"), from enough steps
+                "cv%": (figures.percent(step.cv) + ("!" if noisy(r) else ""))
+                if step and spread
+                else figures.MISSING,
+                "steps": figures.count(step.n) if step else figures.MISSING,
+                "mfu%": figures.percent(result_mfu(r)),  # derived for a record before v4
                 "step ms": figures.milliseconds(step.median if step else None),
                 "peak GiB": figures.gib(peak) if peak else figures.MISSING,
                 "mem": source or figures.MISSING,
@@ -46,7 +98,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "test": (r.nodeid or "").rsplit("::", 1)[-1].split("[", 1)[0],
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(ORDER))
 
 
 def _estimate_error(result: Result) -> str:
@@ -54,16 +106,97 @@ def _estimate_error(result: Result) -> str:
     return figures.MISSING if error is None else f"{error:+.0f}"
 
 
-def format_summary(results: Sequence[Result]) -> str:
+def terminal_width() -> int:
+    """The terminal's width as pytest reads it (``COLUMNS`` first), else 120."""
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+def _widths(frame: pd.DataFrame) -> dict[str, int]:
+    return {name: max([len(name), *(len(str(v)) for v in frame[name])]) for name in frame.columns}
+
+
+def _fit(frame: pd.DataFrame, width: int) -> tuple[list[str], dict[str, int]]:
+    """The columns shown and their widths: the essential ones that say something (not a
+    column of dashes); each optional one that fits beside a case column of up to
+    :data:`CASE_MAX`; then the case column widened into what is left, up to its longest
+    id (a longer id goes on a line of its own). Where even that is too wide, the last
+    essential columns go."""
+    natural = _widths(frame)
+    natural[FLAG] = max(natural[FLAG], FLAG_WIDTH)
+    blank = {c for c in frame.columns if c not in (CASE, "status", FLAG) and _all_missing(frame[c])}
+    shown = [c for c in ESSENTIAL if c not in blank]
+
+    def others(columns: list[str]) -> int:
+        """Width of ``columns`` but the case's, with every gap."""
+        return sum(natural[c] for c in columns if c != CASE) + GAP * (len(columns) - 1)
+
+    while others(shown) + CASE_MIN > width and len(shown) > 3:
+        shown.pop()  # the least needed essential column: time, then loss, then peak...
+    case_width = min(natural[CASE], CASE_MAX)
+    for column in OPTIONAL:
+        if column not in blank and others([*shown, column]) + case_width <= width:
+            shown.append(column)
+    widths = {c: natural[c] for c in shown}
+    widths[CASE] = max(CASE_MIN, min(natural[CASE], width - others(shown)))
+    return _ordered(shown), widths
+
+
+def _all_missing(values: pd.Series) -> bool:
+    return bool((values.astype(str).isin(["", figures.MISSING])).all())
+
+
+def _ordered(columns: list[str]) -> list[str]:
+    return [c for c in ORDER if c in columns]
+
+
+def _line(cells: dict[str, str], columns: list[str], widths: dict[str, int]) -> str:
+    parts = [cells[c].ljust(widths[c]) if c in LEFT else cells[c].rjust(widths[c]) for c in columns]
+    return (" " * GAP).join(parts).rstrip()
+
+
+def format_table(frame: pd.DataFrame, width: int) -> str:
+    columns, widths = _fit(frame, width)
+    lines = [_line({c: c for c in columns}, columns, widths)]
+    for row in frame.to_dict("records"):
+        cells = {c: str(row[c]) for c in columns}
+        if len(cells[CASE]) > widths[CASE]:  # the whole id on its own line, figures below
+            case = cells[CASE]
+            lines += [case[i : i + width] for i in range(0, len(case), width)]
+            cells[CASE] = ""
+        lines.append(_line(cells, columns, widths))
+    return "\n".join(lines)
+
+
+def format_summary(results: Sequence[Result], width: int | None = None) -> str:
+    """The table in ``width`` columns (default: the terminal's), with its footnotes."""
     if not results:
         return "no gpubench cases ran"
-    text = summary_frame(results).to_string(index=False)
-    if any(r.metrics.step_time_s for r in results):
-        text += "\ncv% = step-time coefficient of variation over the measured steps"
-        if any(r.metrics.noisy for r in results):
-            text += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
-    if any(r.estimate and r.estimate.error_pct is not None for r in results):
-        text += "\nest err% = memory estimate vs measured peak, 100 x (est - meas) / meas"
+    width = width or terminal_width()
+    frame = summary_frame(results)
+    text = format_table(frame, width)
+    columns, _ = _fit(frame, width)
+    notes = []
+    if "cv%" in columns and any(r.metrics.step_time_s for r in results):
+        note = (
+            "cv% = step-time coefficient of variation over the measured steps "
+            f"(- with fewer than {MIN_MEASURED_STEPS})"
+        )
+        if any(noisy(r) for r in results):
+            note += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
+        notes.append(note)
+    if "est err%" in columns and any(
+        r.estimate and r.estimate.error_pct is not None for r in results
+    ):
+        notes.append("est err% = memory estimate vs measured peak, 100 x (est - meas) / meas")
+    if any(_flags(r) for r in results):
+        notes.append("flag implaus = an implausible measurement: see the report's advice")
     if any(r.predicted for r in results):
-        text += "\n(predicted) = estimated, not run (--gpubench-estimate-only): no measurement"
-    return text
+        notes.append("(predicted) = estimated, not run (--gpubench-estimate-only): no measurement")
+    hidden = [c for c in (*ESSENTIAL, *OPTIONAL) if c not in columns and not _all_missing(frame[c])]
+    if hidden:
+        notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
+    return "\n".join([text, *(_wrap(note, width) for note in notes)])
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent="  ")) or text
