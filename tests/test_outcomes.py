@@ -162,6 +162,8 @@ def test_a_finding_does_not_hide_a_regression(
     regressed.stdout.fnmatch_lines(["*grows*regressed against its baseline", "*status: ok -> oom"])
     grows = next(v for k, v in outcomes(suite).items() if "grows" in k)
     assert grows["outcome"] == "failed"
+    report = (suite.path / "reports" / "latest" / "report.md").read_text()
+    assert "OOM, test FAILED" in report  # the report says what pytest said
 
 
 def test_the_go_no_go_skips_when_none_of_its_cases_runs(suite: pytest.Pytester) -> None:

@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 from gpubench.contracts.profiles import builtin_profiles
+from gpubench.report.configurations import anchor
+from gpubench.report.document import ReportData, build_report
+from gpubench.report.load import load_runs
+from gpubench.report.pytest_outcomes import LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_SUITES = [
@@ -73,3 +77,18 @@ def test_every_suite_answers_every_builtin_profile_green_by_estimate(tmp_path: P
     assert any(
         r["outcome"] == "xfailed" and "does not fit (predicted)" in r["reason"] for r in records
     )
+    # the report says what pytest said, for every case of the run
+    runs = load_runs([tmp_path / "latest"])
+    report = build_report(ReportData(results=runs.results, outcomes=runs.outcomes))
+    # by test: a batch probe's runs share their test's outcome
+    by_test = {r["nodeid"]: r for r in records if r["case_id"]}
+    rows = {row["anchor"]: row for row in report.matrix}
+    for result in runs.results:
+        recorded = by_test[result.nodeid]
+        row = rows[anchor(result)]
+        assert row["pytest"] == LABELS[recorded["outcome"]], (result.case.id, row, recorded)
+        if recorded["outcome"] == "xfailed":  # a finding: not fitting, or inside the margin
+            assert result.status != "ok" or "margin" in recorded["reason"], recorded
+    answers = {(g.test, g.profile): g.answer for g in report.go_no_go}
+    assert answers[("test_ladder_go_no_go", "rtx3060")] == "NO-GO"
+    assert answers[("test_ladder_go_no_go", "h100-sxm")] == "GO"

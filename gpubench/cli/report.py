@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         invocations=runs.invocations,
         projection=projection,
         safety_margin=args.safety_margin,
+        outcomes=runs.outcomes,
     )
     written = write_report(data, args.output, args.md)
     for path in written.paths:

@@ -16,6 +16,7 @@ from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import Result
 from gpubench.report.figures import STATUS_LABELS
 from gpubench.report.headroom import capacity_bytes, device_share
+from gpubench.report.pytest_outcomes import LABELS, Outcomes
 from gpubench.report.trust import has_spread, measured_steps, noisy
 
 
@@ -25,9 +26,13 @@ def anchor(result: Result) -> str:
     return "case-" + "".join(c if c.isalnum() else "-" for c in raw)
 
 
-def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
+def matrix_frame(results: Sequence[Result], outcomes: Outcomes | None = None) -> pd.DataFrame:
+    """One row per Result; with ``outcomes``, pytest's outcome of its test beside its
+    status (a case whose test failed is labelled so: the report never calls it PASS)."""
+    outcomes = outcomes or Outcomes(())
     rows = []
     for r in results:
+        outcome = outcomes.of(r)
         m = r.metrics
         tps, step = m.tokens_per_s, m.step_time_s
         spread = has_spread(r)
@@ -44,7 +49,11 @@ def matrix_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "run_id": r.run_id or "",
                 "profile": r.profile.name,
                 "status": r.status,
-                "status_label": STATUS_LABELS[r.status] + (" (predicted)" if r.predicted else ""),
+                "status_label": STATUS_LABELS[r.status]
+                + (" (predicted)" if r.predicted else "")
+                + (f", test {LABELS[outcome.outcome]}" if outcomes.red(r) and outcome else ""),
+                "pytest": LABELS[outcome.outcome] if outcome else None,
+                "pytest_reason": outcome.reason if outcome else "",
                 "peak_bytes": peak,
                 "peak_source": source,
                 "capacity_bytes": capacity_bytes(r),
@@ -75,6 +84,7 @@ COLUMNS = (
     ("case", "case", False),
     ("profile", "profile", False),
     ("status_label", "status", False),
+    ("pytest", "pytest", False),
     ("peak_bytes", "peak memory, GiB", True),
     ("capacity_fraction", "of capacity, %", True),
     ("host_rss_bytes", "host RAM, GiB", True),
@@ -91,6 +101,7 @@ COLUMNS = (
 # a cpu run: no MFU, no share of capacity): such a column is left out, not a column of -
 OPTIONAL = frozenset(
     {
+        "pytest",
         "capacity_fraction",
         "host_rss_bytes",
         "tokens_per_s",

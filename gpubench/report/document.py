@@ -27,8 +27,9 @@ from gpubench.report.provenance import (
     profile_spec,
     rerun_command,
 )
+from gpubench.report.pytest_outcomes import LABELS, GoNoGo, Outcomes, go_no_go_rows
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
-from gpubench.storage import Invocation
+from gpubench.storage import Invocation, TestOutcome
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ReportData:
     invocations: Sequence[Invocation] = ()  # the command lines that ran the runs
     projection: ProjectionInputs = field(default_factory=ProjectionInputs)
     safety_margin: float = DEFAULT_SAFETY_MARGIN
+    outcomes: Sequence[TestOutcome] = ()  # pytest's outcome of each gpubench test
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Report:
     status_counts: Mapping[str, int]
     predicted: int  # cases answered by the memory estimator, not run (--gpubench-estimate-only)
     verdicts: tuple[ProfileVerdict, ...]
+    go_no_go: tuple[GoNoGo, ...]  # each suite's go/no-go test, as pytest ended it
     matrix: tuple[dict[str, Any], ...]
     matrix_columns: tuple[tuple[str, str, bool], ...]  # (row key, heading, numeric)
     charts: Mapping[str, Chart]  # title -> inline SVG and its caption
@@ -116,6 +119,14 @@ def _settings(result: Result) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in items if v)
 
 
+def _pytest_setting(outcomes: Outcomes, result: Result) -> tuple[tuple[str, str], ...]:
+    outcome = outcomes.of(result)
+    if outcome is None:
+        return ()
+    text = LABELS[outcome.outcome] + (f": {outcome.reason}" if outcome.reason else "")
+    return (("pytest", text),)
+
+
 def build_report(data: ReportData) -> Report:
     results = list(data.results)
     if not results:
@@ -124,7 +135,9 @@ def build_report(data: ReportData) -> Report:
     profiles = tuple(dict.fromkeys(r.profile.name for r in results))
     several = len(profiles) > 1
     starts = sorted(r.started_at for r in results if r.started_at)
-    verdicts = profile_verdicts(cases, data.safety_margin)
+    outcomes = Outcomes(data.outcomes)
+    # a case whose test failed (a defect, a regression) is not a candidate
+    verdicts = profile_verdicts([r for r in cases if not outcomes.red(r)], data.safety_margin)
     recommended = [r for v in verdicts for r in v.recommendations]
     chart_svgs = {
         title: chart
@@ -137,7 +150,7 @@ def build_report(data: ReportData) -> Report:
     }
     case_svgs = charts.case_charts(results)
     found = comparisons(data.verdicts, results, data.histories)
-    frame = matrix_frame(results)
+    frame = matrix_frame(results, outcomes)
     trends = {c.anchor: c.trend_svg for c in found if c.anchor and c.trend_svg}
     details = tuple(
         CaseDetail(
@@ -150,7 +163,7 @@ def build_report(data: ReportData) -> Report:
                 if r.nodeid
                 else None
             ),
-            settings=_settings(r),
+            settings=_settings(r) + _pytest_setting(outcomes, r),
             trend_svg=trends.get(anchor(r)),
         )
         for index, r in enumerate(results)
@@ -170,6 +183,7 @@ def build_report(data: ReportData) -> Report:
         },
         predicted=sum(1 for r in cases if r.predicted),
         verdicts=tuple(verdicts),
+        go_no_go=tuple(go_no_go_rows(outcomes)),
         matrix=tuple(frame.to_dict("records")),
         matrix_columns=matrix_columns(frame),
         charts=chart_svgs,

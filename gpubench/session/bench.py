@@ -256,6 +256,7 @@ class BenchSession:
             invocations=[invocation],
             projection=options.projection,
             safety_margin=options.safety_margin,
+            outcomes=self.outcomes(),
         )
         return write_report(data, html, html.with_suffix(".md"))
 
