@@ -26,11 +26,11 @@ import matplotlib.ticker
 from matplotlib.figure import Figure
 
 from gpubench.contracts.result import Result
+from gpubench.contracts.units import GiB as GIB
 from gpubench.report import figures
 from gpubench.report.headroom import capacity_bytes
 from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread, workload
 
-GIB = 2**30
 WIDTH_IN = 9.0
 # tab10, as hex strings: the palette's colours, in a type every matplotlib call takes
 COLOURS: tuple[str, ...] = tuple(

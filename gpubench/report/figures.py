@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-GIB = 2**30
+from gpubench.contracts.units import GiB as GIB
+
 MISSING = "-"
 
 # How a status reads in a readiness report (PASS* = ran, but above the profile's capacity).

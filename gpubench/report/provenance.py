@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gpubench.contracts.result import Environment, Result
+from gpubench.contracts.units import MiB
 from gpubench.report import figures
 from gpubench.storage import Invocation
 
@@ -100,5 +101,5 @@ def profile_spec(result: Result) -> str:
     profile = result.profile
     builtin = builtin_profiles().get(profile.name)
     if builtin is not None and builtin.memory_bytes != profile.memory_bytes:
-        return f"{profile.name}:{profile.memory_bytes // 2**20}MiB"
+        return f"{profile.name}:{profile.memory_bytes // MiB}MiB"
     return profile.name

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gpubench.contracts.result import Result
+from gpubench.contracts.units import GiB
 
 INSTALL_HINT = "pip install tensorboard (or pip install 'gpubench[tensorboard]')"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -68,6 +69,6 @@ def export_tensorboard(results: Sequence[Result], root: Path) -> list[Path]:
             for step, value in _finite(s.grad_norm):
                 writer.add_scalar("grad_norm", value, step)
             for step, value in _finite(s.allocated_bytes):
-                writer.add_scalar("memory_gib", value / 2**30, step)
+                writer.add_scalar("memory_gib", value / GiB, step)
         written.append(folder)
     return written

@@ -32,6 +32,7 @@ from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressEvent
 from gpubench.contracts.result import Result
+from gpubench.contracts.units import GiB
 
 
 def format_duration(seconds: float) -> str:
@@ -150,7 +151,7 @@ def describe_event(event: ProgressEvent) -> str:
     if event.tokens_per_s:
         parts.append(f"{event.tokens_per_s:,.0f} tok/s")
     if event.memory_bytes:
-        parts.append(f"{event.memory_bytes / 2**30:.2f} GiB")
+        parts.append(f"{event.memory_bytes / GiB:.2f} GiB")
     return " ".join(parts)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from gpubench.contracts.profiles.builtin import CPU, builtin_profiles
 from gpubench.contracts.profiles.profile import HardwareProfile, ProfileError
-from gpubench.contracts.units import format_bytes
+from gpubench.contracts.units import MiB, format_bytes
 
 AUTO = "auto"  # the profile spec that means "detect GPU 0 with NVML"
 # Device name (as NVML/nvidia-smi print it) -> built-in profile. Checked in order on the
@@ -127,7 +127,7 @@ def check_runnable_here(profile: HardwareProfile) -> None:
         raise ProfileError(
             f"profile {profile.name!r} has {format_bytes(profile.memory_bytes)} but this GPU "
             f"({device}) has {format_bytes(total)}: a larger card cannot be emulated; use a "
-            f"profile no larger than the card, or {profile.name}:{total // 2**20}MiB to cap it"
+            f"profile no larger than the card, or {profile.name}:{total // MiB}MiB to cap it"
         )
 
 
