@@ -17,9 +17,13 @@ from gpubench.contracts.schema import record_fields
 
 # Other work of at least this many cores' worth, on average over the measured steps ...
 BUSY_OTHER_CORES = 0.5
-# ... while the machine had less than this many cores' worth left idle: the case and the
-# other work were competing for the cores. A GPU case using one core of 64 is not slowed
-# by a build on ten others; a CPU case whose intra-op threads use every core is, badly.
+# ... while the case's threads waited for a CPU at least this many cores' worth of the
+# time (the scheduler's run delay): the case and the other work competed for the cores.
+# A case that sleeps on its GPU or data is not slowed by a neighbour filling idle cores;
+# a CPU case whose intra-op threads use every core is, badly.
+BUSY_WAIT_CORES = 0.25
+# Without the scheduler's figure (a kernel without schedstat): less than this many cores'
+# worth left idle stands for the competition
 BUSY_IDLE_CORES = 0.5
 
 
@@ -39,6 +43,8 @@ class MachineLoad:
     cpu_count: int  # cores the machine's figures are over (/proc/stat's cpuN lines)
     case_cpu_cores: float  # the case's process tree: CPU seconds / window_s
     other_cpu_cores: float  # busy outside that tree (processes, kernel, steal) / window_s
+    # the tree's threads runnable but waiting for a CPU / window_s (None: no schedstat)
+    case_cpu_wait_cores: float | None = None
     # GPU (NVML, on the case's device): the most other processes listed at once (None: not
     # looked at: a CPU case, or no NVML), their pids (empty where NVML's pids are another
     # pid namespace's, a container's host: none matched the case's, so the others are the
@@ -60,7 +66,11 @@ class MachineLoad:
     @property
     def cpu_busy(self) -> bool:
         """Other work took cores the case was competing for (the bounds above)."""
-        return self.other_cpu_cores >= BUSY_OTHER_CORES and self.idle_cores < BUSY_IDLE_CORES
+        if self.other_cpu_cores < BUSY_OTHER_CORES:
+            return False
+        if self.case_cpu_wait_cores is not None:
+            return self.case_cpu_wait_cores >= BUSY_WAIT_CORES
+        return self.idle_cores < BUSY_IDLE_CORES
 
     @property
     def gpu_busy(self) -> bool:
@@ -74,9 +84,12 @@ class MachineLoad:
         """Why the machine counts as busy, each with its figures; [] when it does not."""
         found = []
         if self.cpu_busy:
+            waited = self.case_cpu_wait_cores
             found.append(
                 f"{self.other_cpu_cores:.1f} of {self.cpu_count} cores busy with other work "
-                f"(the case's processes used {self.case_cpu_cores:.1f})"
+                f"(the case's processes used {self.case_cpu_cores:.1f}"
+                + (f" and waited for a CPU {waited:.1f}" if waited is not None else "")
+                + ")"
             )
         if self.gpu_busy:
             pids = self.gpu_other_pids

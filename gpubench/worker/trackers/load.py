@@ -5,8 +5,11 @@ machine's busy time (``/proc/stat``: user, nice, system, irq, softirq, steal, ov
 every core) and the CPU time of the case's process tree (``/proc/<pid>/stat``:
 utime, stime and the waited-for children's cutime, cstime of every member). What
 the machine did outside the tree, over the window, is the other work a case's
-intra-op threads compete with. Two reads and no thread: nothing here takes a core
-from the steps it measures.
+intra-op threads compete with. Whether they did compete is the time the tree's
+threads spent runnable but waiting for a CPU (the scheduler's run delay,
+``/proc/<pid>/task/<tid>/schedstat``): a case that sleeps on its GPU or its
+data is not slowed by a neighbour that fills idle cores. Two reads and no
+thread: nothing here takes a core from the steps it measures.
 
 GPU, on a CUDA device: the compute processes NVML lists on the case's device that
 are not in the tree, sampled every ``interval_s`` (they come and go). Inside a
@@ -85,6 +88,33 @@ def tree_pids(root: int) -> list[int]:
     return [root, *(descendant_pids(root) or [])]
 
 
+def run_delay_ns(pid: int) -> int | None:
+    """Nanoseconds ``pid``'s live threads spent runnable, waiting for a CPU (the second
+    field of each ``/proc/<pid>/task/<tid>/schedstat``); None without schedstat."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0  # gone
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
+                total += int(fh.read().split()[1])
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended since the listing
+            return None  # a kernel without schedstat
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def tree_run_delay_ns(root: int) -> int | None:
+    """:func:`run_delay_ns` over ``root``'s process tree; None without schedstat."""
+    delays = [run_delay_ns(pid) for pid in tree_pids(root)]
+    return None if any(d is None for d in delays) else sum(d or 0 for d in delays)
+
+
 def tree_cpu_ticks(root: int) -> int:
     """CPU ticks of ``root``'s process tree (ended members count through their parents'
     ``cutime``/``cstime`` once waited for)."""
@@ -103,7 +133,7 @@ class MachineLoadTracker(Tracker):
     ) -> None:
         self.root = os.getpid() if root is None else root
         self.nvml_handle = nvml_handle
-        self._start: tuple[float, CpuTimes, int] | None = None
+        self._start: tuple[float, CpuTimes, int, int | None] | None = None
         self._load: MachineLoad | None = None
         self._gpu_lock = threading.Lock()
         self._gpu_others = 0
@@ -120,7 +150,12 @@ class MachineLoadTracker(Tracker):
         machine = machine_cpu_times()
         if machine is None:
             return  # no /proc/stat: nothing to measure the machine by
-        self._start = (time.perf_counter(), machine, tree_cpu_ticks(self.root))
+        self._start = (
+            time.perf_counter(),
+            machine,
+            tree_cpu_ticks(self.root),
+            tree_run_delay_ns(self.root),
+        )
         if self.nvml_handle is not None:
             self._sample_gpu()
             self._sampler.start()
@@ -140,8 +175,9 @@ class MachineLoadTracker(Tracker):
 
     def _measured(self) -> MachineLoad | None:
         assert self._start is not None
-        t0, before, tree_before = self._start
+        t0, before, tree_before, delay_before = self._start
         after = machine_cpu_times()
+        delay_after = tree_run_delay_ns(self.root)
         window_s = time.perf_counter() - t0
         if after is None or window_s <= 0:
             return None
@@ -150,6 +186,9 @@ class MachineLoadTracker(Tracker):
             per_core = window_s * os.sysconf("SC_CLK_TCK")
         tree = tree_cpu_ticks(self.root) - tree_before
         busy = after.busy - before.busy
+        waited = None
+        if delay_before is not None and delay_after is not None:
+            waited = max(0.0, (delay_after - delay_before) / 1e9 / window_s)
         with self._gpu_lock:
             gpu = (
                 (self._gpu_others, sorted(self._gpu_pids), self._gpu_memory)
@@ -161,6 +200,7 @@ class MachineLoadTracker(Tracker):
             cpu_count=after.cpu_count,
             case_cpu_cores=max(0.0, tree / per_core),
             other_cpu_cores=max(0.0, (busy - tree) / per_core),
+            case_cpu_wait_cores=waited,
             gpu_other_processes=gpu[0],
             gpu_other_pids=gpu[1],
             gpu_other_memory_bytes=gpu[2],
