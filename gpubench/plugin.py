@@ -588,9 +588,10 @@ def gpubench_result(
     An OOM, a timeout or a crash is a Result with that status, not an error:
     the test decides what passes."""
     bench = request.config.stash[SESSION_KEY]
-    result = bench.run(gpubench_case, gpubench_profile, nodeid=request.node.nodeid)
     marker = request.node.get_closest_marker(GATE_MARKER)
-    verdict = bench.judge(result, marker.kwargs if marker else None)
+    thresholds = marker.kwargs if marker else None
+    result = bench.run(gpubench_case, gpubench_profile, request.node.nodeid, thresholds=thresholds)
+    verdict = bench.judge(result, thresholds)
     request.node.stash[VERDICT_KEY] = verdict
     for name, value in (
         ("gpubench_status", result.status),
@@ -638,6 +639,8 @@ def _verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:
             (f"gpubench_{m.metric}_baseline", m.old),
             (f"gpubench_{m.metric}_change", m.change),
             (f"gpubench_{m.metric}_verdict", m.decision),
+            (f"gpubench_{m.metric}_threshold", m.threshold),  # as applied
+            (f"gpubench_{m.metric}_threshold_rule", m.threshold_text),  # and how
         ]
     return properties
 

@@ -114,13 +114,15 @@ def _add_profiles_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from gpubench.baseline.offline import judge_runs
-    from gpubench.baseline.rules import GateRules, pyproject_thresholds
+    from gpubench.baseline.rules import PYPROJECT_SOURCE, GateRules, pyproject_thresholds
     from gpubench.baseline.sources import load_histories
     from gpubench.baseline.table import format_verdicts, markdown_summary
 
-    thresholds = {**pyproject_thresholds(args.rootdir), **(args.threshold or {})}
-    rules = GateRules(any_env=args.any_env).with_thresholds(thresholds)
-    verdicts = judge_runs(load_histories(args.old), load_histories(args.new), rules)
+    pyproject = pyproject_thresholds(args.rootdir)
+    rules = GateRules(any_env=args.any_env).with_thresholds(pyproject, PYPROJECT_SOURCE)
+    old, new = load_histories(args.old), load_histories(args.new)
+    # each run's recorded thresholds (its gate's), under --threshold
+    verdicts = judge_runs(old, new, rules, overrides=args.threshold)
     print(format_verdicts(verdicts))
     if args.md is not None:
         args.md.write_text(markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))
@@ -207,7 +209,7 @@ def _add_export_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_report(args: argparse.Namespace) -> int:
     from gpubench.baseline.offline import judge_runs
-    from gpubench.baseline.rules import GateRules, pyproject_thresholds
+    from gpubench.baseline.rules import PYPROJECT_SOURCE, GateRules, pyproject_thresholds
     from gpubench.baseline.sources import Histories, load_histories
     from gpubench.report.document import ReportData
     from gpubench.report.load import load_runs
@@ -231,12 +233,12 @@ def _run_report(args: argparse.Namespace) -> int:
                 histories.setdefault(key, []).extend(history)
         for history in histories.values():
             history.sort(key=lambda r: r.started_at)
-        thresholds = {**pyproject_thresholds(args.rootdir), **(args.threshold or {})}
-        rules = GateRules(any_env=args.any_env).with_thresholds(thresholds)
+        pyproject = pyproject_thresholds(args.rootdir)
+        rules = GateRules(any_env=args.any_env).with_thresholds(pyproject, PYPROJECT_SOURCE)
         new: Histories = {}
         for result in runs.results:
             new.setdefault((result.profile.name, result.case.id), []).append(result)
-        verdicts = judge_runs(histories, new, rules)
+        verdicts = judge_runs(histories, new, rules, overrides=args.threshold)
     data = ReportData(
         results=runs.results,
         verdicts=verdicts,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from gpubench.baseline.compare import CaseVerdict
 from gpubench.baseline.gate import Gate, GateOptions
-from gpubench.baseline.rules import pyproject_thresholds
+from gpubench.baseline.rules import COMMAND_LINE_SOURCE, PYPROJECT_SOURCE, pyproject_thresholds
 from gpubench.baseline.store import suite_name
 from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import (
@@ -101,14 +101,23 @@ class BenchSession:
         line's; raises GateError for a bad table."""
         if self._gate is None:
             options = self.options.gate
-            thresholds = {**pyproject_thresholds(self.options.rootdir), **options.thresholds}
-            rules = options.rules.with_thresholds(thresholds)
+            rules = options.rules.with_thresholds(
+                pyproject_thresholds(self.options.rootdir), PYPROJECT_SOURCE
+            ).with_thresholds(options.thresholds, COMMAND_LINE_SOURCE)
             self._gate = Gate(dataclasses.replace(options, rules=rules))
         return self._gate
 
     def run(
-        self, case: Case, profile: HardwareProfile, nodeid: str | None = None, repeat: int = 0
+        self,
+        case: Case,
+        profile: HardwareProfile,
+        nodeid: str | None = None,
+        repeat: int = 0,
+        thresholds: Mapping[str, float] | None = None,
     ) -> Result:
+        """Run (or, estimate-only, predict) one case and append its Result, which records
+        the gate thresholds it is judged by: the session's under the test's ``thresholds``
+        (``gpubench compare`` reads them back)."""
         if not self._store_ready:
             self.store.create()
             self._store_ready = True
@@ -134,6 +143,8 @@ class BenchSession:
             )
             limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
             result = with_estimate(result, limit)
+        gate_thresholds = self.gate.rules_for(thresholds).resolved()
+        result = dataclasses.replace(result, gate_thresholds=gate_thresholds)
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
@@ -147,7 +158,7 @@ class BenchSession:
         baseline when this run saves one."""
 
         def rerun(repeat: int) -> Result:
-            return self.run(result.case, result.profile, result.nodeid, repeat=repeat)
+            return self.run(result.case, result.profile, result.nodeid, repeat, thresholds)
 
         verdict, reruns = self.gate.judge(result, thresholds, rerun)
         if verdict is not None:
