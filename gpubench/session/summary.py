@@ -5,10 +5,12 @@ write them."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
 
+from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.plausibility import result_mfu
 from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
@@ -66,4 +68,22 @@ def format_summary(results: Sequence[Result]) -> str:
         text += "\nest err% = memory estimate vs measured peak, 100 x (est - meas) / meas"
     if any(r.predicted for r in results):
         text += "\n(predicted) = estimated, not run (--gpubench-estimate-only): no measurement"
-    return text
+    return "\n".join([text, *condition_lines(results)])
+
+
+def condition_lines(results: Sequence[Result], width: int = 120) -> list[str]:
+    """Lines per case measured on a busy machine or cold, and what the gate makes of it."""
+    said = []
+    for r in results:
+        label = r.case.id + (f" (rerun {r.repeat})" if r.repeat else "")
+        busy = busy_sentence(r.machine_load)
+        if busy:
+            said.append(f"{label}: {busy}; a tokens/s drop here is not called a regression")
+        cold = cold_sentence(r.cold_start)
+        if cold:
+            said.append(f"{label}: {cold}; not saved as a baseline, its memory not judged")
+    return [
+        line
+        for text in said
+        for line in textwrap.wrap(text, width, subsequent_indent="    ", break_on_hyphens=False)
+    ]
