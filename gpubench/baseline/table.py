@@ -30,9 +30,9 @@ TERMINAL_WIDTH = 120  # the widest the terminal table gets (narrower on a narrow
 
 RULES = {
     "runs": "vs the spread of {runs} baseline runs",
-    # the threshold's own text says it was widened, and why
-    "steps": "steps vs the last baseline run's ({runs} run(s) show no spread)",
-    "threshold": "threshold only ({runs} run(s) show no spread)",
+    # the threshold's own text says it was widened, and why (too few runs for a spread)
+    "steps": "steps vs the last baseline run's",
+    "threshold": "threshold only ({runs} run(s): no spread)",
     "": "",
 }
 _UNITS = {m.name: m.unit for m in GATED_METRICS}
@@ -150,28 +150,12 @@ def _free_text(row: dict[str, str]) -> str:
 
 
 def _case_block(verdict: CaseVerdict, width: int) -> str:
-    rows = verdict_rows([verdict])
     head = f"{verdict.decision.upper()}: {verdict.case_id} on {verdict.profile}"
+    if not verdict.baseline_runs:  # nothing to compare with: one line says it
+        head += f": {_status_rule(verdict)}"
     lines = textwrap.wrap(head, width, subsequent_indent="    ", break_on_hyphens=False)
-    cells = [[_HEADINGS.get(c, c) for c in _COLUMNS]] + [[r[c] for c in _COLUMNS] for r in rows]
-    sizes = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
-    texts = ["evidence, rule"] + [_free_text(r) for r in rows]
-    start = 2 + sum(sizes) + 2 * len(sizes)  # where the free text begins
-    if start + 24 > width:  # too narrow for columns: a paragraph per metric
-        for row, text in zip(cells[1:], texts[1:], strict=True):
-            metric, old, new, change, threshold, decision = row
-            said = f"{metric}: {old} -> {new}" + (f" ({change})" if change else "")
-            said += (f", threshold {threshold}" if threshold else "") + f": {decision}"
-            said += f"; {text}" if text else ""
-            lines += textwrap.wrap(said, width, initial_indent="  ", subsequent_indent="      ")
-    else:
-        for row, text in zip(cells, texts, strict=True):
-            fixed = "  " + "  ".join(
-                cell.ljust(size) for cell, size in zip(row, sizes, strict=True)
-            )
-            wrapped = textwrap.wrap(text, width - start) or [""]
-            lines.append((fixed + "  " + wrapped[0]).rstrip())
-            lines += [" " * start + more for more in wrapped[1:]]
+    if verdict.baseline_runs:
+        lines += _metric_lines(verdict_rows([verdict]), width)
     for note in verdict.notes:
         lines += textwrap.wrap(
             f"note: {note}",
@@ -181,6 +165,30 @@ def _case_block(verdict: CaseVerdict, width: int) -> str:
             break_on_hyphens=False,
         )
     return "\n".join(lines)
+
+
+def _metric_lines(rows: list[dict[str, str]], width: int) -> list[str]:
+    """The rows in columns, evidence and rule wrapped beside them; a paragraph per row where
+    the columns leave too little room."""
+    cells = [[_HEADINGS.get(c, c) for c in _COLUMNS]] + [[r[c] for c in _COLUMNS] for r in rows]
+    texts = ["evidence, rule"] + [_free_text(r) for r in rows]
+    sizes = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+    start = 2 + sum(sizes) + 2 * len(sizes)  # where the free text begins
+    lines: list[str] = []
+    if start + 24 > width:
+        for row, text in zip(cells[1:], texts[1:], strict=True):
+            metric, old, new, change, threshold, decision = row
+            said = f"{metric}: {old} -> {new}" + (f" ({change})" if change else "")
+            said += (f", threshold {threshold}" if threshold else "") + f": {decision}"
+            said += f"; {text}" if text else ""
+            lines += textwrap.wrap(said, width, initial_indent="  ", subsequent_indent="      ")
+        return lines
+    for row, text in zip(cells, texts, strict=True):
+        fixed = "  " + "  ".join(cell.ljust(size) for cell, size in zip(row, sizes, strict=True))
+        wrapped = textwrap.wrap(text, width - start) or [""]
+        lines.append((fixed + "  " + wrapped[0]).rstrip())
+        lines += [" " * start + more for more in wrapped[1:]]
+    return lines
 
 
 def describe_regression(verdict: CaseVerdict) -> str:
