@@ -278,9 +278,10 @@ def gpubench_result(
     An OOM, a timeout or a crash is a Result with that status, not an error:
     the test decides what passes."""
     bench = request.config.stash[SESSION_KEY]
-    result = bench.run(gpubench_case, gpubench_profile, nodeid=request.node.nodeid)
     marker = request.node.get_closest_marker(GATE_MARKER)
-    verdict = bench.judge(result, marker.kwargs if marker else None)
+    thresholds = marker.kwargs if marker else None
+    result = bench.run(gpubench_case, gpubench_profile, request.node.nodeid, thresholds=thresholds)
+    verdict = bench.judge(result, thresholds)
     request.node.stash[VERDICT_KEY] = verdict
     request.node.user_properties.extend(case_properties(result, verdict, bench.cases_total))
     yield result

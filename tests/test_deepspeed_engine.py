@@ -295,6 +295,9 @@ def test_zero2_bf16_trains_through_the_worker() -> None:
 
 @needs_deepspeed
 def test_the_progress_line_says_when_a_case_builds_ops_and_only_then() -> None:
+    """A run that builds an op says so on the progress line and is a cold Result; the next
+    is warm and says nothing. (The build itself, ~45 s from an empty cache, is run end to
+    end in tests/test_no_false_alarms.py.)"""
     extensions = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default_torch_extensions_dir())
     library = extensions / "deepspeed_shm_comm" / "deepspeed_shm_comm.so"  # cpu: shm_comm
     case = ds_case(steps=2, warmup=0)
@@ -306,10 +309,12 @@ def test_the_progress_line_says_when_a_case_builds_ops_and_only_then() -> None:
             case, resolve_profile("cpu"), timeout_s=TIMEOUT_S, on_progress=events.append
         )
         assert result.status == "ok", result.describe()
-        runs.append((built_before, [(e.phase, e.detail) for e in events if e.detail]))
-    (built_before_first, first), (built_before_second, second) = runs
+        runs.append((built_before, [(e.phase, e.detail) for e in events if e.detail], result))
+    (built_before_first, first, cold), (built_before_second, second, warm) = runs
     assert first == ([] if built_before_first else [("building-ops", "deepspeed_shm_comm")])
+    assert cold.cold == (not built_before_first)
     assert built_before_second and second == []  # the first run built it: nothing to say
+    assert not warm.cold and warm.cold_start == []
 
 
 @needs_deepspeed

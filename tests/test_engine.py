@@ -16,10 +16,9 @@ from gpubench.contracts.case import Case, make_case
 from gpubench.contracts.oom import is_oom
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressWriter
-from gpubench.contracts.result import Result
+from gpubench.contracts.result import Result, loss_window
 from gpubench.worker.engines import get_engine
 from gpubench.worker.engines import loop as loop_module
-from gpubench.worker.engines.run_metrics import loss_window
 from gpubench.worker.engines.torch_engine import TorchEngine
 from gpubench.worker.models import ParameterCountMismatch, check_parameter_count
 

@@ -89,12 +89,36 @@ def baseline_file(pytester: pytest.Pytester) -> Path:
     return pytester.path / "baselines" / "cpu" / "test_gated.json"
 
 
+def gate_section(run: pytest.RunResult) -> list[str]:
+    """The terminal's gate table: the lines after its heading, to the summary's path."""
+    lines = run.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "gpubench gate (against baselines)" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("gate summary: "))
+    return lines[start + 1 : end]
+
+
+def compare_offline(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    """``gpubench compare ARGS`` in the suite's folder (a process of its own: scipy, which
+    the comparison imports, cannot be imported again after pytester restores sys.modules)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpubench.cli", "compare", *args],
+        capture_output=True,
+        text=True,
+        cwd=pytester.path,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_a_real_slowdown_fails_the_build_and_noise_does_not(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "120")  # the gate's table keeps within it
     saved = run(suite, "--gpubench-save-baseline")
     saved.assert_outcomes(passed=1)
-    saved.stdout.fnmatch_lines(["*gpubench gate*", "*slowmodels.make*status*new*"])
+    saved.stdout.fnmatch_lines(
+        ["*gpubench gate*", "NEW: slowmodels.make*: no baseline for this case yet"]
+    )
     history = json.loads(baseline_file(suite).read_text())["cases"]
     assert [len(entry["history"]) for entry in history.values()] == [1]
 
@@ -110,19 +134,45 @@ def test_a_real_slowdown_fails_the_build_and_noise_does_not(
     )
     assert slower.ret == 1
     slower.assert_outcomes(failed=1)
+    # the test's own 40 %, doubled for a one-run history, said as such wherever the verdict is
+    applied = "40 % ×2 (one-run history) = 80 %"
     slower.stdout.fnmatch_lines(
         [
             "*regressed against its baseline*",
-            "*tokens_per_s: * -> * (-*%, threshold 80%, p=*; steps vs the last baseline run*",
+            f"*tokens_per_s: * -> * (-*%, threshold {applied}, p=*; steps vs the last baseline*",
         ]
     )
-    assert "regression" in (suite.path / "reports" / "latest" / "summary.md").read_text()
+    table = gate_section(slower)
+    assert table and max(len(line) for line in table) <= 120, table
+    assert applied in " ".join(" ".join(table).split())
+    summary = (suite.path / "reports" / "latest" / "summary.md").read_text()
+    assert "regression" in summary and applied in summary
+    verdicts = [
+        json.loads(line)
+        for line in (suite.path / "reports" / "latest" / "verdicts.jsonl").read_text().splitlines()
+    ]
+    gated = next(m for m in verdicts[-1]["metrics"] if m["metric"] == "tokens_per_s")
+    assert gated["declared_threshold"] == 0.4 and gated["threshold"] == pytest.approx(0.8)
+    assert gated["threshold_source"] == "test" and gated["decision"] == "regression"
+
+    # offline, the same two runs get the same verdict by the same threshold (the run
+    # recorded its gate's; before, `gpubench compare` applied its default 10 % x2 = 20 %)
+    offline = compare_offline(suite, "baselines", "reports/latest")
+    assert offline.returncode == 1 and "1 of 1 case(s) regressed." in offline.stdout, offline
+    assert applied in " ".join(offline.stdout.split())
+    assert max(len(line) for line in offline.stdout.splitlines()) <= 120
+    overridden = compare_offline(
+        suite, "baselines", "reports/latest", "--threshold", "tokens_per_s=0.45"
+    )  # the command line overrides what the run recorded
+    assert "45 % ×2 (one-run history) = 90 %" in " ".join(overridden.stdout.split())
 
     properties = {
         p.get("name"): p.get("value") for p in ET.parse(suite.path / "junit.xml").iter("property")
     }
     assert properties["gpubench_verdict"] == "regression"
     assert properties["gpubench_tokens_per_s_verdict"] == "regression"
+    assert float(properties["gpubench_tokens_per_s_threshold"]) == pytest.approx(0.8)
+    assert properties["gpubench_tokens_per_s_threshold_rule"] == applied
     assert float(properties["gpubench_tokens_per_s_change"]) < -0.8
 
     compared = subprocess.run(

@@ -7,7 +7,9 @@ JSON but for what v2 and v3 added (``repeat``, 0 for every v1 run; ``series.part
 false for a case that trained to the end). ``data/result-v2-c5105cf-oom.json`` is
 a real v2 Result of a case that ran out of memory after two measured steps
 (written at c5105cf): v2 gave it a throughput, v3 reads it without one, its
-steps kept and marked partial.
+steps kept and marked partial. ``data/result-v4-dc9760a-zero2-offopt.json`` is a
+real v4 Result (the CPU smoke suite's ZeRO-2 offload case, 2026-12-02): v5 reads
+it with no conditions measured (warm, machine load unknown) and no thresholds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from gpubench.contracts import result as result_module
 from gpubench.contracts.case import Case, CaseError, make_case
+from gpubench.contracts.conditions import MachineLoad
 from gpubench.contracts.profiles import HardwareProfile, ProfileError, resolve_profile
 from gpubench.contracts.result import (
     SCHEMA_VERSION,
@@ -37,6 +40,8 @@ from gpubench.contracts.schema import SchemaError
 
 V1 = Path(__file__).parent / "data" / "result-v1-6ecbd18.json"
 V2_OOM = Path(__file__).parent / "data" / "result-v2-c5105cf-oom.json"
+V4 = Path(__file__).parent / "data" / "result-v4-dc9760a-zero2-offopt.json"
+V5_FIELDS = {"cold_start": [], "machine_load": None, "gate_thresholds": {}}
 CPU = resolve_profile("cpu")
 V4_METRICS = dict.fromkeys(
     ("model_flops_per_token", "model_flops_per_s", "mfu", "runtime_rss_bytes")
@@ -61,6 +66,17 @@ def full_result() -> Result:
         series=Series(step_time_s=[0.1, 0.2], loss=[5.0, 4.0]),
         environment=Environment(hostname="h", device="NVIDIA H100 80GB HBM3"),
         error=ErrorInfo(type="OutOfMemoryError", message="CUDA out of memory"),
+        cold_start=["built DeepSpeed ops cpu_adam"],
+        machine_load=MachineLoad(
+            window_s=2.0,
+            cpu_count=8,
+            case_cpu_cores=1.0,
+            other_cpu_cores=6.5,
+            gpu_other_processes=1,
+            gpu_other_pids=[4242],
+            gpu_other_memory_bytes=2**30,
+        ),
+        gate_thresholds={"tokens_per_s": 0.35, "loss": 0.05},
         estimate=Estimate(
             peak_bytes=13 * 2**30,
             capacity_bytes=12 * 2**30,
@@ -79,7 +95,7 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 4
+    assert result.schema_version == SCHEMA_VERSION == 5
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
@@ -92,12 +108,13 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     metrics = {**record["metrics"], **V4_METRICS}
     assert result.to_dict() == {
         **record,
-        "schema_version": 4,
+        "schema_version": 5,
         "repeat": 0,
         "series": series,
         "metrics": metrics,
         "predicted": False,
         "implausible": [],
+        **V5_FIELDS,
     }
 
 
@@ -120,9 +137,19 @@ def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> N
     record = {**v2_oom_record(), "schema_version": 3}
     record["series"] = {**record["series"], "partial": True}
     result = Result.from_dict(record)
-    assert result.schema_version == 4 and not result.predicted and result.implausible == []
+    assert result.schema_version == 5 and not result.predicted and result.implausible == []
     assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
     assert Result.from_dict(result.to_dict()) == result
+
+
+def test_a_v4_result_reads_as_v5_warm_with_no_load_or_thresholds_recorded() -> None:
+    record = json.loads(V4.read_text(encoding="utf-8"))
+    assert record["schema_version"] == 4
+    result = Result.from_dict(record)
+    assert result.cold_start == [] and result.machine_load is None
+    assert result.gate_thresholds == {} and not result.busy and not result.cold
+    assert result.to_dict() == {**record, "schema_version": 5, **V5_FIELDS}
+    assert result.metrics.peak_rss_bytes == record["metrics"]["peak_rss_bytes"]
 
 
 def test_a_predicted_result_never_counts_as_ran() -> None:
@@ -213,7 +240,7 @@ def test_a_missing_required_key_is_refused() -> None:
         Result.from_dict(record)
 
 
-@pytest.mark.parametrize("version", [None, 0, 5, "1", True])
+@pytest.mark.parametrize("version", [None, 0, 6, "1", True])
 def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
     record = v1_record()
     record["schema_version"] = version
@@ -233,8 +260,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 5
-    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4"):
+    record["schema_version"] = 6
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5"):
         Result.from_dict(record)
 
 

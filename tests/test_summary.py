@@ -11,6 +11,7 @@ import pytest
 from report_fixtures import QUIET, statuses
 
 from gpubench.contracts.case import make_case
+from gpubench.contracts.conditions import MachineLoad
 from gpubench.contracts.profiles import resolve_profile
 from gpubench.contracts.result import Estimate, Metrics, Result, Stats
 from gpubench.session.summary import format_summary, summary_frame
@@ -151,3 +152,27 @@ def test_a_session_s_summary_at_columns_120(
     table = lines[start + 1 : end]
     assert len(table) > 24
     assert max(len(line) for line in table) <= 120, "\n".join(table)
+
+
+def test_a_busy_or_cold_case_is_said_below_the_table_and_a_quiet_one_is_not() -> None:
+    quiet = dataclasses.replace(
+        _result([1.0, 1.0], [1000.0, 1000.0]),
+        machine_load=MachineLoad(window_s=1, cpu_count=2, case_cpu_cores=1.9, other_cpu_cores=0.1),
+    )
+    busy = dataclasses.replace(
+        quiet,
+        machine_load=MachineLoad(
+            window_s=1,
+            cpu_count=2,
+            case_cpu_cores=1.0,
+            other_cpu_cores=1.0,
+            case_cpu_wait_cores=0.9,
+        ),
+    )
+    cold = dataclasses.replace(quiet, cold_start=["built DeepSpeed op(s) cpu_adam into /x"])
+    assert "busy" not in format_summary([quiet]) and "cold" not in format_summary([quiet])
+    text = " ".join(format_summary([busy, cold]).split())
+    assert "gpt-tiny-fp32: machine busy during the measured steps: 1.0 of 2 cores busy" in text
+    assert "a tokens/s drop here is not called a regression" in text
+    assert "cold start: built DeepSpeed op(s) cpu_adam into /x; not saved as a baseline" in text
+    assert all(len(line) <= 120 for line in format_summary([busy, cold]).splitlines()[3:])

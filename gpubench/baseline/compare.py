@@ -19,6 +19,21 @@ Improvements are found the same way in the other direction. A case that
 trained to the end within capacity and now does not (``oom``,
 ``over_capacity``, ``diverged``, ...) is a regression whatever its figures.
 
+Like is compared with like (docs/baselines.md, "No false alarms"):
+
+- the loss is every run's loss after the same number of steps (the fewest any
+  run compared trained), warm-up included: the same seed gives the same loss
+  there however long an automatic warm-up took;
+- a figure is not judged on a run whose conditions distort it
+  (:attr:`GatedMetric.distorted_by`): tokens/s measured while the machine was
+  busy with other work, memory high-water marks of a cold run (ops built,
+  caches filled). Such runs are set aside for that figure, in the history and
+  in this session, as long as another run is left to judge by (else they are
+  used, and the verdict's notes say so). When every new run was, a change
+  that would be a regression is reported as ``busy`` or ``cold`` instead,
+  with the figures and the reason, and fails nothing; the caller runs such a
+  case again as it does a suspected regression.
+
 A case that looks regressed is run again (``rules.confirm`` more times, by the
 caller) and judged on all its runs: each metric on the median of their
 values, the status on the most common one. On a shared machine a single run
@@ -40,8 +55,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.baseline.evidence import Evidence, prediction_interval, steps_shifted
-from gpubench.baseline.gated import GATED_METRICS, GatedMetric
+from gpubench.baseline.gated import BUSY, COLD, GATED_METRICS, GatedMetric
 from gpubench.baseline.rules import GateRules
+from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.result import Result
 
 REGRESSION = "regression"
@@ -49,7 +65,9 @@ IMPROVEMENT = "improvement"
 UNCHANGED = "unchanged"
 NEW = "new"  # the baseline has no figure for it
 ELSEWHERE = "elsewhere"  # only baseline runs from another environment: shown, not judged
-DECISIONS = (REGRESSION, IMPROVEMENT, UNCHANGED, NEW, ELSEWHERE)
+# a change that would be a regression, measured only in runs whose conditions distort the
+# figure: said with its reason, never failed (BUSY, COLD are also the conditions' names)
+DECISIONS = (REGRESSION, BUSY, COLD, IMPROVEMENT, UNCHANGED, NEW, ELSEWHERE)
 
 
 def environment_key(result: Result) -> tuple[Any, ...]:
@@ -87,6 +105,13 @@ class MetricVerdict:
     p_value: float | None = None  # one-sided, in the direction of the change
     interval: tuple[float, float] | None = None  # where an unchanged run would fall
     new_runs: int = 1  # runs of this session ``new`` is the median of (confirmation reruns)
+    # the threshold as declared, before the "steps" rule widened it (None: a verdict
+    # written before gpubench recorded it), the factor, and where it was declared
+    declared_threshold: float | None = None
+    widening: float = 1.0
+    threshold_source: str = ""
+    at_step: int | None = None  # the step count every run's figure was taken at (the loss)
+    set_aside: int = 0  # baseline runs not judged by: measured busy or cold (distorted_by)
 
     @property
     def change(self) -> float | None:
@@ -94,6 +119,17 @@ class MetricVerdict:
         if self.old is None or self.new is None or self.old == 0:
             return None
         return self.new / self.old - 1
+
+    @property
+    def threshold_text(self) -> str:
+        """The threshold actually applied, and how it came to be: ``35 % ×2 (one-run
+        history) = 70 %``, or ``10 %``."""
+        applied = _percent(self.threshold)
+        declared = self.declared_threshold
+        if declared is None or self.widening == 1.0:
+            return applied
+        history = _HISTORY_WORDS.get(self.runs, f"{self.runs}-run")
+        return f"{_percent(declared)} ×{self.widening:g} ({history} history) = {applied}"
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -122,6 +158,8 @@ class CaseVerdict:
     baseline_runs: int = 0  # runs in the history
     comparable_runs: int = 0  # of those, from this environment
     elsewhere: str = ""  # the baseline's environment when none is comparable
+    # what the reader must know to trust the figures: a busy machine, a cold run, baseline
+    # runs set aside for either
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -129,6 +167,12 @@ class CaseVerdict:
         return self.status_decision == REGRESSION or any(
             m.decision == REGRESSION for m in self.metrics
         )
+
+    @property
+    def suspect(self) -> bool:
+        """Worth running again: it regressed, or a figure dropped in runs that were busy or
+        cold (a run on a quieter or warm machine can judge it)."""
+        return self.regressed or any(m.decision in (BUSY, COLD) for m in self.metrics)
 
     @property
     def improved(self) -> bool:
@@ -141,6 +185,9 @@ class CaseVerdict:
     def decision(self) -> str:
         if self.regressed:
             return REGRESSION
+        for condition in (BUSY, COLD):
+            if any(m.decision == condition for m in self.metrics):
+                return condition
         if self.improved:
             return IMPROVEMENT
         if self.baseline_runs == 0:
@@ -179,6 +226,11 @@ def compare(
     status_old = judged[-1].status if judged else None
     runs = [result, *confirmations]
     status_new = _most_common_status(runs)
+    metrics = tuple(
+        _judge_metric(metric, runs, judged, bool(comparable), rules)
+        for metric in GATED_METRICS
+        if _values(metric, runs)
+    )
     return CaseVerdict(
         case_id=result.case.id,
         profile=result.profile.name,
@@ -186,14 +238,11 @@ def compare(
         status_old=status_old,
         status_new=status_new,
         status_decision=_status_decision(status_old, status_new, bool(comparable)),
-        metrics=tuple(
-            _judge_metric(metric, runs, judged, bool(comparable), rules)
-            for metric in GATED_METRICS
-            if _values(metric, runs)
-        ),
+        metrics=metrics,
         baseline_runs=len(history),
         comparable_runs=len(comparable),
         elsewhere=elsewhere,
+        notes=_notes(runs, judged, metrics),
     )
 
 
@@ -234,20 +283,44 @@ def _judge_metric(
     comparable: bool,
     rules: GateRules,
 ) -> MetricVerdict:
-    new = statistics.median(_values(metric, new_runs))
-    judged = [r for r in baseline_runs if metric.value(r) is not None]
-    values = _values(metric, judged)
     threshold = rules.threshold(metric.name)
-    count = len(_values(metric, new_runs))
+    source = rules.source(metric.name)
+    # runs whose conditions distort this figure are set aside while others are left (all
+    # new runs distorted: judged, but a regression is said as the condition, below)
+    clean = [r for r in new_runs if not metric.distorted(r)]
+    judged_new = clean or new_runs
+    usable = [r for r in baseline_runs if metric.value(r) is not None]
+    judged = [r for r in usable if not metric.distorted(r)] or usable
+    at_step = _common_steps(metric, judged_new + judged)
+    news = [v for r in judged_new if (v := _figure(metric, r, at_step)) is not None]
+    values = [v for r in judged if (v := _figure(metric, r, at_step)) is not None]
+    new = statistics.median(news)
+
+    def verdict(
+        decision: str, old: float | None, applied: float, rule: str, **more: Any
+    ) -> MetricVerdict:
+        return MetricVerdict(
+            metric.name,
+            decision,
+            old,
+            new,
+            applied,
+            rule,
+            new_runs=len(news),
+            declared_threshold=threshold,
+            threshold_source=source,
+            at_step=at_step,
+            set_aside=len(usable) - len(judged),
+            **more,
+        )
+
     if not values:
-        return MetricVerdict(metric.name, NEW, None, new, threshold, "", new_runs=count)
+        return verdict(NEW, None, threshold, "")
     old = statistics.median(values)
     if not comparable:
-        return MetricVerdict(
-            metric.name, ELSEWHERE, old, new, threshold, "", runs=len(values), new_runs=count
-        )
-    typical = representative(new_runs)
-    rule, evidence, threshold = _evidence(metric, typical, judged, values, new, rules)
+        return verdict(ELSEWHERE, old, threshold, "", runs=len(values))
+    typical = representative(judged_new)
+    rule, evidence, applied = _evidence(metric, typical, judged, values, new, rules)
     change = new / old - 1 if old else 0.0
     better = change if metric.higher_is_better else -change
     if metric.higher_is_better:
@@ -255,22 +328,62 @@ def _judge_metric(
     else:
         p_worse, p_better = evidence.p_higher, evidence.p_lower
     decision = UNCHANGED
-    if -better > threshold and p_worse < rules.alpha:
+    if -better > applied and p_worse < rules.alpha:
         decision = REGRESSION
-    elif better > threshold and p_better < rules.alpha:
+        if not clean:  # every run of the session was busy (or cold): not the code's figure
+            held = set().union(*(metric.distorted(r) for r in new_runs))
+            decision = BUSY if BUSY in held else COLD
+    elif better > applied and p_better < rules.alpha:
         decision = IMPROVEMENT
-    return MetricVerdict(
-        metric.name,
+    return verdict(
         decision,
         old,
-        new,
-        threshold,
+        applied,
         rule,
         runs=len(values),
         p_value=p_worse if better < 0 else p_better,
         interval=evidence.interval,
-        new_runs=count,
+        widening=applied / threshold if threshold else 1.0,
     )
+
+
+def _common_steps(metric: GatedMetric, runs: Sequence[Result]) -> int | None:
+    """The step count every run's figure is taken at (the fewest steps any run trained),
+    for a metric compared at the same step; None for the others, or a run without steps."""
+    if metric.at_steps is None:
+        return None
+    counts = [len(r.series.loss) for r in runs if metric.value(r) is not None]
+    return min(counts) if counts and min(counts) > 0 else None
+
+
+def _figure(metric: GatedMetric, result: Result, at_step: int | None) -> float | None:
+    if at_step is not None and metric.at_steps is not None:
+        return metric.at_steps(result, at_step)
+    return metric.value(result)
+
+
+def _notes(
+    runs: Sequence[Result], history: Sequence[Result], metrics: Sequence[MetricVerdict]
+) -> tuple[str, ...]:
+    """What the reader must know to trust the figures: the conditions of this session's
+    runs, and the baseline runs set aside for them (or, with no other, judged by)."""
+    notes = []
+    for run in runs:
+        which = "this run" if run.repeat == 0 else f"rerun {run.repeat}"
+        for sentence in (busy_sentence(run.machine_load), cold_sentence(run.cold_start)):
+            if sentence:
+                notes.append(f"{which}: {sentence}")
+    gated = {g.name: g for g in GATED_METRICS}
+    for m in metrics:
+        metric = gated[m.metric]
+        how = " or ".join(metric.distorted_by)
+        if m.set_aside:
+            notes.append(f"{m.metric}: {m.set_aside} baseline run(s) measured {how} set aside")
+        elif m.decision not in (NEW, ELSEWHERE):
+            distorted = sum(1 for r in history if metric.distorted(r) and metric.value(r))
+            if distorted:
+                notes.append(f"{m.metric}: judged against baseline runs measured {how} (no other)")
+    return tuple(notes)
 
 
 def _evidence(
@@ -289,3 +402,10 @@ def _evidence(
         evidence = steps_shifted(metric.samples(judged[-1]), metric.samples(result))
         return "steps", evidence, min(0.99, threshold * rules.within_run_widening)
     return "threshold", Evidence(0.0, 0.0), threshold
+
+
+_HISTORY_WORDS = {1: "one-run", 2: "two-run", 3: "three-run", 4: "four-run"}
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.3g} %"

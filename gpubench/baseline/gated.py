@@ -2,7 +2,10 @@
 
 Each :class:`GatedMetric` gives a run's value (one number per run: what the
 history's spread is measured on), its per-step samples where a run has them
-(for the within-run test), and which direction is better.
+(for the within-run test), which direction is better, where runs must be compared
+at the same step (the loss: an automatic warm-up trains a different number of
+steps on every run), and which conditions of a run distort it (``busy``: other
+work took the cores or the GPU; ``cold``: the run built ops or filled caches).
 """
 
 from __future__ import annotations
@@ -21,6 +24,21 @@ class GatedMetric:
     higher_is_better: bool
     value: Callable[[Result], float | None]
     samples: Callable[[Result], list[float]] | None = None
+    # the figure after the first N steps, where runs must be compared at the same N
+    at_steps: Callable[[Result, int], float | None] | None = None
+    distorted_by: tuple[str, ...] = ()  # conditions (run_conditions) it is not judged in
+
+    def distorted(self, result: Result) -> set[str]:
+        """The conditions of ``result`` that make this figure no measure of the code."""
+        return set(self.distorted_by) & run_conditions(result)
+
+
+BUSY = "busy"  # other work competed for the machine (Result.machine_load)
+COLD = "cold"  # the run built ops or filled caches (Result.cold_start)
+
+
+def run_conditions(result: Result) -> set[str]:
+    return {name for name, held in ((BUSY, result.busy), (COLD, result.cold)) if held}
 
 
 def measured_tokens_per_s(result: Result) -> list[float]:
@@ -51,12 +69,29 @@ def _loss_end(result: Result) -> float | None:
     return result.metrics.loss_end
 
 
+def _loss_at(result: Result, steps: int) -> float | None:
+    """The loss after the first ``steps`` steps, warm-up included (:meth:`Series.loss_at`)."""
+    if _loss_end(result) is None:
+        return None
+    return result.series.loss_at(steps)
+
+
+# what cold start distorts: the high-water marks (a compile in the worker, autotuning's
+# buffers); a busy machine: the speed (docs/baselines.md, "No false alarms")
 GATED_METRICS = (
     GatedMetric(
-        "tokens_per_s", "tokens/s", "tok/s", True, _tokens_per_s, samples=measured_tokens_per_s
+        "tokens_per_s",
+        "tokens/s",
+        "tok/s",
+        True,
+        _tokens_per_s,
+        samples=measured_tokens_per_s,
+        distorted_by=(BUSY,),
     ),
-    GatedMetric("peak_memory", "peak device memory", "bytes", False, _peak_device),
-    GatedMetric("host_rss", "peak host RSS", "bytes", False, _host_rss),
-    GatedMetric("loss", "final loss", "", False, _loss_end),
+    GatedMetric(
+        "peak_memory", "peak device memory", "bytes", False, _peak_device, distorted_by=(COLD,)
+    ),
+    GatedMetric("host_rss", "peak host RSS", "bytes", False, _host_rss, distorted_by=(COLD,)),
+    GatedMetric("loss", "final loss", "", False, _loss_end, at_steps=_loss_at),
 )
 METRIC_NAMES = tuple(m.name for m in GATED_METRICS)

@@ -4,7 +4,10 @@ Thresholds come, the first found winning, from the test (``@gpubench.matrix(...,
 gate={...})`` or ``@pytest.mark.gpubench_gate(...)``), the command line
 (``--gpubench-threshold tokens_per_s=0.05``), ``[tool.gpubench.gate]`` in
 pyproject.toml, and :data:`DEFAULT_THRESHOLDS` (docs/baselines.md says how they
-were chosen). A threshold is a relative change in (0, 1): 0.05 is 5 %.
+were chosen). A threshold is a relative change in (0, 1): 0.05 is 5 %. The rules
+remember where each threshold came from (``sources``), and a run records the
+thresholds its case was run with (``Result.gate_thresholds``), so the offline
+``gpubench compare`` judges it by them (:mod:`gpubench.baseline.offline`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ MIN_HISTORY = 3  # comparable runs needed to judge by the run-to-run spread
 WITHIN_RUN_WIDENING = 2.0  # with fewer runs the threshold is this many times wider
 DEFAULT_CONFIRM = 2  # reruns of a case that looks regressed, judged with it on the median
 GATE_TABLE = "tool.gpubench.gate"
+# where a threshold came from, as verdicts say it
+DEFAULT_SOURCE = "default"
+PYPROJECT_SOURCE = "pyproject"
+COMMAND_LINE_SOURCE = "command line"
+TEST_SOURCE = "test"  # the test's gate= or @pytest.mark.gpubench_gate
+RECORDED_SOURCE = "the run's gate"  # Result.gate_thresholds, read back offline
 
 
 class GateError(ValueError):
@@ -80,13 +89,25 @@ class GateRules:
     within_run_widening: float = WITHIN_RUN_WIDENING
     any_env: bool = False  # a baseline from another environment decides too
     confirm: int = DEFAULT_CONFIRM  # reruns of a case that looks regressed
+    sources: Mapping[str, str] = field(default_factory=dict)  # metric -> where its came from
 
     def threshold(self, metric: str) -> float:
         return self.thresholds.get(metric, DEFAULT_THRESHOLDS[metric])
 
-    def with_thresholds(self, overrides: Mapping[str, float]) -> GateRules:
-        """These rules with some thresholds replaced (already checked)."""
-        return dataclasses.replace(self, thresholds={**self.thresholds, **overrides})
+    def source(self, metric: str) -> str:
+        """Where ``metric``'s threshold came from (``test``, ``command line``, ...)."""
+        return self.sources.get(metric, DEFAULT_SOURCE)
+
+    def resolved(self) -> dict[str, float]:
+        """Every gated metric's threshold, defaults included: what a run records."""
+        return {name: self.threshold(name) for name in METRIC_NAMES}
+
+    def with_thresholds(self, overrides: Mapping[str, float], source: str = "") -> GateRules:
+        """These rules with some thresholds replaced (already checked), from ``source``."""
+        sources = {**self.sources, **dict.fromkeys(overrides, source or DEFAULT_SOURCE)}
+        return dataclasses.replace(
+            self, thresholds={**self.thresholds, **overrides}, sources=sources
+        )
 
 
 def pyproject_thresholds(rootdir: Path | None) -> dict[str, float]:
@@ -107,5 +128,5 @@ def gate_rules(
     of ``<rootdir>/pyproject.toml`` over its thresholds, and the command line's
     ``thresholds`` over those. A test's own thresholds come on top, case by case
     (:meth:`~gpubench.baseline.gate.Gate.judge`)."""
-    overrides = {**pyproject_thresholds(rootdir), **(thresholds or {})}
-    return (base or GateRules()).with_thresholds(overrides)
+    rules = (base or GateRules()).with_thresholds(pyproject_thresholds(rootdir), PYPROJECT_SOURCE)
+    return rules.with_thresholds(thresholds or {}, COMMAND_LINE_SOURCE)

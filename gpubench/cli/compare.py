@@ -15,8 +15,11 @@ def run(args: argparse.Namespace) -> int:
     from gpubench.baseline.sources import load_histories
     from gpubench.baseline.table import format_verdicts, markdown_summary
 
-    rules = gate_rules(args.rootdir, args.threshold, GateRules(any_env=args.compare_any_env))
-    verdicts = judge_runs(load_histories(args.old), load_histories(args.new), rules)
+    # the thresholds each run recorded (its gate's) under --threshold; pyproject's for a
+    # run that recorded none
+    rules = gate_rules(args.rootdir, None, GateRules(any_env=args.compare_any_env))
+    old, new = load_histories(args.old), load_histories(args.new)
+    verdicts = judge_runs(old, new, rules, overrides=args.threshold)
     print(format_verdicts(verdicts))
     if args.md is not None:
         args.md.write_text(markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))

@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     histories: Histories = {}
     if args.baseline:  # judged here, by the gate's rules, against that baseline
         histories = merged_histories(args.baseline)
-        rules = gate_rules(args.rootdir, args.threshold, GateRules(any_env=args.compare_any_env))
-        verdicts = judge_runs(histories, group_histories(runs.results), rules)
+        rules = gate_rules(args.rootdir, None, GateRules(any_env=args.compare_any_env))
+        new = group_histories(runs.results)
+        verdicts = judge_runs(histories, new, rules, overrides=args.threshold)
     data = ReportData(
         results=runs.results,
         verdicts=verdicts,

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.contracts.case import Case
+from gpubench.contracts.conditions import MachineLoad, busy_sentence, cold_sentence
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.schema import SchemaError, record_fields
+from gpubench.contracts.units import GiB
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -60,12 +62,21 @@ def _v3_to_v4(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "metrics": metrics, "implausible": [], "predicted": False}
 
 
+def _v4_to_v5(record: dict[str, Any]) -> dict[str, Any]:
+    """v5 added the conditions of the measurement (``cold_start``: what the run built or
+    filled first; ``machine_load``: other work on the machine during the measured steps)
+    and the gate's thresholds the case was run with (``gate_thresholds``); a v4 record
+    measured none of them (its judge falls back on the thresholds it is given)."""
+    return {**record, "cold_start": [], "machine_load": None, "gate_thresholds": {}}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
@@ -256,6 +267,12 @@ class Metrics:
         return cls(**fields)
 
 
+def loss_window(n: int) -> int:
+    """Steps averaged for a loss figure at the end of ``n`` steps (``loss_start``,
+    ``loss_end``, :meth:`Series.loss_at`): ``min(5, n // 4 or 1)``."""
+    return min(5, max(1, n // 4))
+
+
 @dataclass(frozen=True)
 class Series:
     """Per-step series, warm-up steps included (the first ``Metrics.warmup_steps``)."""
@@ -267,6 +284,17 @@ class Series:
     # the steps of a case that stopped before its last (oom, diverged): kept as measured,
     # but no throughput of the case's (Metrics has none)
     partial: bool = False
+
+    def loss_at(self, steps: int) -> float | None:
+        """The loss after the first ``steps`` steps, counted from the first step whatever
+        was warm-up (the mean of the finite losses in the :func:`loss_window` ending
+        there): two runs of one seed compare like with like however long their automatic
+        warm-up took. None with fewer steps, or none finite."""
+        if steps < 1 or len(self.loss) < steps:
+            return None
+        window = self.loss[steps - loss_window(steps) : steps]
+        finite = [v for v in window if v is not None and math.isfinite(v)]
+        return statistics.fmean(finite) if finite else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "series") -> Series:
@@ -395,6 +423,17 @@ class Result:
     # GPU, ...); empty: nothing found
     implausible: list[str] = field(default_factory=list)
     repeat: int = 0  # 0: the case's run; k > 0: the k-th rerun confirming a suspected regression
+    # what this run built or filled that a later run finds ready (DeepSpeed ops compiled,
+    # torch.compile's caches written), each said with its figures; []: none seen. Such a
+    # run's memory is not judged and it never becomes a baseline (gpubench.baseline)
+    cold_start: list[str] = field(default_factory=list)
+    # other work on the machine during the measured steps; None: not measured (no measured
+    # step, a prediction, a record before v5)
+    machine_load: MachineLoad | None = None
+    # the regression thresholds of the case's gate (the test's gate=/marker over
+    # --gpubench-threshold over [tool.gpubench.gate] over the defaults), set by the parent:
+    # the offline `gpubench compare` judges the run by them; {}: none recorded
+    gate_thresholds: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -431,6 +470,16 @@ class Result:
     def profile_name(self) -> str:
         return self.profile.name
 
+    @property
+    def busy(self) -> bool:
+        """Measured while other work competed for the machine (:class:`MachineLoad`)."""
+        return self.machine_load is not None and self.machine_load.busy
+
+    @property
+    def cold(self) -> bool:
+        """The run built or filled what a later run finds ready (``cold_start``)."""
+        return bool(self.cold_start)
+
     def __repr__(self) -> str:
         return f"<Result {self.describe()}>"
 
@@ -440,14 +489,14 @@ class Result:
         if self.predicted:
             parts[0] += " (predicted)"
         if self.estimate is not None and (self.predicted or self.estimate.error_pct is not None):
-            est = f"estimated peak {self.estimate.peak_bytes / 2**30:.2f} GiB"
+            est = f"estimated peak {self.estimate.peak_bytes / GiB:.2f} GiB"
             if self.estimate.error_pct is not None:
                 est += f" ({self.estimate.error_pct:+.0f} % vs measured)"
             parts.append(est)
         if self.tokens_per_s is not None:
             parts.append(f"{self.tokens_per_s:,.0f} tok/s")
         if self.peak_memory_bytes is not None:
-            parts.append(f"peak {self.peak_memory_bytes / 2**30:.2f} GiB")
+            parts.append(f"peak {self.peak_memory_bytes / GiB:.2f} GiB")
         if self.metrics.loss_start is not None and self.metrics.loss_end is not None:
             parts.append(f"loss {self.metrics.loss_start:.3f}->{self.metrics.loss_end:.3f}")
         if self.series.partial:
@@ -456,6 +505,8 @@ class Result:
             parts.append(f"{self.error.type}: {self.error.message}")
         said = self.error.message if self.error else None
         parts += [f"implausible: {reason}" for reason in self.implausible if reason != said]
+        conditions = (busy_sentence(self.machine_load), cold_sentence(self.cold_start))
+        parts += [sentence for sentence in conditions if sentence]
         return ", ".join(parts)
 
     # -- JSON -------------------------------------------------------------------------------
@@ -481,6 +532,11 @@ class Result:
                 "predicted": self.predicted,
                 "implausible": list(self.implausible),
                 "repeat": self.repeat,
+                "cold_start": list(self.cold_start),
+                "machine_load": (
+                    dataclasses.asdict(self.machine_load) if self.machine_load else None
+                ),
+                "gate_thresholds": dict(self.gate_thresholds),
             }
         )
 
@@ -493,10 +549,16 @@ class Result:
         fields["profile"] = HardwareProfile.from_dict(fields["profile"], "result.profile")
         for name, kind in (("metrics", Metrics), ("series", Series), ("environment", Environment)):
             fields[name] = kind.from_dict(fields.get(name) or {}, f"result.{name}")
-        for name, optional in (("error", ErrorInfo), ("estimate", Estimate)):
+        for name, optional in (
+            ("error", ErrorInfo),
+            ("estimate", Estimate),
+            ("machine_load", MachineLoad),
+        ):
             if fields.get(name) is not None:
                 fields[name] = optional.from_dict(fields[name], f"result.{name}")
         fields["implausible"] = list(fields.get("implausible") or [])
+        fields["cold_start"] = list(fields.get("cold_start") or [])
+        fields["gate_thresholds"] = dict(fields.get("gate_thresholds") or {})
         return cls(**fields)
 
     def to_json(self) -> str:

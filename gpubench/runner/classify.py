@@ -255,15 +255,18 @@ def _with_silent_root_cause(result: Result, answered: set[int], stderr: str) -> 
 
 def _with_largest_rank_memory(result: Result, ranks: list[Result]) -> Result:
     """``result`` (rank 0's, trained to the end) with each memory peak the largest any
-    rank recorded, and ``over_capacity`` when any rank ended so."""
+    rank recorded, ``over_capacity`` when any rank ended so, and what any rank found cold
+    (each rank measured the same machine load: rank 0's stands)."""
     others = [r for r in ranks if r is not result and r.ran]
     if not others:
         return result
     over = any(r.status == "over_capacity" for r in others)
+    cold = list(dict.fromkeys(c for r in [result, *others] for c in r.cold_start))
     return dataclasses.replace(
         result,
         metrics=result.metrics.with_largest_memory(r.metrics for r in others),
         status="over_capacity" if over else result.status,
+        cold_start=cold,
     )
 
 

@@ -106,8 +106,16 @@ class BenchSession:
                 self.gate.baseline(profile.name, suite)
 
     def run(
-        self, case: Case, profile: HardwareProfile, nodeid: str | None = None, repeat: int = 0
+        self,
+        case: Case,
+        profile: HardwareProfile,
+        nodeid: str | None = None,
+        repeat: int = 0,
+        thresholds: Mapping[str, float] | None = None,
     ) -> Result:
+        """Run (or, estimate-only, predict) one case and append its Result, which records
+        the gate thresholds it is judged by: the session's under the test's ``thresholds``
+        (``gpubench compare`` reads them back)."""
         if not self._store_ready:
             self.store.create()
             self._store_ready = True
@@ -133,6 +141,8 @@ class BenchSession:
             )
             limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
             result = with_estimate(result, limit)
+        gate_thresholds = self.gate.rules_for(thresholds).resolved()
+        result = dataclasses.replace(result, gate_thresholds=gate_thresholds)
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
@@ -146,7 +156,7 @@ class BenchSession:
         baseline when this run saves one."""
 
         def rerun(repeat: int) -> Result:
-            return self.run(result.case, result.profile, result.nodeid, repeat=repeat)
+            return self.run(result.case, result.profile, result.nodeid, repeat, thresholds)
 
         verdict, reruns = self.gate.judge(result, thresholds, rerun)
         if verdict is not None:

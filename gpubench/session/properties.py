@@ -52,6 +52,8 @@ def verdict_properties(verdict: CaseVerdict | None) -> list[tuple[str, Any]]:
             (f"gpubench_{m.metric}_baseline", m.old),
             (f"gpubench_{m.metric}_change", m.change),
             (f"gpubench_{m.metric}_verdict", m.decision),
+            (f"gpubench_{m.metric}_threshold", m.threshold),  # as applied
+            (f"gpubench_{m.metric}_threshold_rule", m.threshold_text),  # and how
         ]
     return properties
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
@@ -58,6 +59,10 @@ def _flags(result: Result) -> str:
     marks = []
     if result.implausible or implausible_reasons(result):
         marks.append("implaus")
+    if busy_sentence(result.machine_load):
+        marks.append("busy")
+    if cold_sentence(result.cold_start):
+        marks.append("cold")
     return ",".join(marks)
 
 
@@ -188,14 +193,31 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
         r.estimate and r.estimate.error_pct is not None for r in results
     ):
         notes.append("est err% = memory estimate vs measured peak, 100 x (est - meas) / meas")
-    if any(_flags(r) for r in results):
+    flags = {flag for r in results for flag in _flags(r).split(",") if flag}
+    if "implaus" in flags:
         notes.append("flag implaus = an implausible measurement: see the report's advice")
     if any(r.predicted for r in results):
         notes.append("(predicted) = estimated, not run (--gpubench-estimate-only): no measurement")
     hidden = [c for c in (*ESSENTIAL, *OPTIONAL) if c not in columns and not _all_missing(frame[c])]
     if hidden:
         notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
+    notes += condition_lines(results)
     return "\n".join([text, *(_wrap(note, width) for note in notes)])
+
+
+def condition_lines(results: Sequence[Result]) -> list[str]:
+    """A line per case measured on a busy machine or cold (flag busy, cold), and what the
+    gate makes of it."""
+    said = []
+    for r in results:
+        label = r.case.id + (f" (rerun {r.repeat})" if r.repeat else "")
+        busy = busy_sentence(r.machine_load)
+        if busy:
+            said.append(f"busy: {label}: {busy}; a tokens/s drop here is not called a regression")
+        cold = cold_sentence(r.cold_start)
+        if cold:
+            said.append(f"cold: {label}: {cold}; not saved as a baseline, its memory not judged")
+    return said
 
 
 def _wrap(text: str, width: int) -> str:

@@ -61,6 +61,8 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> Result:
         run_id=job.get("run_id"),
         worker_pid=os.getpid(),
         started_at=started_at,
+        cold_start=list(measurement.cold_start),
+        machine_load=measurement.machine_load,
     )
     return dataclasses.replace(result, implausible=implausible_reasons(result))
 

@@ -14,6 +14,7 @@ Measurement (:mod:`gpubench.worker`).
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gpubench.contracts.case import Case
+from gpubench.contracts.conditions import MachineLoad
 from gpubench.contracts.oom import is_oom
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressWriter
@@ -31,7 +33,9 @@ from gpubench.worker.engines.distributed import Ranks, start_process_group
 from gpubench.worker.engines.loop import StepLog, TrainStep, training_loop
 from gpubench.worker.engines.recipe import build_for_training
 from gpubench.worker.engines.run_metrics import training_metrics
+from gpubench.worker.engines.warmth import compile_cache_misses, compile_cold_start
 from gpubench.worker.trackers.host import ProcessTreeRSS
+from gpubench.worker.trackers.load import MachineLoadTracker
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
 
 if TYPE_CHECKING:
@@ -52,6 +56,8 @@ class Measurement:
     metrics: Metrics = field(default_factory=Metrics)
     series: Series = field(default_factory=Series)
     error: ErrorInfo | None = None
+    cold_start: list[str] = field(default_factory=list)  # Result.cold_start
+    machine_load: MachineLoad | None = None  # over the measured steps (None: none made)
 
 
 class TrainingEngine:
@@ -61,6 +67,8 @@ class TrainingEngine:
 
     def __init__(self) -> None:
         self._ranks: Ranks | None = None  # started by prepare(), taken by run()
+        # what the set-up built that a later run finds ready (set_up_framework adds to it)
+        self.cold_start: list[str] = []
 
     # -- what an engine supplies ------------------------------------------------------------
     def set_up_framework(
@@ -98,11 +106,16 @@ class TrainingEngine:
         """The training between the trackers; an allocation failure ends it as ``oom``."""
         log = StepLog()
         status, error = "ok", None
+        compiled_before = compile_cache_misses()
         with ExitStack() as stack:
             rss = stack.enter_context(ProcessTreeRSS())
             device_memory = stack.enter_context(DeviceMemoryTracker(ctx.device))
+            # the case's process tree: this worker's, or under torchrun torchrun's (every rank)
+            root = os.getppid() if ctx.ranks.distributed else os.getpid()
+            load = MachineLoadTracker(root, nvml_handle=device_memory.nvml_handle)
+            stack.callback(load.stop)  # the loop starts it at the first measured step
             try:
-                status = self._train(ctx, progress, log, device_memory)
+                status = self._train(ctx, progress, log, device_memory, load)
             except Exception as exc:
                 if not is_oom(exc):
                     raise
@@ -117,7 +130,15 @@ class TrainingEngine:
         tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
         progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
         series = log.series(trained_to_end=trained_to_end)
-        return Measurement(status=status, metrics=metrics, series=series, error=error)
+        cold = self.cold_start + compile_cold_start(compiled_before, compile_cache_misses())
+        return Measurement(
+            status=status,
+            metrics=metrics,
+            series=series,
+            error=error,
+            cold_start=cold,
+            machine_load=load.load(),
+        )
 
     def _train(
         self,
@@ -125,6 +146,7 @@ class TrainingEngine:
         progress: ProgressWriter,
         log: StepLog,
         device_memory: DeviceMemoryTracker,
+        load: MachineLoadTracker,
     ) -> str:
         """Build, warm up and measure; ``ok`` or ``diverged``. Its frame holds the model, so
         that clearing it after an OOM frees them."""
@@ -134,4 +156,4 @@ class TrainingEngine:
         log.n_params, log.declared_params = model.n_params, model.declared_params
         log.model_flops_per_token = model.flops_per_token(ctx.case.seq_len)
         train_step = self.build_step(ctx, model, stream)
-        return training_loop(ctx, progress, log, device_memory, train_step)
+        return training_loop(ctx, progress, log, device_memory, train_step, load)

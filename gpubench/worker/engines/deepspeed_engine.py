@@ -56,7 +56,7 @@ class DeepSpeedEngine(TrainingEngine):
     def set_up_framework(
         self, case: Case, profile: HardwareProfile, progress: ProgressWriter
     ) -> Ranks:
-        set_up_deepspeed(case, profile, progress)
+        self.cold_start += set_up_deepspeed(case, profile, progress)
         return start_deepspeed_group()
 
     def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:

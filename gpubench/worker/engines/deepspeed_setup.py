@@ -16,7 +16,8 @@ What is DeepSpeed's rather than the case's, done by the DeepSpeed engine's
 - the compiled ops the case loads (:func:`ops_for`), built on first use: the
   compiler runs in child processes, which would inherit the cap. An op not in
   the cache yet is announced on the progress line (``building-ops``) before
-  its build starts;
+  its build starts, and an op built in this run (its library new or rewritten)
+  makes the run cold (``Result.cold_start``);
 - the process group (:func:`start_deepspeed_group`).
 """
 
@@ -130,9 +131,11 @@ def ops_for(case: Case, accelerator: str) -> list[str]:
     return ops
 
 
-def load_ops(names: list[str], progress: ProgressWriter | None = None) -> None:
+def load_ops(names: list[str], progress: ProgressWriter | None = None) -> list[str]:
     """Build (once, into ``TORCH_EXTENSIONS_DIR``) and load each op DeepSpeed can build here,
-    first telling ``progress`` which of them are not in the cache (``building-ops``).
+    first telling ``progress`` which of them are not in the cache (``building-ops``);
+    returns the ops this call built (their library is new or was rewritten: a cached op
+    torch rebuilt because its sources changed is found too).
 
     DeepSpeed keeps a loaded op for the process, so its later ``load()`` of the
     same op (in ``init_distributed`` or ``DeepSpeedCPUAdam``) costs nothing.
@@ -146,11 +149,32 @@ def load_ops(names: list[str], progress: ProgressWriter | None = None) -> None:
     compatible = deepspeed.ops.__compatible_ops__
     builders = [get_accelerator().create_op_builder(name) for name in names]
     builders = [b for b in builders if b is not None and compatible.get(b.NAME, False)]
-    if progress is not None:  # an op built into the install (DS_BUILD_OPS=1) is not built here
-        jit = [b.name for b in builders if not installed_ops.get(b.name, False)]
+    # an op built into the install (DS_BUILD_OPS=1) is not built here
+    jit = [b.name for b in builders if not installed_ops.get(b.name, False)]
+    before = op_library_versions(jit)
+    if progress is not None:
         announce_op_builds(jit, progress)
     for builder in builders:
         builder.load()
+    after = op_library_versions(jit)
+    return [name for name in jit if after[name] is not None and after[name] != before[name]]
+
+
+def op_library_versions(
+    op_names: list[str], extensions_dir: Path | None = None
+) -> dict[str, tuple[int, int] | None]:
+    """Each op's library in the cache as ``(mtime_ns, inode)``, None where there is none
+    (:func:`ops_not_built` says where torch puts it): a build writes a new one."""
+    if extensions_dir is None:
+        extensions_dir = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or "")
+    versions: dict[str, tuple[int, int] | None] = {}
+    for name in op_names:
+        try:
+            stat = (extensions_dir / name / f"{name}.so").stat()
+            versions[name] = (stat.st_mtime_ns, stat.st_ino)
+        except OSError:
+            versions[name] = None
+    return versions
 
 
 def announce_op_builds(
@@ -176,8 +200,9 @@ def ops_not_built(op_names: list[str], extensions_dir: Path | None = None) -> li
 
 def set_up_deepspeed(
     case: Case, profile: HardwareProfile, progress: ProgressWriter | None = None
-) -> None:
-    """The environment, the import and the case's compiled ops (the module doc)."""
+) -> list[str]:
+    """The environment, the import and the case's compiled ops (the module doc); returns
+    what made this run cold (the ops it built, said with where), [] when nothing did."""
     os.environ.update(deepspeed_environment(profile, os.environ))
     import deepspeed  # noqa: F401 - imported here so it counts as the runtime's
     from deepspeed.accelerator import get_accelerator
@@ -189,7 +214,11 @@ def set_up_deepspeed(
             f"{accelerator_name(profile)!r} (deepspeed was imported before "
             "DS_ACCELERATOR could be set)"
         )
-    load_ops(ops_for(case, accelerator_name(profile)), progress)
+    built = load_ops(ops_for(case, accelerator_name(profile)), progress)
+    if not built:
+        return []
+    where = os.environ.get("TORCH_EXTENSIONS_DIR") or "TORCH_EXTENSIONS_DIR"
+    return [f"built DeepSpeed op(s) {', '.join(built)} into {where}"]
 
 
 def start_deepspeed_group() -> Ranks:

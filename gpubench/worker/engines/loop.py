@@ -21,6 +21,7 @@ from gpubench.contracts.case import WARMUP_AUTO, Case
 from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Series
 from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.trackers.load import MachineLoadTracker
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
 from gpubench.worker.trackers.timing import SteadyStateDetector, StepTimer
 
@@ -145,8 +146,10 @@ def training_loop(
     log: StepLog,
     device_memory: DeviceMemoryTracker,
     train_step: TrainStep,
+    load: MachineLoadTracker | None = None,
 ) -> str:
-    """Warm-up then ``case.steps`` measured steps, each recorded in ``log``.
+    """Warm-up then ``case.steps`` measured steps, each recorded in ``log``; ``load``
+    measures the machine from the first measured step to the last.
 
     Returns ``ok``, or ``diverged`` (:class:`DivergenceWatch`). An allocation
     failure propagates; the engine's run classifies it.
@@ -159,6 +162,8 @@ def training_loop(
     memory_in_use = memory_probe(device_memory)
 
     while log.measured_steps < case.steps:
+        if load is not None and not warmup.active and not load.started:
+            load.start()
         with timer:
             loss_t, grad_norm_t = train_step()
         step_time = timer.last_s
@@ -177,4 +182,6 @@ def training_loop(
         progress.emit(phase, log.steps, warmup.total_steps(log, case.steps), tokens_per_s, memory)
         if diverging:
             return "diverged"
+    if load is not None:
+        load.stop()
     return "ok"

@@ -7,16 +7,11 @@ import math
 import statistics
 
 from gpubench.contracts.flops import case_peak_flops, mfu
-from gpubench.contracts.result import Metrics, Stats
+from gpubench.contracts.result import Metrics, Stats, loss_window
 from gpubench.worker.engines.context import TrainingContext
 from gpubench.worker.engines.loop import StepLog
 from gpubench.worker.trackers.host import ProcessTreeRSS
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
-
-
-def loss_window(n: int) -> int:
-    """Steps averaged for loss_start/loss_end: ``min(5, n // 4 or 1)``."""
-    return min(5, max(1, n // 4))
 
 
 def _finite(values: list[float]) -> list[float]:

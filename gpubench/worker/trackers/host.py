@@ -5,7 +5,13 @@ The kernel keeps each process's peak resident set itself (``VmHWM`` in
 never missed between samples and nothing has to poll fast. A daemon thread
 reads the high-water marks of the process and its live descendants (compile
 workers, data-loader processes) once a second, and once more at the end; a
-descendant that ended in between still counts through ``RUSAGE_CHILDREN``.
+descendant that ended in between still counts through ``RUSAGE_CHILDREN``, but
+only above the process's own high-water mark: the kernel takes a child's
+``ru_maxrss`` from its memory *before* ``exec`` too, and a child started with
+``fork``/``vfork`` (``subprocess``) holds its parent's pages there, so every
+short command the process runs (DeepSpeed's ``lscpu`` through py-cpuinfo)
+reports the parent's own peak as its own. Adding that to the parent's counted
+the parent twice (docs/baselines.md, "Cold start").
 
 Plain RSS is not sampled at a high rate because a fast sampler thread takes
 from a CPU training step whose intra-op threads use every core
@@ -82,7 +88,10 @@ def tree_peak_rss_bytes(process: psutil.Process) -> int:
 
 
 def _ended_children_peak_bytes() -> int:
-    """The largest peak RSS among this process's waited-for descendants (``RUSAGE_CHILDREN``)."""
+    """The largest peak RSS among this process's waited-for descendants (``RUSAGE_CHILDREN``).
+
+    A child's figure includes what it shared with this process until its ``exec``: at
+    least this process's resident set when it was started (the module doc)."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
@@ -113,8 +122,10 @@ class ProcessTreeRSS(Tracker):
             self.sample()  # the final state counts too
             if self.pid == os.getpid():  # descendants that ended: the largest one's peak
                 ended = _ended_children_peak_bytes()
-                if ended > self._children_before:  # else no child of the case outgrew them
-                    own = peak_rss_bytes(self.pid) or 0
+                own = peak_rss_bytes(self.pid) or 0
+                # at or below this process's own peak the figure may be this process's
+                # pages seen through a child (the module doc): only above it is it a child's
+                if ended > max(self._children_before, own):
                     self._record(own + ended)
 
     def sample(self) -> int:

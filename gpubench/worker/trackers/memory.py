@@ -75,6 +75,11 @@ class DeviceMemoryTracker(Tracker):
             self._read_torch_peaks()
         return self._peak_reserved
 
+    @property
+    def nvml_handle(self) -> Any:
+        """NVML's handle of the device in use while the block runs (None: CPU, no NVML)."""
+        return self._nvml_handle
+
     def current_allocated_bytes(self) -> int | None:
         """``torch.cuda.memory_allocated`` now; None on CPU."""
         if not self.is_cuda:
