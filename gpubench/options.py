@@ -241,7 +241,7 @@ RUN = (
         "keep_workdirs",
         "--gpubench-keep-workdirs",
         None,
-        "keep each case's worker directory (job, logs, progress) for debugging",
+        "keep each case's worker directory (job, logs, progress) in <run-id>/work/ for debugging",
         action="store_true",
         default=False,
     ),

@@ -6,8 +6,9 @@ ends, under an exclusive lock (pytest-xdist workers append to the same
 files), so a crash mid-session loses nothing already finished.
 ``outcomes.jsonl`` holds pytest's outcome of each gpubench test (passed, failed,
 xfailed with the finding, ...), so the report says what pytest said.
-``invocation.json`` keeps the command line that ran the session, so a report
-rendered later can say how to run it again.
+``work/`` keeps each case's worker directory (job, logs, progress) with
+``--gpubench-keep-workdirs``. ``invocation.json`` keeps the command line that ran
+the session, so a report rendered later can say how to run it again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import secrets
 import shlex
 import time
@@ -34,6 +36,7 @@ OUTCOMES_FILE = "outcomes.jsonl"
 INVOCATION_FILE = "invocation.json"
 GATE_SUMMARY_FILE = "summary.md"
 LATEST_LINK = "latest"
+WORK_DIR = "work"  # kept worker directories (--gpubench-keep-workdirs)
 T = TypeVar("T")
 
 
@@ -94,6 +97,14 @@ class RunStore:
             os.replace(tmp, link)
         except OSError:  # a file system without symlinks: the run dir is still there
             tmp.unlink(missing_ok=True)
+
+    def workdir_for(self, case_id: str, profile: str, repeat: int = 0) -> Path:
+        """Where ``--gpubench-keep-workdirs`` keeps a case's worker directory:
+        ``work/<case>-<profile>[-rerun<N>]`` in the run directory (pytest-xdist workers run
+        different cases, so no two ask for the same one)."""
+        rerun = f"-rerun{repeat}" if repeat else ""
+        name = re.sub(r"[^\w.+-]", "_", f"{case_id}-{profile}{rerun}")  # a name may hold a "/"
+        return self.dir / WORK_DIR / name
 
     def append(self, result: Result) -> None:
         """Append the Result to results.jsonl (:func:`append_json_line`)."""

@@ -509,3 +509,24 @@ def test_reports_dir_option(pytester: pytest.Pytester, tmp_path: Path) -> None:
     out = tmp_path / "elsewhere"
     pytester.runpytest("--gpu-profile", "cpu", "--gpubench-dir", str(out)).assert_outcomes(passed=1)
     assert (out / "latest" / "results.jsonl").read_text().count("\n") == 1
+
+
+def test_kept_worker_directories_are_in_the_run_directory(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makepyfile(
+        test_keep=f"""
+        import gpubench
+
+        @gpubench.single_case({TINY}, name="a/b")
+        def test_one(gpubench_result):
+            pass
+        """
+    )
+    out = tmp_path / "runs"
+    args = ("--gpu-profile", "cpu", "--gpubench-dir", str(out), "--gpubench-keep-workdirs")
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    (kept,) = (out / "latest" / "work").iterdir()
+    assert kept.name == "a_b-cpu"  # the case's name made a single folder name
+    assert (kept / "job.json").is_file()
+    assert any(kept.iterdir())

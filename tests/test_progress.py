@@ -203,3 +203,18 @@ def test_the_runs_of_one_item_are_one_case_and_its_test_s_mean_counts() -> None:
     assert (clock.done, clock.total, clock.remaining) == (2, 4, 2)
     # fast[2] and fast[3]: (2 + 1 x 31) / 2 = 16.5 each, not the mean of all (31) each
     assert clock.eta_s() == 33.0
+
+
+def test_a_later_run_of_one_test_says_which_run_and_no_time_left() -> None:
+    lines: list[str] = []
+    progress = LiveProgress(FakeWriter(), live=False, verbose=True, write_line=lines.append)
+    progress.clock.plan(["t.py::probe[a]", "t.py::fast[1]"])
+    for _ in range(3):  # a batch probe: three runs of one item, then a case of another test
+        progress.case_reported("probe on cpu: ok", 20.0, nodeid="t.py::probe[a]")
+    progress.case_reported("fast on cpu: ok", 2.0, nodeid="t.py::fast[1]")
+    assert lines == [
+        "gpubench: probe on cpu: ok [1/2 done, ~20s left]",  # the one run seen so far
+        "gpubench: probe on cpu: ok [run 2 of this test, 1/2 done]",
+        "gpubench: probe on cpu: ok [run 3 of this test, 1/2 done]",
+        "gpubench: fast on cpu: ok [2/2 done]",
+    ]

@@ -10,6 +10,8 @@ a real v2 Result of a case that ran out of memory after two measured steps
 steps kept and marked partial. ``data/result-v4-dc9760a-zero2-offopt.json`` is a
 real v4 Result (the CPU smoke suite's ZeRO-2 offload case, 2026-12-02): v5 reads
 it with no conditions measured (warm, machine load unknown) and no thresholds.
+v6 judges the derived ``metrics.noisy`` only from 5 or more measured steps: the v1
+record's 3 steps, noisy when written, read back as not noisy.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 5
+    assert result.schema_version == SCHEMA_VERSION == 6
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
@@ -105,10 +107,11 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     series = {**record["series"], "partial": False}
     assert not result.predicted and result.implausible == []
     assert result.metrics.mfu is None and result.metrics.runtime_rss_bytes is None
-    metrics = {**record["metrics"], **V4_METRICS}
+    assert record["metrics"]["noisy"] and record["metrics"]["step_time_s"]["n"] == 3
+    metrics = {**record["metrics"], **V4_METRICS, "noisy": False}  # v6: no CV from 3 steps
     assert result.to_dict() == {
         **record,
-        "schema_version": 5,
+        "schema_version": 6,
         "repeat": 0,
         "series": series,
         "metrics": metrics,
@@ -137,18 +140,18 @@ def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> N
     record = {**v2_oom_record(), "schema_version": 3}
     record["series"] = {**record["series"], "partial": True}
     result = Result.from_dict(record)
-    assert result.schema_version == 5 and not result.predicted and result.implausible == []
+    assert result.schema_version == 6 and not result.predicted and result.implausible == []
     assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
     assert Result.from_dict(result.to_dict()) == result
 
 
-def test_a_v4_result_reads_as_v5_warm_with_no_load_or_thresholds_recorded() -> None:
+def test_a_v4_result_reads_as_v6_warm_with_no_load_or_thresholds_recorded() -> None:
     record = json.loads(V4.read_text(encoding="utf-8"))
     assert record["schema_version"] == 4
     result = Result.from_dict(record)
     assert result.cold_start == [] and result.machine_load is None
     assert result.gate_thresholds == {} and not result.busy and not result.cold
-    assert result.to_dict() == {**record, "schema_version": 5, **V5_FIELDS}
+    assert result.to_dict() == {**record, "schema_version": 6, **V5_FIELDS}
     assert result.metrics.peak_rss_bytes == record["metrics"]["peak_rss_bytes"]
 
 
@@ -240,7 +243,7 @@ def test_a_missing_required_key_is_refused() -> None:
         Result.from_dict(record)
 
 
-@pytest.mark.parametrize("version", [None, 0, 6, "1", True])
+@pytest.mark.parametrize("version", [None, 0, SCHEMA_VERSION + 1, "1", True])
 def test_a_schema_version_this_gpubench_cannot_read_is_refused(version: object) -> None:
     record = v1_record()
     record["schema_version"] = version
@@ -260,8 +263,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 6
-    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5"):
+    record["schema_version"] = 7
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6"):
         Result.from_dict(record)
 
 

@@ -34,13 +34,12 @@ export TORCH_EXTENSIONS_DIR="$work/torch_extensions"
 baselines="$work/baselines"
 
 # README.md, "Install and run": the same lines (tests/test_docs.py holds that they are)
-python3 -m venv .venv
-# shellcheck disable=SC1091
-. .venv/bin/activate
 started=$SECONDS
+# shellcheck disable=SC1091
+python3 -m venv .venv && . .venv/bin/activate
 python -m pip install 'torch==2.13.0+cpu' --extra-index-url https://download.pytorch.org/whl/cpu
 python -m pip install -e '.[test,hf,deepspeed]'
-echo "day-one: installed in $((SECONDS - started)) s: $(python -c 'import torch, deepspeed; print("torch", torch.__version__, "deepspeed", deepspeed.__version__)' 2>/dev/null)"
+echo "day-one: installed in $((SECONDS - started)) s: $(python -c 'import torch, deepspeed; print("torch", torch.__version__, "deepspeed", deepspeed.__version__)' 2>/dev/null | tail -n 1)"
 
 run() {  # run NAME ARGS...: pytest ARGS, its output in WORK/NAME.log; sets rc and summary
   local name=$1
@@ -70,7 +69,8 @@ path = pathlib.Path("gpubench/worker/models/gpt.py")
 text = path.read_text()
 planted = "        time.sleep(0.1)  # planted by tools/day-one.sh\n"
 text = re.sub(r"(    def forward\(self, idx: torch\.Tensor\) -> torch\.Tensor:\n)", r"\1" + planted, text)
-path.write_text("import time\n" + text)
+text = text.replace("from __future__ import annotations\n", "from __future__ import annotations\n\nimport time\n", 1)
+path.write_text(text)
 EOF
 git diff --stat
 run 3-slowed suites/test_cpu_smoke.py --gpu-profile cpu

@@ -26,7 +26,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.schema import SchemaError, record_fields
 from gpubench.contracts.units import GiB
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -70,6 +70,13 @@ def _v4_to_v5(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "cold_start": [], "machine_load": None, "gate_thresholds": {}}
 
 
+def _v5_to_v6(record: dict[str, Any]) -> dict[str, Any]:
+    """v6 judges ``metrics.noisy`` only from at least :data:`MIN_MEASURED_STEPS` measured
+    steps (before, a CV of 2 steps could call a case noisy). ``noisy`` is derived: the
+    reader recomputes it, so a v5 record needs no change."""
+    return record
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -77,8 +84,13 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
+# The fewest measured steps a spread (CV, p10/p90, "noisy") is judged from. A CV estimated from
+# n steps has a relative standard error of about 1/sqrt(2(n - 1)): 100 % at 2 steps, 35 % at 5;
+# and p10/p90 of fewer than 5 values are interpolations between the two extreme steps.
+MIN_MEASURED_STEPS = 5
 ERROR_MESSAGE_CHARS = 4000  # an exception's message kept in ErrorInfo
 
 
@@ -121,7 +133,9 @@ class Stats:
 
     @property
     def noisy(self) -> bool:
-        return self.cv > NOISY_CV
+        """CV above :data:`NOISY_CV`, from at least :data:`MIN_MEASURED_STEPS` values (a CV
+        of fewer says nothing)."""
+        return self.n >= MIN_MEASURED_STEPS and self.cv > NOISY_CV
 
 
 def _finite_or_null(value: Any) -> Any:

@@ -17,7 +17,7 @@ from gpubench.contracts.result import Result
 from gpubench.report.figures import STATUS_LABELS
 from gpubench.report.headroom import capacity_bytes, device_share
 from gpubench.report.pytest_outcomes import LABELS, Outcomes
-from gpubench.report.trust import has_spread, measured_steps, noisy
+from gpubench.report.trust import has_spread, measured_steps
 
 
 def anchor(result: Result) -> str:
@@ -66,7 +66,7 @@ def matrix_frame(results: Sequence[Result], outcomes: Outcomes | None = None) ->
                 "implausible": r.implausible or implausible_reasons(r),  # reasons, sentences
                 "measured_steps": measured_steps(r) if step else None,
                 "step_cv": step.cv if step and spread else None,
-                "noisy": noisy(r),
+                "noisy": r.metrics.noisy,
                 "loss_start": m.loss_start,
                 "loss_end": m.loss_end,
                 "duration_s": r.duration_s,

@@ -35,7 +35,7 @@ from typing import Any
 from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
 from gpubench.report.headroom import capacity_bytes, fits_with_margin
-from gpubench.report.trust import Workload, distrust, noisy, workload
+from gpubench.report.trust import Workload, distrust, workload
 
 DEFAULT_SAFETY_MARGIN = 0.10
 RECOMMENDED_FORMAT = "gpubench-recommended"
@@ -176,11 +176,13 @@ def predicted_to_fit(result: Result, margin: float) -> bool:
 def _workload_verdict(work: Workload, results: list[Result], margin: float) -> WorkloadVerdict:
     fitting = [r for r in results if _fits(r, margin)]
     ranked = [r for r in fitting if not distrust(r)]
-    steady = [r for r in ranked if not noisy(r)]
+    steady = [r for r in ranked if not r.metrics.noisy]
     best = max(steady, key=_median) if steady else None
     # a noisy case wins only when even its slow steps (p10) beat the steady winner's fast
     # ones (p90): then no noise explains the difference; the page says it was noisy
-    clearly_faster = [r for r in ranked if noisy(r) and (best is None or _p10(r) > _p90(best))]
+    clearly_faster = [
+        r for r in ranked if r.metrics.noisy and (best is None or _p10(r) > _p90(best))
+    ]
     if clearly_faster:
         best = max(clearly_faster, key=_median)
     others = sorted(
@@ -300,7 +302,7 @@ def why_not(result: Result, best: Result | None, margin: float) -> str:
     reasons = distrust(result)
     if reasons:
         return "not ranked: " + "; ".join(reasons)
-    if best is not None and noisy(result) and not noisy(best):
+    if best is not None and result.metrics.noisy and not best.metrics.noisy:
         cv = m.step_time_s.cv if m.step_time_s else None
         return (
             f"noisy: step-time CV {figures.percent(cv)} % > {figures.percent(NOISY_CV, 0)} %, "

@@ -15,7 +15,8 @@ and shown, never recommended.
 
 **A statistic from too few steps** (:func:`has_spread`): below :data:`MIN_MEASURED_STEPS`
 the spread (CV, and p10/p90, which are then interpolated between the lowest and the
-highest steps) is not shown, and "noisy" is not judged.
+highest steps) is not shown, and "noisy" is not judged (:attr:`Stats.noisy
+<gpubench.contracts.result.Stats.noisy>`, which all of them read, holds the same rule).
 """
 
 from __future__ import annotations
@@ -24,13 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpubench.contracts.plausibility import implausible_reasons
-from gpubench.contracts.result import Result
+from gpubench.contracts.result import MIN_MEASURED_STEPS, Result
 from gpubench.report import figures
-
-# The fewest measured steps a spread is shown from. A CV estimated from n steps has a
-# relative standard error of about 1/sqrt(2(n - 1)): 100 % at 2 steps, 35 % at 5; and
-# p10/p90 of fewer than 5 values are interpolations between the two extreme steps.
-MIN_MEASURED_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -70,11 +66,6 @@ def has_spread(result: Result) -> bool:
     """Whether the case measured enough steps for a spread (CV, p10/p90) to be shown."""
     step = result.metrics.step_time_s
     return step is not None and step.n >= MIN_MEASURED_STEPS
-
-
-def noisy(result: Result) -> bool:
-    """Noisy by :attr:`Metrics.noisy` (step-time CV above 5 %), judged only with a spread."""
-    return has_spread(result) and result.metrics.noisy
 
 
 def few_steps(result: Result) -> str:

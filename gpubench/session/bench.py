@@ -137,6 +137,11 @@ class BenchSession:
                 run_id=self.store.run_id,
                 on_progress=self.case_progress.update if self.case_progress else None,
                 keep_workdir=self.options.keep_workdirs,
+                workdir=(
+                    self.store.workdir_for(case.id, profile.name, repeat)
+                    if self.options.keep_workdirs
+                    else None
+                ),
                 repeat=repeat,
             )
             limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)

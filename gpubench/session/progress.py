@@ -79,6 +79,7 @@ class SessionClock:
         self._items: dict[str, float] = {}  # nodeid (or a run's number) -> its duration
         self._functions: dict[str, list[float]] = {}  # test function -> [sum, cases]
         self._pending: list[str] = []  # the planned cases not finished yet, in run order
+        self._runs: dict[str, int] = {}  # nodeid -> runs finished
 
     def plan(self, nodeids: Sequence[str]) -> None:
         """The cases the session will run, in order (the collected items' pytest ids)."""
@@ -93,6 +94,7 @@ class SessionClock:
         if key not in self._items:
             function[1] += 1
         self._items[key] = self._items.get(key, 0.0) + duration_s
+        self._runs[key] = self._runs.get(key, 0) + 1
         if key in self._pending:
             self._pending.remove(key)
 
@@ -132,8 +134,14 @@ class SessionClock:
         running, *rest = expected
         return (max(0.0, running - current_elapsed_s) + sum(rest)) / self.parallel
 
-    def describe(self, current_elapsed_s: float = 0.0) -> str:
+    def describe(self, current_elapsed_s: float = 0.0, nodeid: str | None = None) -> str:
+        """``3/28 done, ~4m10s left``. After a later run of one test (a batch probe's,
+        a confirmation rerun) the time left is not said: that test may have more runs to
+        come, and its duration so far is no case's."""
         text = f"{self.done}/{self.total} done" if self.total else f"{self.done} done"
+        runs = self._runs.get(nodeid, 0) if nodeid is not None else 0
+        if runs > 1:
+            return f"run {runs} of this test, {text}"
         eta = self.eta_s(current_elapsed_s)
         if eta is not None and self.remaining:
             text += f", ~{format_duration(eta)} left"
@@ -193,7 +201,8 @@ class LiveProgress:
         self.clock.finished(result.duration_s or (time.monotonic() - self._started), result.nodeid)
         if self._verbose and not self._live and self._write_line is not None:
             with self._suspend():
-                self._write_line(f"gpubench: {result.describe()} [{self.clock.describe()}]")
+                clock = self.clock.describe(nodeid=result.nodeid)
+                self._write_line(f"gpubench: {result.describe()} [{clock}]")
 
     def case_reported(
         self,
@@ -208,7 +217,7 @@ class LiveProgress:
         self.clock.finished(duration_s, nodeid)
         if self._write_line is not None:
             with self._suspend():
-                self._write_line(f"gpubench: {summary} [{self.clock.describe()}]")
+                self._write_line(f"gpubench: {summary} [{self.clock.describe(nodeid=nodeid)}]")
 
     # -- drawing ----------------------------------------------------------------------------
     def _text(self, status: str) -> str:

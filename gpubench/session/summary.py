@@ -20,7 +20,7 @@ from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import NOISY_CV, Result
 from gpubench.report import figures
-from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread, noisy
+from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread
 
 CASE = "case"
 FLAG = "flag"  # short markers, each explained below the table
@@ -87,7 +87,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 if tps and spread
                 else figures.MISSING,
                 # the step time's CV, the one Metrics.noisy judges (the "!"), from enough steps
-                "cv%": (figures.percent(step.cv) + ("!" if noisy(r) else ""))
+                "cv%": (figures.percent(step.cv) + ("!" if r.metrics.noisy else ""))
                 if step and spread
                 else figures.MISSING,
                 "steps": figures.count(step.n) if step else figures.MISSING,
@@ -186,7 +186,7 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
             "cv% = step-time coefficient of variation over the measured steps "
             f"(- with fewer than {MIN_MEASURED_STEPS})"
         )
-        if any(noisy(r) for r in results):
+        if any(r.metrics.noisy for r in results):
             note += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
         notes.append(note)
     if "est err%" in columns and any(
