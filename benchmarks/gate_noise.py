@@ -161,7 +161,7 @@ def main() -> None:
         "--planted", type=float, nargs="+", default=[1.10], help="step-time factors"
     )
     parser.add_argument(
-        "--memory", type=float, nargs="*", default=[1.05], help="memory-peak factors"
+        "--memory", type=float, nargs="*", default=[1.05, 1.08, 1.1], help="memory-peak factors"
     )
     parser.add_argument("--threshold", type=parse_thresholds, default=None)
     parser.add_argument("--alpha", type=float, default=None)

@@ -93,10 +93,10 @@ def test_a_planted_slowdown_is_caught() -> None:
     assert twenty["suite"] == 1.0 and twenty["tokens_per_s"] >= 0.5
 
 
-def test_a_five_percent_memory_growth_is_caught() -> None:
-    """Measured: 90.2 % of cases (not the ZeRO-offload case, whose host RSS moved by 50 %
-    between two quiet runs), every suite run."""
-    grown = gate_noise.replay(QUIET, None, 5, RULES, memory=1.05)
+def test_a_memory_growth_beyond_the_threshold_is_caught() -> None:
+    """8 % more host RSS against the 5 % threshold. Measured: 92.7 % of cases (not the
+    ZeRO-offload case, whose host RSS moved by 50 % between two quiet runs), every suite run."""
+    grown = gate_noise.replay(QUIET, None, 5, RULES, memory=1.08)
     assert grown["host_rss"] >= 0.85 and grown["suite"] == 1.0
 
 
@@ -350,7 +350,9 @@ def test_every_verdict_states_the_threshold_it_applied() -> None:
     assert tokens.widening == pytest.approx(2.0) and tokens.threshold_source == "test"
     assert tokens.threshold_text == "35 % ×2 (one-run history) = 70 %"
     rss = next(m for m in verdict.metrics if m.metric == "host_rss")
-    assert rss.threshold_text == "3 %" and rss.threshold_source == "default"
+    # one figure per run and one run: its spread unknown, the threshold doubled as well
+    assert rss.threshold_text == "5 % ×2 (one-run history) = 10 %" and rss.rule == "threshold"
+    assert rss.threshold_source == "default"
     assert "threshold 35 % ×2 (one-run history) = 70 %" in describe_regression(verdict)
     assert "35 % ×2 (one-run history) = 70 %" in markdown_summary([verdict])
     record = verdict.to_dict()["metrics"][0]  # what verdicts.jsonl holds, for the report

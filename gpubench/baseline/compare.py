@@ -13,7 +13,8 @@ statistical evidence that the run is not one more draw of the baseline's
   (``within_run_widening``), since steps of one run are not independent
   samples of its speed;
 - ``threshold``: a metric with one figure per run (memory, final loss) and fewer
-  runs than ``min_history``: the threshold alone.
+  runs than ``min_history``: the threshold alone, widened the same way, since
+  how far one run's figure moves from another's is not known yet.
 
 Improvements are found the same way in the other direction. A case that
 trained to the end within capacity and now does not (``oom``,
@@ -401,7 +402,7 @@ def _evidence(
     if metric.samples is not None:
         evidence = steps_shifted(metric.samples(judged[-1]), metric.samples(result))
         return "steps", evidence, min(0.99, threshold * rules.within_run_widening)
-    return "threshold", Evidence(0.0, 0.0), threshold
+    return "threshold", Evidence(0.0, 0.0), min(0.99, threshold * rules.within_run_widening)
 
 
 _HISTORY_WORDS = {1: "one-run", 2: "two-run", 3: "three-run", 4: "four-run"}

@@ -22,15 +22,18 @@ from typing import Any
 from gpubench.baseline.gated import METRIC_NAMES
 from gpubench.contracts.pyproject import gpubench_table
 
+# host RSS moves more than device memory between runs of one case: glibc's per-thread arenas
+# and large freed blocks make a CPU case's high-water mark differ by up to 6 % (a fresh clone's
+# suites, two runs in a row, docs/baselines.md); a GPU's caching allocator repeats itself
 DEFAULT_THRESHOLDS = {
     "tokens_per_s": 0.10,
     "peak_memory": 0.03,
-    "host_rss": 0.03,
+    "host_rss": 0.05,
     "loss": 0.05,
 }
 DEFAULT_ALPHA = 0.05  # one-sided, per metric and run, before the confirmation reruns
 MIN_HISTORY = 3  # comparable runs needed to judge by the run-to-run spread
-WITHIN_RUN_WIDENING = 2.0  # with fewer runs the threshold is this many times wider
+WITHIN_RUN_WIDENING = 2.0  # fewer runs (spread unknown): the threshold this many times wider
 DEFAULT_CONFIRM = 2  # reruns of a case that looks regressed, judged with it on the median
 GATE_TABLE = "tool.gpubench.gate"
 # where a threshold came from, as verdicts say it
