@@ -64,6 +64,11 @@ RULES = (
     ),
     Rule(r"python -m pytest tests/ -n 2", NOT_RUN, "this very test suite: .ci/run runs it"),
     Rule(
+        r"bash tools/day-one\.sh .*",
+        NOT_RUN,
+        "a fresh clone's install and three gated runs (20 minutes): docs/ci.md has its figures",
+    ),
+    Rule(
         r"python -m gpubench\.validation --out DIR.*",
         NOT_RUN,
         "the GPU validation kit: tests/test_validate.py runs its --smoke form",
