@@ -38,8 +38,11 @@ def test_profiles_prints_a_table_and_the_sources(
     assert table_rows["h100-sxm"][1:] == ["cuda", "79.6", "989.5", "67.0", "3350", "3.78"]
     assert table_rows["cpu"][1:] == ["cpu", "8.0", "-", "-", "-", "-"]
     sources = out.split("Sources:\n", 1)[1]
+    unwrapped = " ".join(sources.split())  # wrapped to the terminal's width, at spaces
     for profile in builtin_profiles().values():
-        assert f"  {profile.name}: {profile.source}" in sources
+        assert f"{profile.name}: {' '.join(profile.source.split())}" in unwrapped
+    # no line wider than 120 but a URL that is longer on its own
+    assert all(len(line) <= 120 or " " not in line.strip() for line in sources.splitlines())
 
 
 def test_profiles_json_round_trips_through_from_dict(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import textwrap
 from collections.abc import Iterable
 
 import pandas as pd
@@ -48,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"User-defined or overridden here: {', '.join(user)}")
     print()
     print("Sources:")
-    for p in profiles:
-        print(f"  {p.name}: {p.source or '-'}")
+    width = min(120, shutil.get_terminal_size((120, 24)).columns)
+    for p in profiles:  # wrapped at spaces; a URL longer than the line stays whole
+        text = f"{p.name}: {p.source or '-'}"
+        print(textwrap.fill(text, width, initial_indent="  ", subsequent_indent="    ",
+                            break_long_words=False, break_on_hyphens=False))  # fmt: skip
     return 0
 
 
