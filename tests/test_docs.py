@@ -192,3 +192,14 @@ def test_the_commands_of_a_doc_run_as_written(doc: str, workspace: Path) -> None
         allowed = rule.exits if rule.kind == RUN else (0,)
         assert done.returncode in allowed, said
         assert "Traceback" not in done.stderr, said
+
+
+def test_the_python_examples_run_and_declare_what_the_readme_says() -> None:
+    """README's declaration example runs (its imports exist) and declares 8 cases, as said."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert len(list(namespace["LADDER"])) == 8  # type: ignore[call-overload]
+    assert "This declares\n8 cases" in readme
