@@ -100,7 +100,7 @@ def test_builtin_profiles_returns_a_fresh_dict() -> None:
     [
         ({"kind": "tpu"}, "kind='tpu' is not valid; valid: cuda, cpu"),
         ({"memory_bytes": 0}, "memory_bytes=0 must be a positive integer"),
-        ({"memory_bytes": 1.5e9}, "must be a positive integer"),
+        ({"memory_bytes": 1.5e9}, "memory_bytes=1500000000.0 must be an integer"),
         ({"bf16_flops": -1.0}, "bf16_flops=-1.0 must be a number > 0 or None"),
         ({"usd_per_hour": -0.1}, "usd_per_hour=-0.1 must be a number >= 0"),
         ({"name": ""}, "must be a non-empty string"),

@@ -50,8 +50,9 @@ newcomer's first run.
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ from gpubench.baseline.gated import BUSY, COLD, GATED_METRICS, GatedMetric
 from gpubench.baseline.rules import GateRules
 from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.result import Result
+from gpubench.contracts.schema import record_fields
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -138,8 +140,9 @@ class MetricVerdict:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MetricVerdict:
-        fields = dict(data)
+    def from_dict(cls, data: Mapping[str, Any], where: str = "verdict.metric") -> MetricVerdict:
+        """Read by the policy of :mod:`gpubench.contracts.schema`."""
+        fields = record_fields(cls, data, where)
         if fields.get("interval") is not None:
             fields["interval"] = tuple(fields["interval"])
         return cls(**fields)
@@ -206,8 +209,12 @@ class CaseVerdict:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseVerdict:
-        fields = {k: v for k, v in data.items() if k != "decision"}
-        fields["metrics"] = tuple(MetricVerdict.from_dict(m) for m in fields.get("metrics", ()))
+        """Read by the policy of :mod:`gpubench.contracts.schema` (``decision`` is derived)."""
+        fields = record_fields(cls, data, "verdict", derived=("decision",))
+        metrics = enumerate(fields.get("metrics", ()))
+        fields["metrics"] = tuple(
+            MetricVerdict.from_dict(m, f"verdict.metrics[{i}]") for i, m in metrics
+        )
         fields["notes"] = tuple(fields.get("notes", ()))
         return cls(**fields)
 
@@ -228,9 +235,10 @@ def compare(
     runs = [result, *confirmations]
     status_new = _most_common_status(runs)
     metrics = tuple(
-        _judge_metric(metric, runs, judged, bool(comparable), rules)
+        verdict
         for metric in GATED_METRICS
         if _values(metric, runs)
+        and (verdict := _judge_metric(metric, runs, judged, bool(comparable), rules))
     )
     return CaseVerdict(
         case_id=result.case.id,
@@ -256,7 +264,13 @@ def representative(runs: Sequence[Result]) -> Result:
 
 
 def _values(metric: GatedMetric, runs: Sequence[Result]) -> list[float]:
-    return [v for r in runs if (v := metric.value(r)) is not None]
+    return _judgeable(metric.value(r) for r in runs)
+
+
+def _judgeable(figures: Iterable[float | None]) -> list[float]:
+    """The figures the gate judges: positive, finite numbers (a NaN is never "unchanged";
+    the readers refuse one, this holds for a Result made in memory too)."""
+    return [v for v in figures if v is not None and math.isfinite(v) and v > 0]
 
 
 def _most_common_status(runs: Sequence[Result]) -> str:
@@ -283,18 +297,19 @@ def _judge_metric(
     baseline_runs: list[Result],
     comparable: bool,
     rules: GateRules,
-) -> MetricVerdict:
+) -> MetricVerdict | None:  # None: no run of this session has a figure to judge
     threshold = rules.threshold(metric.name)
-    source = rules.source(metric.name)
     # runs whose conditions distort this figure are set aside while others are left (all
     # new runs distorted: judged, but a regression is said as the condition, below)
     clean = [r for r in new_runs if not metric.distorted(r)]
     judged_new = clean or new_runs
-    usable = [r for r in baseline_runs if metric.value(r) is not None]
+    usable = [r for r in baseline_runs if _values(metric, [r])]
     judged = [r for r in usable if not metric.distorted(r)] or usable
     at_step = _common_steps(metric, judged_new + judged)
-    news = [v for r in judged_new if (v := _figure(metric, r, at_step)) is not None]
-    values = [v for r in judged if (v := _figure(metric, r, at_step)) is not None]
+    news = _judgeable(_figure(metric, r, at_step) for r in judged_new)
+    values = _judgeable(_figure(metric, r, at_step) for r in judged)
+    if not news:  # no figure of this session's to judge at the common step
+        return None
     new = statistics.median(news)
 
     def verdict(
@@ -309,7 +324,7 @@ def _judge_metric(
             rule,
             new_runs=len(news),
             declared_threshold=threshold,
-            threshold_source=source,
+            threshold_source=rules.source(metric.name),
             at_step=at_step,
             set_aside=len(usable) - len(judged),
             **more,

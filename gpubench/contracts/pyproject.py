@@ -29,6 +29,11 @@ def read_toml(path: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
         return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8: the line of the first byte that is not
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise error(f"{path}:{line}: invalid TOML: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise error(f"{path}: invalid TOML: nested too deeply to parse") from None
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc}") from None
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from gpubench.contracts.profiles.detect import AUTO
 from gpubench.contracts.profiles.profile import KINDS, HardwareProfile, ProfileError
 from gpubench.contracts.profiles.resolve import memory_value
 from gpubench.contracts.pyproject import gpubench_table, read_toml
+from gpubench.contracts.schema import is_finite_number
 from gpubench.contracts.units import GB_PER_S, TFLOPS
 
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # usable in "name:MEM", lists, paths
@@ -31,8 +31,7 @@ USER_PROFILE_KEYS: dict[str, str] = {
 
 
 def _number(where: str, key: str, value: Any, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value >= 0 if allow_zero else value > 0):
+    if not is_finite_number(value) or not (value >= 0 if allow_zero else value > 0):
         raise ProfileError(f"{where} {key}={value!r}: expected {USER_PROFILE_KEYS[key]}")
     return float(value)
 
@@ -107,8 +106,23 @@ def _user_tables(
     loaded: dict[str, HardwareProfile] = {}
     for name, table in tables.items():
         base = profiles.get(name) or builtins.get(name)
-        loaded[name] = _user_profile(name, table, f"{path} [{prefix}.{name}]", base)
+        where = f"{path} [{prefix}.{name}]{_line_said(path, prefix, name)}"
+        loaded[name] = _user_profile(name, table, where, base)
     return loaded
+
+
+def _line_said(path: Path, prefix: str, name: str) -> str:
+    """`` (line N)``: where the table ``[<prefix>.<name>]`` starts in ``path``, for
+    messages; empty where it is not written as a header of its own."""
+    header = re.compile(
+        rf"^[ \t]*\[[ \t]*{re.escape(prefix)}\.(?:{re.escape(name)}|\"{re.escape(name)}\")[ \t]*\]",
+        re.MULTILINE,
+    )
+    try:
+        found = header.search(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (line {found.string.count(chr(10), 0, found.start()) + 1})" if found else ""
 
 
 def load_user_profiles(
