@@ -112,10 +112,20 @@ def profile_list(text: str, flag: str) -> str:
 
 
 def report_path(text: str, flag: str) -> Path | str:
-    """An HTML path, or ``none`` (:data:`REPORT_OFF`): no report."""
+    """An HTML path, or ``none`` (:data:`REPORT_OFF`): no report. A ``.md`` path is
+    refused: the Markdown goes beside the page with the page's name, so it would be
+    written over the HTML."""
     if not text.strip():
         raise ValueError(f"{flag}='': expected an HTML path or {REPORT_OFF}")
-    return REPORT_OFF if text.strip().lower() == REPORT_OFF else Path(text)
+    if text.strip().lower() == REPORT_OFF:
+        return REPORT_OFF
+    if Path(text).suffix.lower() == ".md":
+        raise ValueError(
+            f"{flag}={text!r}: expected the HTML page's path, e.g. "
+            f"{Path(text).with_suffix('.html')}; the Markdown report is written beside it, "
+            "named as the page with .md"
+        )
+    return Path(text)
 
 
 def thresholds(text: str, flag: str) -> dict[str, float]:

@@ -23,18 +23,26 @@ from __future__ import annotations
 
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.result import Result
+from gpubench.contracts.text import safe_text
 from gpubench.contracts.units import format_bytes
 
 DEFECTS = ("crashed", "timeout", "diverged")  # never an answer to a suite's question
 
 
+def _describe(result: Result) -> str:
+    """The Result's one-line account, its user text (an exception's message) made safe to
+    print: pytest writes it to the terminal and the JUnit file as it is."""
+    return safe_text(result.describe())
+
+
 def assert_healthy(result: Result) -> None:
     """AssertionError naming the defect: a crash, a hang, a divergence, an implausible
     figure, or a loss that did not fall on learnable data in a case that trained."""
-    assert result.status not in DEFECTS, result.describe()
-    assert not result.implausible, result.describe()
-    if result.ran and result.case.data == "learnable":
-        assert result.metrics.loss_decreased, f"loss did not fall: {result.describe()}"
+    # raised, not asserted: pytest's rewritten assert would print the Result's repr raw
+    if result.status in DEFECTS or result.implausible:
+        raise AssertionError(_describe(result))
+    if result.ran and result.case.data == "learnable" and not result.metrics.loss_decreased:
+        raise AssertionError(f"loss did not fall: {_describe(result)}")
 
 
 def fit_finding(result: Result, profile: HardwareProfile, margin_bytes: int = 0) -> str | None:
@@ -42,11 +50,11 @@ def fit_finding(result: Result, profile: HardwareProfile, margin_bytes: int = 0)
     when it does. The peak is the measured one, or the estimate's for a prediction."""
     predicted = " (predicted)" if result.predicted else ""
     if result.status == "oom":
-        return f"does not fit{predicted}: {result.describe()}"
+        return f"does not fit{predicted}: {_describe(result)}"
     if result.status == "over_capacity":
         return (
             f"fits only above the capacity{predicted} (PASS*: the peak exceeds "
-            f"{format_bytes(profile.memory_bytes)}): {result.describe()}"
+            f"{format_bytes(profile.memory_bytes)}): {_describe(result)}"
         )
     if result.status != "ok" or margin_bytes <= 0:
         return None
@@ -62,7 +70,7 @@ def fit_finding(result: Result, profile: HardwareProfile, margin_bytes: int = 0)
     return (
         f"fits{predicted} with {format_bytes(max(headroom, 0))} free of "
         f"{format_bytes(profile.memory_bytes)}, under the {format_bytes(margin_bytes)} margin "
-        f"asked for: {result.describe()}"
+        f"asked for: {_describe(result)}"
     )
 
 

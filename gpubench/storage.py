@@ -8,7 +8,11 @@ files), so a crash mid-session loses nothing already finished.
 xfailed with the finding, ...), so the report says what pytest said.
 ``work/`` keeps each case's worker directory (job, logs, progress) with
 ``--gpubench-keep-workdirs``. ``invocation.json`` keeps the command line that ran
-the session, so a report rendered later can say how to run it again.
+the session, so a report rendered later can say how to run it again. ``.session``
+holds the token of the session that writes the run (:class:`RunStore`): a run id drawn
+twice is refused, never merged. Every file is written by
+:func:`~gpubench.contracts.protocol.write_json_atomic`; appends wait for their lock
+with a bound (:mod:`gpubench.locking`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gpubench.contracts.protocol import write_json_atomic
 from gpubench.contracts.result import Result
-from gpubench.contracts.schema import record_fields
+from gpubench.contracts.schema import READ_ERRORS, SchemaError, parse_json, record_fields
+from gpubench.contracts.text import safe_text
+from gpubench.locking import lock_exclusive
 
 RESULTS_FILE = "results.jsonl"
 VERDICTS_FILE = "verdicts.jsonl"
@@ -36,6 +43,7 @@ OUTCOMES_FILE = "outcomes.jsonl"
 INVOCATION_FILE = "invocation.json"
 GATE_SUMMARY_FILE = "summary.md"
 LATEST_LINK = "latest"
+SESSION_FILE = ".session"  # the token of the session that writes the run
 WORK_DIR = "work"  # kept worker directories (--gpubench-keep-workdirs)
 T = TypeVar("T")
 
@@ -57,17 +65,47 @@ def unwritable_reason(root: Path) -> str | None:
     return None
 
 
+class UnwritablePath(ValueError):
+    """An output path gpubench cannot write (the option, the path and why are in the
+    message); raised before anything is written."""
+
+
+def file_unwritable_reason(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (:func:`unwritable_reason` of its folder,
+    or a folder where the file must go); None when it can. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    return unwritable_reason(path.parent)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """:class:`UnwritablePath` naming ``option`` when a file cannot be written at ``path``."""
+    reason = file_unwritable_reason(path)
+    if reason is not None:
+        raise UnwritablePath(f"{option} {path}: {reason}")
+
+
 def new_run_id() -> str:
-    """Sortable and unique: ``20261122-014755-3fa2``."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+    """Sortable, and unique by its 64 random bits: ``20261122-014755-3fa27c0d9e1b4a65``
+    (two sessions that start in the same second share an id once in 2**64; then the
+    second is refused, never merged: :meth:`RunStore.create`)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(8)
+
+
+class RunIdTaken(FileExistsError):
+    """The run directory holds another session's run (the message names it)."""
 
 
 class RunStore:
-    """The directory of one run."""
+    """The directory of one run. ``session``: a token of the session that writes it (its
+    pytest-xdist workers share it), claimed in ``.session`` by the first to create it, so
+    two sessions that drew the same run id are refused, never merged."""
 
-    def __init__(self, root: Path, run_id: str) -> None:
+    def __init__(self, root: Path, run_id: str, session: str | None = None) -> None:
         self.root = Path(root)
         self.run_id = run_id
+        self.session = session
         self.dir = self.root / run_id
         self.results_path = self.dir / RESULTS_FILE
         self.verdicts_path = self.dir / VERDICTS_FILE
@@ -77,8 +115,10 @@ class RunStore:
 
     def create(self) -> None:
         """Make the run directory and point ``latest`` at it (atomically). A file or folder
-        of the user's called ``latest`` is left alone, with a warning."""
+        of the user's called ``latest`` is left alone, with a warning. RunIdTaken when
+        another session has the directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._claim()
         self.results_path.touch()
         link = self.root / LATEST_LINK
         if link.exists() and not link.is_symlink():
@@ -89,14 +129,31 @@ class RunStore:
                 stacklevel=2,
             )
             return
-        tmp = self.root / f".{LATEST_LINK}.{os.getpid()}.tmp"
+        # a random name: symlink() never follows nor replaces what is there (EEXIST)
+        tmp = self.root / f".{LATEST_LINK}.{secrets.token_hex(8)}.tmp"
         try:
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
             tmp.symlink_to(self.run_id, target_is_directory=True)
             os.replace(tmp, link)
         except OSError:  # a file system without symlinks: the run dir is still there
             tmp.unlink(missing_ok=True)
+
+    def _claim(self) -> None:
+        """Write this session's token to ``.session`` (O_EXCL: one writer wins), or check
+        that the token there is this session's."""
+        if self.session is None:
+            return
+        marker = self.dir / SESSION_FILE
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            if marker.read_text(encoding="ascii", errors="replace").strip() != self.session:
+                raise RunIdTaken(
+                    f"{self.dir}: run id {self.run_id} is another session's run; not "
+                    "mixed with it (run again: a new id is drawn)"
+                ) from None
+            return
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(self.session + "\n")
 
     def workdir_for(self, case_id: str, profile: str, repeat: int = 0) -> Path:
         """Where ``--gpubench-keep-workdirs`` keeps a case's worker directory:
@@ -115,9 +172,7 @@ class RunStore:
 
     def write_invocation(self, invocation: Invocation) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.invocation_path.write_text(
-            json.dumps(invocation.to_dict(), indent=1) + "\n", encoding="utf-8"
-        )
+        write_json_atomic(self.invocation_path, invocation.to_dict(), indent=1)
 
 
 TEST_OUTCOMES = ("passed", "failed", "xfailed", "skipped", "error")
@@ -183,10 +238,13 @@ def read_invocation(run_dir: Path) -> Invocation | None:
     if not path.is_file():
         return None
     try:
-        return Invocation.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        warnings.warn(f"{path}: not a command line record ({exc})", stacklevel=2)
-        return None
+        return Invocation.from_dict(parse_json(path.read_bytes()))
+    except OSError as exc:
+        problem: Exception = exc
+    except READ_ERRORS as exc:
+        problem = exc
+    warnings.warn(safe_text(f"{path}: not a command line record ({problem})"), stacklevel=2)
+    return None
 
 
 def append_json_line(path: Path, record: Mapping[str, Any]) -> None:
@@ -196,7 +254,7 @@ def append_json_line(path: Path, record: Mapping[str, Any]) -> None:
     line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_exclusive(fd, path)  # a bounded wait that names the holder
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
@@ -211,19 +269,23 @@ def append_json_line(path: Path, record: Mapping[str, Any]) -> None:
 
 def read_json_lines(path: Path, read: Callable[[Any], T], kind: str) -> list[T]:
     """Every record of a JSON-lines file, each made by ``read``. A line that is not a whole
-    record (a writer killed mid-line) or not a ``kind`` this gpubench can read (foreign
-    JSON, a newer schema) is skipped with a warning naming it and why; the records around
-    it are kept."""
+    record (a writer killed mid-line), not UTF-8, not JSON gpubench writes (NaN, nesting
+    too deep) or not a ``kind`` this gpubench can read (foreign JSON, a newer schema, a
+    value of the wrong type: :mod:`gpubench.contracts.schema`) is skipped with a warning
+    naming the file, the line and why; the records around it are kept."""
     records = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                records.append(read(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                _skipped(path, number, f"not a whole JSON record ({exc})")
-            except (ValueError, TypeError, KeyError) as exc:
+                data = parse_json(line)
+            except SchemaError as exc:
+                _skipped(path, number, str(exc))
+                continue
+            try:
+                records.append(read(data))
+            except READ_ERRORS as exc:
                 _skipped(path, number, f"not a {kind} ({type(exc).__name__}: {exc})")
     return records
 
@@ -259,4 +321,4 @@ def read_results_file(path: Path, stacklevel: int = 2) -> list[Result]:
 
 
 def _skipped(path: Path, number: int, why: str) -> None:
-    warnings.warn(f"{path}:{number}: skipped a line that is {why}", stacklevel=4)
+    warnings.warn(safe_text(f"{path}:{number}: skipped a line that is {why}"), stacklevel=4)

@@ -1,7 +1,8 @@
 """The pytest-xdist controller's side of a run (``pytest -n N``): registered by the plugin
 when xdist is active.
 
-Every worker gets the controller's run id, so all of them append to one
+Every worker gets the controller's run id (and its session token, which claims the run
+directory: :class:`~gpubench.storage.RunStore`), so all of them append to one
 ``results.jsonl``; each finished case a worker reports back (its test report carries
 the case's properties: :mod:`gpubench.session.properties`) is counted for the
 controller's progress lines.
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from gpubench.session.bench import BenchSession
 
 RUN_ID_KEY = "gpubench_run_id"  # in each worker's workerinput
+SESSION_TOKEN_KEY = "gpubench_session"  # the session's token, claimed in the run dir
 
 
 class XdistHooks:
@@ -29,6 +31,7 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_ID_KEY] = self.run_id
+        node.workerinput[SESSION_TOKEN_KEY] = self.session.options.session
         self.workers += 1
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -22,10 +22,12 @@ from gpubench.baseline.store import (
     DEFAULT_BASELINE_DIR,
     DEFAULT_HISTORY,
     Baseline,
+    BaselineError,
     baseline_path,
     read_baseline,
     save_runs,
     suite_name,
+    unsaved_reason,
 )
 from gpubench.contracts.conditions import cold_sentence
 from gpubench.contracts.result import Result
@@ -69,7 +71,10 @@ class Gate:
         file that cannot be read."""
         path = self.path(profile, suite)
         if path not in self._baselines:
-            self._baselines[path] = read_baseline(path)
+            baseline = read_baseline(path)  # a run it cannot read: left out, with a warning
+            if self.options.save and baseline.skipped:  # refused now, not after the cases ran
+                raise BaselineError(unsaved_reason(baseline))
+            self._baselines[path] = baseline
         return self._baselines[path]
 
     def rules_for(self, thresholds: Mapping[str, float] | None = None) -> GateRules:

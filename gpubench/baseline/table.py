@@ -25,6 +25,7 @@ from gpubench.baseline.compare import (
     MetricVerdict,
 )
 from gpubench.baseline.gated import BUSY, COLD, GATED_METRICS
+from gpubench.contracts.text import safe_text
 from gpubench.contracts.units import GiB
 
 TERMINAL_WIDTH = 120  # the widest the terminal table gets (narrower on a narrower terminal)
@@ -206,7 +207,7 @@ def describe_regression(verdict: CaseVerdict) -> str:
             f"threshold {m.threshold_text}, {_evidence(m)}; {_rule(m)})"
         )
     lines += [f"  note: {note}" for note in verdict.notes]
-    return "\n".join(lines)
+    return safe_text("\n".join(lines))  # a case id is the user's text
 
 
 def markdown_summary(verdicts: Sequence[CaseVerdict], title: str = "gpubench gate") -> str:

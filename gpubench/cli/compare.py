@@ -14,15 +14,20 @@ def run(args: argparse.Namespace) -> int:
     from gpubench.baseline.rules import GateRules, gate_rules
     from gpubench.baseline.sources import load_histories
     from gpubench.baseline.table import format_verdicts, markdown_summary
+    from gpubench.contracts.protocol import write_text_atomic
 
     # the thresholds each run recorded (its gate's) under --threshold; pyproject's for a
     # run that recorded none
+    from gpubench.storage import check_output_file
+
+    if args.md is not None:
+        check_output_file(args.md, "--md")  # before the table, not after it
     rules = gate_rules(args.rootdir, None, GateRules(any_env=args.compare_any_env))
     old, new = load_histories(args.old), load_histories(args.new)
     verdicts = judge_runs(old, new, rules, overrides=args.threshold)
     print(format_verdicts(verdicts))
     if args.md is not None:
-        args.md.write_text(markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))
+        write_text_atomic(args.md, markdown_summary(verdicts, title=f"{args.old} -> {args.new}"))
     regressed = [v for v in verdicts if v.regressed]
     print(f"\n{len(regressed)} of {len(verdicts)} case(s) regressed.")
     return 1 if regressed else 0
@@ -36,7 +41,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description="Compare NEW (a run directory, results.jsonl, or baselines: the newest "
         "run of each case) with OLD (the same kinds: every run of each case is its history), "
         "by the rules the pytest gate uses. Exit 0: no regression; 1: a regression; 2: bad "
-        "input.",
+        "input (a path it cannot read, a file it cannot write); 3: an internal error "
+        "(gpubench's defect, never a regression).",
     )
     parser.add_argument("old", type=Path, help="the baseline: run dir, results file, baselines")
     parser.add_argument("new", type=Path, help="the run to judge: run dir, results file, ...")

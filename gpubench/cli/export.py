@@ -9,10 +9,13 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from gpubench.baseline.sources import load_histories, newest_runs
+    from gpubench.contracts.protocol import write_text_atomic
     from gpubench.report.pytest_benchmark import pytest_benchmark_json
+    from gpubench.storage import check_output_file
 
+    check_output_file(args.output, "-o/--output")
     results = [first for first, _ in newest_runs(load_histories(args.results))]
-    args.output.write_text(json.dumps(pytest_benchmark_json(results), indent=1) + "\n")
+    write_text_atomic(args.output, json.dumps(pytest_benchmark_json(results), indent=1) + "\n")
     print(f"{args.output}: {len(results)} case(s) in pytest-benchmark's format")
     return 0
 

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from gpubench.report.load import load_runs
     from gpubench.report.write import write_report
 
+    _check_outputs(args)  # before anything is read or written
     runs = load_runs(args.results)
     projection = ProjectionInputs.merged(
         pyproject_projection(args.rootdir),
@@ -63,13 +64,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """UnwritablePath naming the option when an output cannot be written: a folder where
+    the file goes (``-o DIR``), a folder that is not there or not writable, or the page
+    and the Markdown at one path."""
+    from gpubench.storage import UnwritablePath, check_output_file
+
+    check_output_file(args.output, "-o/--output")
+    if args.md is not None:
+        check_output_file(args.md, "--md")
+        if args.md.absolute() == args.output.absolute():
+            raise UnwritablePath(f"--md {args.md}: the HTML page's path too (-o); give two paths")
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="render a run's report (HTML, Markdown, recommended.json) from its results",
         description="Render the report a pytest run writes at its end, offline, from one or "
         "more run directories or results files (merged: the shards of a matrix, or two GPUs "
-        "side by side). Exit 2 on a path that is not a run or results file.",
+        "side by side). Exit 0: written, whatever the verdicts (`gpubench compare` gates); 2: "
+        "bad input (a path that is not a run or results file, an output path that is a "
+        "folder or cannot be written); 3: an internal error.",
     )
     parser.add_argument("results", type=Path, nargs="+", help="run directories or results.jsonl")
     parser.add_argument(

@@ -7,9 +7,11 @@ worker appends progress events to ``progress.jsonl`` and writes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +56,54 @@ class WorkerPaths:
         return self.root / "stderr.log"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` so a reader sees the old file or the whole new one."""
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> None:
+    """Write JSON to ``path`` so a reader sees the old file or the whole new one
+    (:func:`write_text_atomic`); sorted keys, no NaN."""
+    text = json.dumps(data, sort_keys=True, indent=indent, allow_nan=False)
+    write_text_atomic(path, text + ("\n" if indent is not None else ""))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a reader sees the old file or the new one, never
+    half of it. Every file gpubench writes goes through here.
+
+    The temporary file is made by :func:`tempfile.mkstemp` in the target's folder:
+    ``O_CREAT | O_EXCL`` with a random name, so a symbolic link (or any file) planted
+    there by another user is never opened, let alone followed; it gets the mode a new
+    file would (0666 less the umask), is fsynced, then renamed over ``path``. A final
+    ``path`` that is itself a symbolic link is replaced (the link, not what it points
+    to). Any error removes the temporary file; a process killed mid-write leaves a
+    ``.NAME.*.tmp`` (``.gitignore`` covers the pattern)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, sort_keys=True, allow_nan=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # fsync's: say which file
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def _umask() -> int:
+    """The process's umask: Linux's /proc says it without changing it (setting it to read
+    it back, the fallback, races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @dataclass(frozen=True)

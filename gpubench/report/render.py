@@ -17,7 +17,9 @@ import re
 from typing import Any
 
 import jinja2
+import markupsafe
 
+from gpubench.contracts.text import safe_text
 from gpubench.report import figures
 from gpubench.report.advice import MAX_LISTED
 from gpubench.report.charts import label
@@ -90,24 +92,32 @@ def markdown_text(value: Any) -> str:
     """``value`` as Markdown text that shows exactly its characters, on one line."""
     if isinstance(value, MarkdownBlock):
         return str(value)
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = safe_text(str(value)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     return " ".join(text.split("\n"))
 
 
 def markdown_code(value: Any, language: str = "") -> MarkdownBlock:
     """A fenced code block showing ``value`` verbatim."""
-    text = str(value).rstrip("\n")
+    text = safe_text(str(value)).rstrip("\n")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return MarkdownBlock(f"{fence}{language}\n{text}\n{fence}")
+
+
+def _html_text(value: Any) -> Any:
+    """A value as the HTML shows it: text (autoescaped after this) with its control
+    characters written as escapes; markup (the charts' SVG) and numbers as they are."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return safe_text(value)
+    return value
 
 
 def _environment(markdown: bool) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("gpubench.report", "templates"),
         autoescape=not markdown,
-        finalize=markdown_text if markdown else None,
+        finalize=markdown_text if markdown else _html_text,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

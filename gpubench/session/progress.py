@@ -32,6 +32,7 @@ from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressEvent
 from gpubench.contracts.result import Result
+from gpubench.contracts.text import safe_text
 from gpubench.contracts.units import GiB
 
 
@@ -189,12 +190,12 @@ class LiveProgress:
 
     # -- case lifecycle ---------------------------------------------------------------------
     def case_started(self, case: Case, profile: HardwareProfile) -> None:
-        self._label = f"{case.id}@{profile.name}"
+        self._label = safe_text(f"{case.id}@{profile.name}", lines=False)
         self._started = time.monotonic()
         self._draw("starting")
 
     def update(self, event: ProgressEvent) -> None:
-        self._draw(describe_event(event))
+        self._draw(safe_text(describe_event(event), lines=False))
 
     def case_finished(self, result: Result) -> None:
         self._erase()
@@ -202,7 +203,8 @@ class LiveProgress:
         if self._verbose and not self._live and self._write_line is not None:
             with self._suspend():
                 clock = self.clock.describe(nodeid=result.nodeid)
-                self._write_line(f"gpubench: {result.describe()} [{clock}]")
+                line = safe_text(result.describe(), lines=False)
+                self._write_line(f"gpubench: {line} [{clock}]")
 
     def case_reported(
         self,
@@ -217,7 +219,8 @@ class LiveProgress:
         self.clock.finished(duration_s, nodeid)
         if self._write_line is not None:
             with self._suspend():
-                self._write_line(f"gpubench: {summary} [{self.clock.describe(nodeid=nodeid)}]")
+                clock = self.clock.describe(nodeid=nodeid)
+                self._write_line(f"gpubench: {safe_text(summary, lines=False)} [{clock}]")
 
     # -- drawing ----------------------------------------------------------------------------
     def _text(self, status: str) -> str:

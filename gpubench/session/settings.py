@@ -18,6 +18,7 @@ from gpubench.baseline.gate import GateOptions
 from gpubench.baseline.rules import GateRules
 from gpubench.report.projection import ProjectionInputs, pyproject_projection
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN
+from gpubench.storage import file_unwritable_reason, unwritable_reason
 
 DEFAULT_PROFILE = "auto"
 DEFAULT_TIMEOUT_S = 1800.0
@@ -51,6 +52,7 @@ class SessionOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     reports_dir: Path = Path(DEFAULT_REPORTS_DIR)
     run_id: str = ""
+    session: str = ""  # the session's token (its xdist workers share it): RunStore's claim
     rootdir: Path | None = None  # where pyproject.toml's [tool.gpubench] is read
     profiles_file: Path | None = None
     keep_workdirs: bool = False
@@ -59,7 +61,9 @@ class SessionOptions:
     report: ReportOptions = field(default_factory=ReportOptions)
 
 
-def session_options(value: OptionValue, *, rootdir: Path, run_id: str) -> SessionOptions:
+def session_options(
+    value: OptionValue, *, rootdir: Path, run_id: str, session: str = ""
+) -> SessionOptions:
     """The session's options from the option values (``value(key)``), paths relative to
     ``rootdir``; SettingsError or a ValueError naming a bad combination or table."""
     estimate_only = bool(value("estimate_only"))
@@ -68,11 +72,12 @@ def session_options(value: OptionValue, *, rootdir: Path, run_id: str) -> Sessio
             "--gpubench-estimate-only with --gpubench-save-baseline: a predicted Result has no "
             "measurement to save as a baseline; drop one of the two"
         )
-    return SessionOptions(
+    options = SessionOptions(
         profiles=value("profiles") or DEFAULT_PROFILE,
         timeout_s=value("timeout"),
         reports_dir=reports_dir(value, rootdir),
         run_id=run_id,
+        session=session,
         rootdir=rootdir,
         profiles_file=value("profiles_file"),
         keep_workdirs=bool(value("keep_workdirs")),
@@ -80,6 +85,38 @@ def session_options(value: OptionValue, *, rootdir: Path, run_id: str) -> Sessio
         gate=_gate_options(value, rootdir, compare=not estimate_only),
         report=_report_options(value, rootdir),
     )
+    check_outputs(options)
+    return options
+
+
+def check_outputs(options: SessionOptions) -> None:
+    """SettingsError naming the option of each output that could not be written at the
+    end (a file or a folder in the way, a folder this user may not write in), before any
+    case runs: a save of baselines, the benchmark file, the report, TensorBoard's folder.
+    What cannot be checked now (a folder that turns read-only mid-run) is a warning at
+    the end (:mod:`gpubench.session.finish`)."""
+    report = options.report
+    problems = []
+    if options.gate.save:
+        reason = unwritable_reason(options.gate.baseline_dir)
+        if reason is not None:
+            problems.append(f"--gpubench-save-baseline into {options.gate.baseline_dir}: {reason}")
+    files = [("--gpubench-benchmark-json", report.benchmark_json)]
+    if report.enabled and report.html is not None:
+        files += [
+            ("--gpubench-report", report.html),
+            ("--gpubench-report", report.html.with_suffix(".md")),
+        ]
+    for option, path in files:
+        reason = file_unwritable_reason(path) if path is not None else None
+        if reason is not None:
+            problems.append(f"{option} {path}: {reason}")
+    if report.tensorboard is not None:
+        reason = unwritable_reason(report.tensorboard)
+        if reason is not None:
+            problems.append(f"--gpubench-tensorboard {report.tensorboard}: {reason}")
+    if problems:
+        raise SettingsError("; ".join(problems) + " (checked before any case runs)")
 
 
 def reports_dir(value: OptionValue, rootdir: Path) -> Path:

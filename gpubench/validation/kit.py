@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gpubench.contracts.profiles import nvml_gpu0, resolve_profile
+from gpubench.contracts.protocol import write_text_atomic
 from gpubench.contracts.result import Result
 from gpubench.storage import read_results
 from gpubench.validation import plan as P
@@ -102,9 +103,14 @@ def _version(package: str) -> str | None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
+
+
+def _open_log(path: Path) -> TextIO:
+    """A log written as it grows: a symbolic link at ``path`` is refused (O_NOFOLLOW), not
+    followed to what it points to."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -135,7 +141,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 def record_gpu(out: Path) -> None:
     """nvidia-smi's view of the card (read-only queries; nothing is set)."""
-    with open(out / "nvidia-smi.txt", "w", encoding="utf-8") as fh:
+    with _open_log(out / "nvidia-smi.txt") as fh:
         for args in (
             ["nvidia-smi"],
             [
@@ -256,7 +262,7 @@ def kernel_profile(plan: Plan, out: Path, timeout_s: float, log: TextIO) -> dict
         log.write(f"kernel profile exited {done.returncode}\n")
         return None
     profile: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    (out / "kernel-profile.txt").write_text(format_profile(profile), encoding="utf-8")
+    write_text_atomic(out / "kernel-profile.txt", format_profile(profile))
     return profile
 
 
@@ -273,7 +279,7 @@ def validate(out: Path, plan: Plan, command: str, budget_s: float | None = None)
         record_gpu(out)
     with (
         tempfile.TemporaryDirectory(prefix="gpubench-validate-") as tmp,
-        open(out / "pytest.log", "w", encoding="utf-8") as log,
+        _open_log(out / "pytest.log") as log,
     ):
         work = Path(tmp)
         began = time.monotonic()
@@ -379,9 +385,8 @@ def _extensions_dir() -> Path:
 
 def _write_results(path: Path, work: Path) -> None:
     """Both parts' results.jsonl, line for line, as one file."""
-    with open(path, "w", encoding="utf-8") as fh:
-        for part in sorted(work.glob("reports-*/*/results.jsonl")):
-            fh.write(part.read_text(encoding="utf-8"))
+    parts = sorted(work.glob("reports-*/*/results.jsonl"))
+    write_text_atomic(path, "".join(part.read_text(encoding="utf-8") for part in parts))
 
 
 def _print_summary(evidence: Evidence, written: list[str]) -> None:

@@ -4,16 +4,18 @@ price), frozen and JSON-serialisable; ProfileError for anything gpubench cannot 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpubench.contracts.schema import record_fields
+from gpubench.contracts.schema import INT_LIMIT, is_finite_number, record_fields
 from gpubench.contracts.units import GiB
 
 KINDS = ("cuda", "cpu")
 MIN_MEMORY_BYTES = 1024**2  # below this a memory value is a typo ("cpu:512" meant 512MiB)
+# above this it is a typo too (no device has a PiB), and the worker's cap (its data size
+# plus this, a C long for setrlimit) would overflow near 2**63
+MAX_MEMORY_BYTES = 1024**5
 DEFAULT_CPU_MEMORY_BYTES = 8 * GiB  # what a `cpu` case may allocate unless told otherwise
 
 
@@ -24,8 +26,7 @@ class ProfileError(ValueError):
 def _check_figure(name: str, field: str, value: Any, *, allow_zero: bool = False) -> None:
     if value is None:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value >= 0 if allow_zero else value > 0):
+    if not is_finite_number(value) or not (value >= 0 if allow_zero else value > 0):
         bound = ">= 0" if allow_zero else "> 0"
         raise ProfileError(f"profile {name!r}: {field}={value!r} must be a number {bound} or None")
 
@@ -50,9 +51,15 @@ class HardwareProfile:
                 f"profile {self.name!r}: kind={self.kind!r} is not valid; valid: {', '.join(KINDS)}"
             )
         memory = self.memory_bytes
-        if isinstance(memory, bool) or not isinstance(memory, int) or memory <= 0:
+        if isinstance(memory, bool) or not isinstance(memory, int) or not 0 < memory < INT_LIMIT:
             raise ProfileError(
-                f"profile {self.name!r}: memory_bytes={memory!r} must be a positive integer"
+                f"profile {self.name!r}: memory_bytes={memory!r} must be a positive integer "
+                "below 2**63"
+            )
+        if memory > MAX_MEMORY_BYTES:
+            raise ProfileError(
+                f"profile {self.name!r}: memory_bytes={memory} is above 1 PiB "
+                f"({MAX_MEMORY_BYTES}), more than any device has; valid: 1 MiB to 1 PiB"
             )
         _check_figure(self.name, "bf16_flops", self.bf16_flops)
         _check_figure(self.name, "fp32_flops", self.fp32_flops)

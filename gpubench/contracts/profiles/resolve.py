@@ -8,7 +8,12 @@ from collections.abc import Mapping
 
 from gpubench.contracts.profiles.builtin import available_profiles, builtin_profiles
 from gpubench.contracts.profiles.detect import AUTO, detect_profile
-from gpubench.contracts.profiles.profile import MIN_MEMORY_BYTES, HardwareProfile, ProfileError
+from gpubench.contracts.profiles.profile import (
+    MAX_MEMORY_BYTES,
+    MIN_MEMORY_BYTES,
+    HardwareProfile,
+    ProfileError,
+)
 from gpubench.contracts.units import format_bytes, parse_bytes
 
 
@@ -31,6 +36,11 @@ def memory_value(text: str | int, where: str) -> int:
     if memory < MIN_MEMORY_BYTES:
         raise ProfileError(
             f"{where}: memory {text!r} is {memory} bytes, below 1 MiB; {_unit_hint(text)}"
+        )
+    if memory > MAX_MEMORY_BYTES:
+        raise ProfileError(
+            f"{where}: memory {text!r} is {memory} bytes, above 1 PiB, more than any device "
+            "has; valid: 1 MiB to 1 PiB"
         )
     return memory
 
