@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from gpubench.session.progress import LiveProgress, choose_display
 from gpubench.session.properties import case_properties, test_outcome
 from gpubench.session.settings import reports_dir, session_options
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
-from gpubench.xdist_hooks import RUN_ID_KEY, XdistHooks
+from gpubench.xdist_hooks import RUN_ID_KEY, SESSION_TOKEN_KEY, XdistHooks
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
@@ -78,10 +79,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     workerinput = getattr(config, "workerinput", None)
     run_id = workerinput[RUN_ID_KEY] if workerinput else new_run_id()
+    token = workerinput[SESSION_TOKEN_KEY] if workerinput else secrets.token_hex(16)
     if config.getoption("gpubench_dir") is not None:  # named explicitly: check it now
         _check_reports_dir(config)
     try:
-        options = session_options(_option(config), rootdir=config.rootpath, run_id=run_id)
+        options = session_options(
+            _option(config), rootdir=config.rootpath, run_id=run_id, session=token
+        )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     controller = workerinput is None and _xdist_controller(config)
@@ -165,9 +169,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         profiles = _profiles(bench)
         declared = [m.kwargs for m in metafunc.definition.iter_markers(GATE_MARKER)]
-        bench.check_gate(
-            declared, f"@pytest.mark.{GATE_MARKER}", Path(metafunc.definition.path).stem
-        )
+        suite = Path(metafunc.definition.path).stem
+        bench.check_gate(declared, f"@pytest.mark.{GATE_MARKER}", suite)
+        bench.case_owners.claim(suite, metafunc.definition.nodeid, matrix)
         params = case_params(matrix, profiles, estimate_only=bench.options.estimate_only)
     except (CaseError, GateError, BaselineError) as exc:
         problem = str(exc)

@@ -182,6 +182,13 @@ def main() -> int:
         start_daemon("daemon")
         time.sleep(1.5)
         write_result(args)
+    elif mode == "chatty":  # 40 MiB on stdout, numbered lines; the last says so
+        line = "x" * 1000
+        for number in range(40 * 1024):
+            sys.stdout.write(f"{number:08d} {line}\n")
+        print("chatty: the last line", flush=True)
+        print(STDERR_LINE, file=sys.stderr, flush=True)
+        write_result(args)
     elif mode == "answer-hang":
         write_result(args)
         sleep_forever()

@@ -27,7 +27,7 @@ def _results(path: Path) -> list[dict]:
 def test_estimate_only_runs_no_worker_and_marks_every_result_predicted(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gpubench.runner.process as process
+    import gpubench.runner.contained as process
 
     def no_worker(*args: object, **kwargs: object) -> None:
         raise AssertionError("estimate-only started a worker")

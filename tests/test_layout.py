@@ -291,3 +291,54 @@ def test_the_architecture_lists_every_file_and_no_other() -> None:
     assert not listed - actual, (
         f"in docs/architecture.md, not in gpubench/: {sorted(listed - actual)}"
     )
+
+
+# the containment rule (docs/architecture.md): every process that runs user code is started
+# by runner/contained.py; the others start processes that run none (the guardian, git and
+# nvidia-smi for the fingerprint, the validation kit's own pytest runs and its bare loop)
+STARTS_PROCESSES = {
+    "gpubench.runner.contained": "the contained launcher: workers, ranks, the estimate's child",
+    "gpubench.runner.guardian": "the guardian (stdlib only, no user code)",
+    "gpubench.worker.tether": "execs torchrun in the process the contained launcher started",
+    "gpubench.worker.trackers.fingerprint": "git and nvidia-smi for the environment",
+    "gpubench.validation.kit": "pytest on the shipped suites, whose cases are contained",
+    "gpubench.validation.harness": "the bare training loop the harness is measured against",
+}
+PROCESS_CALLS = {
+    "Popen",
+    "run",
+    "call",
+    "check_call",
+    "check_output",
+    "fork",
+    "system",
+    "spawnv",
+    "spawnl",
+    "execv",
+    "execvp",
+    "posix_spawn",
+}
+
+
+def process_starts(path: Path) -> list[int]:
+    """Lines of ``path`` that call subprocess.X or os.X for an X that starts a process."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if (
+                isinstance(owner, ast.Name)
+                and owner.id in ("subprocess", "os")
+                and node.func.attr in PROCESS_CALLS
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_contained_launcher_starts_processes_that_run_user_code() -> None:
+    found = {name: process_starts(path) for name, path in MODULES.items()}
+    starting = {name for name, lines in found.items() if lines}
+    assert starting - set(STARTS_PROCESSES) == set(), {
+        name: found[name] for name in starting - set(STARTS_PROCESSES)
+    }
+    assert "gpubench.runner.contained" in starting  # the check sees what it looks for

@@ -87,6 +87,57 @@ def test_ids_are_case_then_profile_for_every_profile(pytester: pytest.Pytester) 
     )
 
 
+DECLARES_SAME = """
+import gpubench
+
+@gpubench.single_case(model="gpt-tiny", batch_size={batch}, name="same")
+def test_{name}(gpubench_result):
+    pass
+
+@gpubench.matrix(model="gpt-tiny", batch_size=[1, 2])
+def test_{name}_ladder(gpubench_result):
+    pass
+"""
+
+
+def test_two_tests_declaring_one_case_id_are_refused_naming_both(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issue 18: a case's baseline entry is its id in <profile>/<suite stem>.json; two tests
+    with the same name= judged each other's runs as their own history."""
+    pytester.makepyfile(
+        test_dupes=DECLARES_SAME.format(batch=1, name="small")
+        + DECLARES_SAME.format(batch=4, name="big").split("@gpubench.matrix")[0]
+    )
+    result = pytester.runpytest("--collect-only", "-q", "--gpu-profile", "cpu")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*case 'same' is declared by two tests, test_dupes.py::test_small and "
+            "test_dupes.py::test_big: they would share one baseline entry*"
+        ]
+    )
+    # suites of one stem in two folders share a baseline file: refused as well
+    pytester.path.joinpath("test_dupes.py").unlink()
+    for folder, batch in (("a", 1), ("b", 4)):
+        suite = pytester.mkpydir(folder) / "test_same_stem.py"
+        suite.write_text(DECLARES_SAME.format(batch=batch, name=folder))
+    result = pytester.runpytest("--collect-only", "-q", "--gpu-profile", "cpu")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*'same' is declared by two tests, a/test_same_stem.py::test_a and b/test_same*"]
+    )
+    # distinct ids in both: collected (the ladders' ids differ from 'same')
+    (pytester.path / "b" / "test_same_stem.py").write_text(
+        DECLARES_SAME.format(batch=4, name="b")
+        .replace('name="same"', 'name="other"')
+        .replace("batch_size=[1, 2]", "batch_size=[3]")
+    )
+    result = pytester.runpytest("--collect-only", "-q", "--gpu-profile", "cpu")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["5 tests collected*"])
+
+
 def test_each_case_runs_in_its_own_process_and_an_oom_does_not_spill(
     pytester: pytest.Pytester,
 ) -> None:

@@ -226,7 +226,7 @@ def test_a_failing_progress_callback_does_not_break_the_case(
         calls.append(event)
         raise RuntimeError("terminal went away")
 
-    with caplog.at_level(logging.WARNING, logger="gpubench.runner.process"):
+    with caplog.at_level(logging.WARNING, logger="gpubench.runner.contained"):
         result = run_case(
             CASE, PROFILE, timeout_s=30, launcher=fake("ok", pidfile), on_progress=explode
         )
@@ -386,12 +386,35 @@ def test_the_subreaper_mark_is_put_back_after_the_case(pidfile: Path) -> None:
     assert is_subreaper() == before
 
 
+def test_a_chatty_worker_keeps_a_bounded_log_with_its_head_and_its_tail(
+    pidfile: Path, tmp_path: Path
+) -> None:
+    from gpubench.runner.output_log import HEAD_BYTES, TAIL_BYTES
+
+    workdir = tmp_path / "case"
+    result = run_case(
+        CASE,
+        PROFILE,
+        timeout_s=60,
+        launcher=fake("chatty", pidfile),
+        workdir=workdir,
+        keep_workdir=True,
+    )
+    assert result.status == "ok"
+    log = (workdir / "stdout.log").read_bytes()
+    assert len(log) <= HEAD_BYTES + TAIL_BYTES + 200  # printed: 40 MiB
+    assert log.startswith(b"00000000 xxx")
+    assert log.rstrip().endswith(b"chatty: the last line")
+    assert b"bytes of output left out here" in log
+    assert (workdir / "stderr.log").read_text().strip() == STDERR_LINE  # untouched: small
+
+
 def test_a_worker_that_answers_but_never_exits_is_ended_and_its_answer_stands(
     pidfile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gpubench.runner.process
+    import gpubench.runner.contained
 
-    monkeypatch.setattr(gpubench.runner.process, "EXIT_GRACE_S", 1.0)
+    monkeypatch.setattr(gpubench.runner.contained, "EXIT_GRACE_S", 1.0)
     start = time.monotonic()
     result = run_case(CASE, PROFILE, timeout_s=60, launcher=fake("answer-hang", pidfile))
     assert time.monotonic() - start < 15  # not the 60 s limit

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from typing import Any
 
 import pandas as pd
@@ -14,6 +15,7 @@ from gpubench.contracts.case import Case, make_case
 from gpubench.contracts.profiles import HardwareProfile, load_user_profiles, parse_profile_list
 from gpubench.contracts.result import Estimate
 from gpubench.contracts.units import GiB, MiB
+from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S
 from gpubench.options import PROFILE, PROFILES_FILE, ROOTDIR, add_cli_options
 
 # option -> argparse keyword arguments; the option names a Case setting, and a setting left
@@ -108,14 +110,21 @@ def _print_estimate(case: Case, profile: HardwareProfile, estimate: Estimate) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpubench.estimate import estimate_case
+    from gpubench.estimate.isolated import EstimateFailed, estimate_safely
     from gpubench.session.collection import check_case_on_profile
 
     case = case_of(args)
     profiles = profiles_of(args)
     for profile in profiles:
         check_case_on_profile(case, profile)
-    estimates = [(p, estimate_case(case, p, trace=not args.no_trace)) for p in profiles]
+    trace, timeout_s = not args.no_trace, args.estimate_timeout
+    try:  # a factory model is built in a contained child, under the profile's cap
+        estimates = [
+            (p, estimate_safely(case, p, trace=trace, timeout_s=timeout_s)) for p in profiles
+        ]
+    except EstimateFailed as exc:
+        print(f"gpubench estimate: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         records = [
             {"case": case.id, "profile": p.name, **dataclasses.asdict(e)} for p, e in estimates
@@ -143,5 +152,14 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     add_cli_options(parser.add_argument, (PROFILE,), argparse.ArgumentTypeError, action="append")
     parser.add_argument("--json", action="store_true", help="print JSON (a list for several)")
     parser.add_argument("--no-trace", action="store_true", help="formulas only, no traced step")
+    parser.add_argument(
+        "--timeout",
+        dest="estimate_timeout",  # not the plugin's --gpubench-timeout, a case's run time
+        type=float,
+        default=ESTIMATE_TIMEOUT_S,
+        metavar="S",
+        help="a pkg.module:factory model is built in a contained child under the profile's "
+        f"memory; the seconds it may take (default {ESTIMATE_TIMEOUT_S:g})",
+    )
     add_cli_options(parser.add_argument, (ROOTDIR, PROFILES_FILE), argparse.ArgumentTypeError)
     parser.set_defaults(run=run)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
+import warnings
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +32,15 @@ from gpubench.contracts.profiles import (
     load_user_profiles,
     parse_profile_list,
 )
+from gpubench.contracts.protocol import write_text_atomic
 from gpubench.contracts.result import Result
+from gpubench.contracts.text import safe_text
 from gpubench.estimate import formulas_model_exactly
 from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
 from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
 from gpubench.runner import run_case
+from gpubench.session.collection import CaseOwners
 from gpubench.session.progress import LiveProgress
 from gpubench.session.settings import REPORT_FILE, SessionOptions
 from gpubench.storage import (
@@ -59,13 +62,14 @@ class BenchSession:
         self.options = options
         # draws the cases this process runs, while they run
         self.case_progress = case_progress
-        self.store = RunStore(options.reports_dir, options.run_id)
+        self.store = RunStore(options.reports_dir, options.run_id, options.session or None)
         self._gate: Gate | None = None
         self._profiles: list[HardwareProfile] | None = None
         self._store_ready = False
         self.cases_total = 0  # gpubench cases collected to run (skips excluded)
         # the xdist controller's: a line per case its workers report (see the plugin)
         self.xdist_progress: LiveProgress | None = None
+        self.case_owners = CaseOwners()  # one test per case id and suite: one baseline entry
 
     @property
     def profiles(self) -> list[HardwareProfile]:
@@ -211,25 +215,31 @@ class BenchSession:
                 return found
             time.sleep(RESULTS_POLL_S)
 
-    def write_gate_summary(self, verdicts: list[CaseVerdict]) -> Path:
-        """The gate's Markdown summary to ``<run>/summary.md``, and appended to
-        ``$GITHUB_STEP_SUMMARY`` when that is set (a GitHub Actions job's summary)."""
+    def gate_summary_text(self, verdicts: list[CaseVerdict]) -> str:
+        """The gate's Markdown summary of this run."""
         from gpubench.baseline.table import markdown_summary
 
         text = markdown_summary(verdicts, title=f"gpubench gate, run {self.store.run_id}")
-        self.store.summary_path.write_text(text, encoding="utf-8")
-        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+        return safe_text(text)  # case ids are the user's text
+
+    def write_gate_summary(self, text: str) -> Path:
+        """The gate's Markdown summary to ``<run>/summary.md``."""
+        write_text_atomic(self.store.summary_path, text)
         return self.store.summary_path
+
+    @staticmethod
+    def append_step_summary(path: str, text: str) -> None:
+        """Append to ``$GITHUB_STEP_SUMMARY`` (a GitHub Actions job's summary): GitHub's
+        file, appended to as GitHub documents, not replaced."""
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
 
     def write_benchmark_json(self, path: Path, results: list[Result]) -> None:
         """The run in pytest-benchmark's saved-run format."""
         from gpubench.report.pytest_benchmark import pytest_benchmark_json
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(pytest_benchmark_json(results), indent=1), encoding="utf-8")
+        write_text_atomic(path, json.dumps(pytest_benchmark_json(results), indent=1))
 
     def verdicts(self) -> list[CaseVerdict]:
         """Every verdict of this run (all xdist workers'), read back from verdicts.jsonl."""
@@ -253,13 +263,21 @@ class BenchSession:
     def write_report(
         self, results: list[Result], verdicts: list[CaseVerdict], invocation: Invocation
     ) -> WrittenReport | None:
-        """The run's command line to ``invocation.json``, then, unless turned off, the report:
+        """The run's command line to ``invocation.json`` (one that cannot be written is a
+        warning: it costs only itself), then, unless turned off, the report:
         ``report.html`` (or the chosen path), ``report.md`` beside it and
         ``recommended.json`` when a profile has a recommended case."""
         from gpubench.report.document import ReportData
         from gpubench.report.write import write_report
 
-        self.store.write_invocation(invocation)
+        try:
+            self.store.write_invocation(invocation)
+        except OSError as exc:
+            warnings.warn(
+                f"invocation.json not written to {self.store.invocation_path} "
+                f"({type(exc).__name__}: {exc}); the rest of the run's outputs are",
+                stacklevel=2,
+            )
         options = self.options.report
         if not options.enabled:
             return None

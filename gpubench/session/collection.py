@@ -180,3 +180,24 @@ def check_declaration(case: Case, profile: HardwareProfile) -> None:
     check_case_on_profile(case, profile)
     check_model_importable(case)
     check_hf_model_type(case)
+
+
+class CaseOwners:
+    """Which test declared each case of a suite: a case's baseline entry is its id in
+    ``<baselines>/<profile>/<suite file stem>.json``, so two tests that declare the same id
+    in suites of one stem would judge each other's runs as their own history. Refused."""
+
+    def __init__(self) -> None:
+        self._owners: dict[tuple[str, str], str] = {}
+
+    def claim(self, suite: str, test: str, matrix: Matrix) -> None:
+        """Record ``test`` (a node id) as the owner of ``matrix``'s cases in ``suite``;
+        :class:`CaseError` naming both tests when another test owns one of them."""
+        for case in matrix:
+            owner = self._owners.setdefault((suite, case.id), test)
+            if owner != test:
+                raise CaseError(
+                    f"case {case.id!r} is declared by two tests, {owner} and {test}: they "
+                    f"would share one baseline entry (<baselines>/<profile>/{suite}.json). "
+                    "Give one of them a different name= or vary a setting in its id"
+                )

@@ -28,6 +28,8 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.worker.engines.device import device_for
 from gpubench.worker.engines.distributed import Ranks
 
+_RLIMIT_MAX = 2**63 - 1  # the most setrlimit takes (a C long); a larger cap is no cap
+
 
 def _self_status_bytes(field: str) -> int | None:
     """A size of /proc/self/status (``VmData:``, ``VmRSS:``, reported in kB), or None."""
@@ -89,19 +91,25 @@ class CapacityLimit:
 
     @classmethod
     def _apply_cpu(cls, profile: HardwareProfile) -> CapacityLimit:
+        prime_runtime()
+        return cls.cap_host(int(profile.memory_bytes))
+
+    @classmethod
+    def cap_host(cls, memory_bytes: int) -> CapacityLimit:
+        """Let this process (and what it forks) allocate ``memory_bytes`` more than its data
+        segment holds now: the soft ``RLIMIT_DATA``, never above the hard limit."""
         import resource
 
-        prime_runtime()
         base = vm_data_bytes()
         if base is None:
             raise RuntimeError("cannot read VmData from /proc/self/status to cap memory")
         soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-        limit = base + int(profile.memory_bytes)
+        limit = min(base + memory_bytes, _RLIMIT_MAX)  # setrlimit takes a C long
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
         return cls(
-            capacity_bytes=int(profile.memory_bytes),
+            capacity_bytes=memory_bytes,
             host_capped=True,
             runtime_rss_bytes=resident_bytes(),
             _rlimit_saved=(soft, hard),
