@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shlex
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -138,22 +139,27 @@ class RunStore:
             tmp.unlink(missing_ok=True)
 
     def _claim(self) -> None:
-        """Write this session's token to ``.session`` (O_EXCL: one writer wins), or check
-        that the token there is this session's."""
+        """Put this session's token in ``.session``, or check that the token there is this
+        session's. The marker appears whole or not at all (a filled temporary file, then
+        ``link``, which fails where the name exists): an xdist worker never reads the
+        marker another worker has created but not yet written."""
         if self.session is None:
             return
         marker = self.dir / SESSION_FILE
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f"{SESSION_FILE}.", suffix=".tmp")
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(self.session + "\n")
+            os.chmod(tmp, 0o644)
+            os.link(tmp, marker)
         except FileExistsError:
             if marker.read_text(encoding="ascii", errors="replace").strip() != self.session:
                 raise RunIdTaken(
                     f"{self.dir}: run id {self.run_id} is another session's run; not "
                     "mixed with it (run again: a new id is drawn)"
                 ) from None
-            return
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(self.session + "\n")
+        finally:
+            os.unlink(tmp)
 
     def workdir_for(self, case_id: str, profile: str, repeat: int = 0) -> Path:
         """Where ``--gpubench-keep-workdirs`` keeps a case's worker directory:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from report_fixtures import statuses
@@ -184,3 +185,36 @@ def test_a_run_id_drawn_twice_is_refused_not_merged(tmp_path: Path) -> None:
     RunStore(tmp_path, run_id, "session-a").create()  # its other xdist worker: the same run
     with pytest.raises(RunIdTaken, match=f"run id {run_id} is another session's run"):
         RunStore(tmp_path, run_id, "session-b").create()
+
+
+def _claim_at_once(root: str, run_id: str, barrier: Any, errors: Any) -> None:
+    barrier.wait()
+    try:
+        RunStore(Path(root), run_id, "one-session").create()
+    except RunIdTaken as exc:
+        errors.put(str(exc))
+
+
+def test_workers_of_one_session_claiming_its_run_at_once_never_refuse_each_other(
+    tmp_path: Path,
+) -> None:
+    """The marker is whole or absent: a worker that lost the race read an empty one
+    (CI: an xdist worker's case errored with RunIdTaken against its own session)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for round_ in range(20):
+        barrier = context.Barrier(4)
+        run_id = f"{new_run_id()}-{round_}"
+        workers = [
+            context.Process(target=_claim_at_once, args=(str(tmp_path), run_id, barrier, errors))
+            for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert all(worker.exitcode == 0 for worker in workers)
+    assert errors.empty(), errors.get()
+    assert not list(tmp_path.glob("*/.session.*.tmp"))  # no temporary marker left
