@@ -48,6 +48,40 @@ CPU = resolve_profile("cpu")
 V4_METRICS = dict.fromkeys(
     ("model_flops_per_token", "model_flops_per_s", "mfu", "runtime_rss_bytes")
 )
+# v7 (diagnostics): what a record before it measured none of, written back as defaults; its
+# measured steps were a fixed count
+V7_METRICS = {
+    **dict.fromkeys(
+        (
+            "precision_achieved",
+            "tokens_per_s_low",
+            "tokens_per_s_high",
+            "precision_confidence",
+            "precision_target",
+            "precision_reached",
+            "gpu_util",
+            "gpu_memory_used_bytes",
+            "power_w",
+            "temperature_c",
+            "sm_clock_mhz",
+            "energy_j",
+            "energy_per_token_j",
+            "usd_per_million_tokens",
+            "cpu_util",
+            "disk_read_bytes",
+            "disk_write_bytes",
+            "telemetry_interval_s",
+        )
+    ),
+    "stop_reason": "steps",
+    "phases": {},
+    "phase_timing": "",
+    "throttle_reasons": {},
+    "energy_method": "",
+}
+V7_SERIES = {"phase_s": {}, "telemetry": {}}
+# v7's Case settings of steps="auto", at their defaults in a record written before them
+V7_CASE = {"max_steps": 2000, "max_seconds": 600.0, "precision_target": None}
 
 
 def v1_record() -> dict[str, Any]:
@@ -97,21 +131,22 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 6
+    assert result.schema_version == SCHEMA_VERSION == 7
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
     assert result.estimate is None and result.repeat == 0
     assert result.metrics.peak_memory_source == "host-rss"
     assert result.tokens_per_s is not None and not result.series.partial  # it trained
-    series = {**record["series"], "partial": False}
+    series = {**record["series"], "partial": False, **V7_SERIES}
     assert not result.predicted and result.implausible == []
     assert result.metrics.mfu is None and result.metrics.runtime_rss_bytes is None
     assert record["metrics"]["noisy"] and record["metrics"]["step_time_s"]["n"] == 3
-    metrics = {**record["metrics"], **V4_METRICS, "noisy": False}  # v6: no CV from 3 steps
+    metrics = {**record["metrics"], **V4_METRICS, "noisy": False, **V7_METRICS}  # v6: no CV
     assert result.to_dict() == {
         **record,
-        "schema_version": 6,
+        "case": {**record["case"], **V7_CASE},
+        "schema_version": 7,
         "repeat": 0,
         "series": series,
         "metrics": metrics,
@@ -132,7 +167,7 @@ def test_a_v2_oom_loses_its_throughput_and_keeps_its_steps_marked_partial() -> N
     assert result.metrics.measured_steps == 2 and result.error is not None
     assert "stopped after 3 steps" in result.describe()
     written = result.to_dict()
-    assert written["series"] == {**record["series"], "partial": True}
+    assert written["series"] == {**record["series"], "partial": True, **V7_SERIES}
     assert Result.from_dict(written) == result
 
 
@@ -140,18 +175,26 @@ def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> N
     record = {**v2_oom_record(), "schema_version": 3}
     record["series"] = {**record["series"], "partial": True}
     result = Result.from_dict(record)
-    assert result.schema_version == 6 and not result.predicted and result.implausible == []
+    assert result.schema_version == 7 and not result.predicted and result.implausible == []
     assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
     assert Result.from_dict(result.to_dict()) == result
 
 
-def test_a_v4_result_reads_as_v6_warm_with_no_load_or_thresholds_recorded() -> None:
+def test_a_v4_result_reads_as_v7_warm_with_no_load_thresholds_or_diagnostics() -> None:
     record = json.loads(V4.read_text(encoding="utf-8"))
     assert record["schema_version"] == 4
     result = Result.from_dict(record)
     assert result.cold_start == [] and result.machine_load is None
     assert result.gate_thresholds == {} and not result.busy and not result.cold
-    assert result.to_dict() == {**record, "schema_version": 6, **V5_FIELDS}
+    assert result.metrics.stop_reason == "steps" and result.metrics.precision_achieved is None
+    assert result.to_dict() == {
+        **record,
+        "schema_version": 7,
+        **V5_FIELDS,
+        "case": {**record["case"], **V7_CASE},
+        "metrics": {**record["metrics"], **V7_METRICS},
+        "series": {**record["series"], **V7_SERIES},
+    }
     assert result.metrics.peak_rss_bytes == record["metrics"]["peak_rss_bytes"]
 
 
@@ -263,8 +306,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 7
-    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6"):
+    record["schema_version"] = 8
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6, 7"):
         Result.from_dict(record)
 
 

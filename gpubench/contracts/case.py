@@ -29,6 +29,9 @@ DATA_SOURCES = ("learnable", "random")
 ENGINES = ("torch", "deepspeed")
 ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
+STEPS_AUTO = "auto"  # measure until the median tokens/s is known to precision_target
+DEFAULT_PRECISION_TARGET = 0.01  # ±1 % (half-width / median) at 95 % confidence
+MIN_AUTO_STEPS = 20  # steps="auto" measures at least this many before it may stop
 MAX_NAME_CHARS = 120  # a name is a test id, a baseline key and a summary row
 
 
@@ -191,9 +194,16 @@ class Case:
     model: str
     batch_size: int = 8  # micro-batch per rank, in sequences
     seq_len: int = 256  # tokens per sequence
-    steps: int = 20  # measured optimizer steps, after warm-up
+    # measured optimizer steps, after warm-up: exactly that many, or "auto" (until the median
+    # tokens/s is known to precision_target, or max_steps / max_seconds is reached first)
+    steps: int | str = 20
     warmup: int | str = WARMUP_AUTO  # "auto" (detect steady state) or a fixed number of steps
     max_warmup_steps: int = 50  # cap for automatic warm-up detection
+    max_steps: int = 2000  # steps="auto": most measured steps
+    max_seconds: float = 600.0  # steps="auto": most seconds of measured steps
+    # steps="auto": the confidence interval's half-width / median aimed at (0.01: ±1 %);
+    # None: the session's --gpubench-precision (default DEFAULT_PRECISION_TARGET)
+    precision_target: float | None = None
     data: str = "learnable"  # learnable (seeded Markov stream) | random (uniform tokens)
     engine: str = "torch"
     nproc: int = 1  # processes (GPUs) per case; >1 launches through torchrun
@@ -216,7 +226,23 @@ class Case:
         object.__setattr__(self, "model_config", _sorted_model_config(self.model_config))
         _positive_int("batch_size", self.batch_size)
         _positive_int("seq_len", self.seq_len, minimum=2)
-        _positive_int("steps", self.steps, minimum=2)
+        if self.steps != STEPS_AUTO:
+            try:
+                _positive_int("steps", self.steps, minimum=2)
+            except CaseError:
+                raise CaseError(
+                    f"steps={self.steps!r} must be an integer >= 2 (exactly that many measured "
+                    f"steps) or {STEPS_AUTO!r} (until the median is known to precision_target)"
+                ) from None
+        _positive_int("max_steps", self.max_steps, minimum=MIN_AUTO_STEPS)
+        _positive_number("max_seconds", self.max_seconds)
+        if self.precision_target is not None:
+            _positive_number("precision_target", self.precision_target)
+            if self.precision_target >= 1:
+                raise CaseError(
+                    f"precision_target={self.precision_target!r} is a fraction of the median "
+                    "(0.01: ±1 %); it must be below 1"
+                )
         if self.warmup != WARMUP_AUTO:
             _positive_int("warmup", self.warmup, minimum=0)
         _positive_int("max_warmup_steps", self.max_warmup_steps, minimum=0)

@@ -26,7 +26,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.schema import SchemaError, record_fields
 from gpubench.contracts.units import GiB
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -77,6 +77,19 @@ def _v5_to_v6(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _v6_to_v7(record: dict[str, Any]) -> dict[str, Any]:
+    """v7 added the diagnostics (issue 19): the median tokens/s's confidence interval and the
+    adaptive stop (``metrics.precision_*``, ``tokens_per_s_low``/``high``, ``stop_reason``),
+    time per phase (``metrics.phases``, ``series.phase_s``), telemetry and energy
+    (``metrics.gpu_util`` ... ``disk_write_bytes``, ``series.telemetry``). A v6 record
+    measured none of them: every one takes its field's default (None, empty), and its
+    measured steps were a fixed count (``stop_reason`` "steps")."""
+    metrics = dict(record.get("metrics") or {})
+    if metrics.get("measured_steps"):
+        metrics.setdefault("stop_reason", "steps")
+    return {**record, "metrics": metrics}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -85,6 +98,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 # The fewest measured steps a spread (CV, p10/p90, "noisy") is judged from. A CV estimated from
@@ -209,6 +223,38 @@ class Metrics:
     # host: the worker's resident set when the profile's cap was applied (runtime, imports,
     # no case yet); what a cpu profile's cap counts from
     runtime_rss_bytes: int | None = None
+    # -- how sure (v7): the median tokens/s's confidence interval over the measured steps,
+    # by a moving-block bootstrap (gpubench.worker.measure.precision; docs/diagnostics.md)
+    precision_achieved: float | None = None  # the interval's half-width / the median
+    tokens_per_s_low: float | None = None  # the interval's ends, tokens/s
+    tokens_per_s_high: float | None = None
+    precision_confidence: float | None = None  # the interval's level, e.g. 0.95
+    precision_target: float | None = None  # steps="auto": the half-width/median aimed at
+    precision_reached: bool | None = None  # steps="auto": the target met; None: fixed steps
+    # why measuring stopped: "steps" (a fixed count), "precision" (the target met),
+    # "max_steps" or "max_seconds" (a cap of steps="auto" reached first); "": no step measured
+    stop_reason: str = ""
+    # -- why (v7): time per phase of the measured steps, seconds per optimizer step
+    # (data, forward, backward, clip, optimizer, rest; gpubench.worker.measure.phases)
+    phases: dict[str, Stats] = field(default_factory=dict)
+    phase_timing: str = ""  # "cuda-events", "perf_counter"; "": not split
+    # -- telemetry over the measured steps (gpubench.worker.trackers.telemetry): summaries of
+    # the samples; None where not measured (no GPU, NVML without that reading)
+    gpu_util: Stats | None = None  # percent, NVML utilisation of the case's device
+    gpu_memory_used_bytes: Stats | None = None  # NVML, the whole device's used memory
+    power_w: Stats | None = None
+    temperature_c: Stats | None = None
+    sm_clock_mhz: Stats | None = None
+    # NVML clock-event (throttle) reason -> share of samples it was active in, 0..1
+    throttle_reasons: dict[str, float] = field(default_factory=dict)
+    energy_j: float | None = None  # the device's energy over the measured steps
+    energy_method: str = ""  # "nvml-energy-counter" or "power-integral"; "": none
+    energy_per_token_j: float | None = None  # energy_j / tokens of the measured steps
+    usd_per_million_tokens: float | None = None  # the profile's $/h at the measured tok/s
+    cpu_util: Stats | None = None  # percent of one core, the case's process tree (200: 2 cores)
+    disk_read_bytes: int | None = None  # the process tree's, over the measured steps
+    disk_write_bytes: int | None = None
+    telemetry_interval_s: float | None = None  # the sampler's period
 
     DERIVED = ("loss_decreased", "noisy")  # written for readers of the JSON, recomputed here
 
@@ -275,10 +321,30 @@ class Metrics:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "metrics") -> Metrics:
         fields = record_fields(cls, data, where, derived=cls.DERIVED)
-        for name in ("tokens_per_s", "samples_per_s", "step_time_s"):
+        for name in STATS_FIELDS:
             if fields.get(name) is not None:
                 fields[name] = Stats.from_dict(fields[name], f"{where}.{name}")
+        fields["phases"] = {
+            phase: Stats.from_dict(stats, f"{where}.phases.{phase}")
+            for phase, stats in (fields.get("phases") or {}).items()
+        }
+        fields["throttle_reasons"] = dict(fields.get("throttle_reasons") or {})
         return cls(**fields)
+
+
+# Metrics fields holding a Stats (read back by Metrics.from_dict)
+STATS_FIELDS = (
+    "tokens_per_s",
+    "samples_per_s",
+    "step_time_s",
+    "gpu_util",
+    "gpu_memory_used_bytes",
+    "power_w",
+    "temperature_c",
+    "sm_clock_mhz",
+    "cpu_util",
+)
+TELEMETRY_FIELDS = STATS_FIELDS[3:]  # summaries of the telemetry sampler's series
 
 
 def loss_window(n: int) -> int:
@@ -298,6 +364,11 @@ class Series:
     # the steps of a case that stopped before its last (oom, diverged): kept as measured,
     # but no throughput of the case's (Metrics has none)
     partial: bool = False
+    # v7: each phase's seconds per step (Metrics.phases' names), aligned with step_time_s
+    phase_s: dict[str, list[float]] = field(default_factory=dict)
+    # v7: the telemetry sampler's series over the measured steps: "t_s" (seconds since the
+    # first measured step) and one list per reading, Metrics' names ("gpu_util", ...)
+    telemetry: dict[str, list[float]] = field(default_factory=dict)
 
     def loss_at(self, steps: int) -> float | None:
         """The loss after the first ``steps`` steps, counted from the first step whatever
@@ -314,7 +385,9 @@ class Series:
     def from_dict(cls, data: Mapping[str, Any], where: str = "series") -> Series:
         fields: dict[str, Any] = record_fields(cls, data, where)
         for name, value in fields.items():
-            if name != "partial":
+            if name in ("phase_s", "telemetry"):
+                fields[name] = {key: list(values) for key, values in value.items()}
+            elif name != "partial":
                 fields[name] = list(value)
         return cls(**fields)
 
