@@ -139,3 +139,48 @@ def test_gitignore_covers_a_temporary_file_left_by_a_kill() -> None:
     root = Path(__file__).resolve().parent.parent
     patterns = (root / ".gitignore").read_text().splitlines()
     assert ".*.tmp" in patterns
+
+
+# -- the one reader of a contained child's answer ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (None, "missing"),
+        (b"", "empty"),
+        (b'{"status": "ok"', "cut off mid-write by a kill"),
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b'{"loss": NaN}', "NaN, which gpubench never writes"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested past the parser's recursion limit"),
+        (b'{"n": 1' + b"0" * 5000 + b"}", "an integer Python refuses to parse"),
+        (b"[1, 2]", "not an object"),
+    ],
+)
+def test_an_answer_no_child_would_write_reads_as_none(
+    tmp_path: Path, content: bytes | None, why: str
+) -> None:
+    """The worker's result.json and the estimate child's answer go through one reader
+    (runner/process.py, estimate/isolated.py); whatever is there, it answers None, never
+    raises (the caller then says the child ended without an answer)."""
+    path = tmp_path / "result.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert protocol.read_answer(path) is None, why
+
+
+def test_an_answer_reads_back_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    write_json_atomic(path, {"status": "ok", "metrics": {"n": 3}})
+    assert protocol.read_answer(path) == {"status": "ok", "metrics": {"n": 3}}
+
+
+def test_both_contained_children_are_read_by_the_one_reader() -> None:
+    import inspect
+
+    from gpubench.estimate import isolated
+    from gpubench.runner import process
+
+    for module in (isolated, process):
+        source = inspect.getsource(module)
+        assert "read_answer(" in source and "json.loads(paths.result" not in source

@@ -56,6 +56,20 @@ class WorkerPaths:
         return self.root / "stderr.log"
 
 
+def read_answer(path: Path) -> dict[str, Any] | None:
+    """A contained child's answer file (the worker's ``result.json``, an estimate's) as a
+    dict; None when it is missing, unreadable, not JSON gpubench would write (NaN, nesting
+    too deep, a number Python refuses) or not an object. The caller says what no answer
+    means (the child's exit code, its stderr)."""
+    from gpubench.contracts.schema import READ_ERRORS, parse_json
+
+    try:
+        found = parse_json(Path(path).read_bytes())
+    except (OSError, *READ_ERRORS):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> None:
     """Write JSON to ``path`` so a reader sees the old file or the whole new one
     (:func:`write_text_atomic`); sorted keys, no NaN."""

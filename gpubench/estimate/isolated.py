@@ -39,7 +39,7 @@ from gpubench.contracts.case import Case
 from gpubench.contracts.catalog.sizes import BUILTIN_MODELS
 from gpubench.contracts.catalog.spec import HF_PREFIX
 from gpubench.contracts.profiles import HardwareProfile
-from gpubench.contracts.protocol import WorkerPaths
+from gpubench.contracts.protocol import WorkerPaths, read_answer
 from gpubench.contracts.result import Estimate
 from gpubench.contracts.units import format_bytes
 from gpubench.estimate.shape import ModelShape, model_shape, shape_key
@@ -84,7 +84,7 @@ def _in_child(request: dict[str, Any], what: str, timeout_s: float) -> dict[str,
             raise EstimateFailed(f"{what} could not start: {ended.launch_error}")
         if ended.timed_out:
             raise EstimateFailed(f"{what} took over {timeout_s:g} s (building its model hung?)")
-        found = _read_answer(paths.result)
+        found = read_answer(paths.result)
         if found is None:
             tail = read_tail(paths.stderr).strip()[-STDERR_TAIL_CHARS:]
             raise EstimateFailed(
@@ -95,14 +95,6 @@ def _in_child(request: dict[str, Any], what: str, timeout_s: float) -> dict[str,
         return found
 
     return run_contained(EstimateLauncher(), request, answer, timeout_s=timeout_s)
-
-
-def _read_answer(path: Path) -> dict[str, Any] | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return found if isinstance(found, dict) else None
 
 
 def shape_safely(

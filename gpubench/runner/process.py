@@ -11,14 +11,12 @@ worker, the caller gets a Result, never an exception.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import HardwareProfile
-from gpubench.contracts.protocol import ProgressEvent, WorkerPaths
+from gpubench.contracts.protocol import ProgressEvent, WorkerPaths, read_answer
 from gpubench.contracts.result import Result
 from gpubench.runner.classify import (
     classify,
@@ -97,7 +95,7 @@ def _answer(
         profile,
         returncode=worker.returncode,
         timed_out=worker.timed_out,
-        result_data=_read_result_data(paths.result),
+        result_data=read_answer(paths.result),
         stderr=stderr,
         timeout_s=timeout_s,
     )
@@ -106,20 +104,11 @@ def _answer(
     return result
 
 
-def _read_result_data(path: Path) -> dict[str, Any] | None:
-    """The worker's result.json as a dict; None when missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _rank_results(paths: WorkerPaths) -> list[tuple[float, int, Result]]:
     """Every rank's own Result with when it was written (rank 0's: result.json)."""
     found: list[tuple[float, int, Result]] = []
     for rank, path in [(0, paths.result), *paths.rank_results()]:
-        result, _ = parse_worker_result(_read_result_data(path))
+        result, _ = parse_worker_result(read_answer(path))
         if result is not None:
             try:
                 found.append((path.stat().st_mtime, rank, result))
