@@ -65,7 +65,9 @@ def read_answer(path: Path) -> dict[str, Any] | None:
 
     try:
         found = parse_json(Path(path).read_bytes())
-    except (OSError, *READ_ERRORS):
+    except OSError:
+        return None
+    except READ_ERRORS:
         return None
     return found if isinstance(found, dict) else None
 
