@@ -10,6 +10,7 @@
                       other lost; recommended.json
     projection.py     hours and cost to train N tokens or E epochs on measured tokens/s
     advice.py         statements from the numbers, each with the rule that fired it
+    diagnostics.py    a case's interval, time per phase, telemetry and energy, as rows
     comparison.py     the gate's verdicts (gpubench.baseline) as one table, each case's trend
     provenance.py     where it ran, and the command that runs it again
     charts.py         matplotlib figures as inline SVG, a panel per workload or profile

@@ -550,3 +550,95 @@ def trend_chart(history: Sequence[Result], result: Result, chart_id: str) -> str
         ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         ax.legend(fontsize=6, loc="lower left")
         return to_svg(figure, chart_id)
+
+
+# the phases in the order a step runs them (gpubench.worker.measure.phases' names); a phase
+# of another name is drawn after them, in the order the record has it
+PHASE_ORDER = ("data", "forward", "backward", "clip", "optimizer", "rest")
+
+
+def _phase_names(results: Sequence[Result]) -> list[str]:
+    seen = dict.fromkeys(name for r in results for name in r.metrics.phases)
+    return [p for p in PHASE_ORDER if p in seen] + [p for p in seen if p not in PHASE_ORDER]
+
+
+def phase_chart(results: Sequence[Result]) -> Chart | None:
+    """Each case's step split into its phases: a stacked bar of the phases' median seconds
+    per step (the L4 seed's timing breakdown), a panel per workload, the step's median as a
+    tick beside it (the phase medians need not add up to it exactly: each is a median of its
+    own)."""
+    split = [r for r in results if r.metrics.phases and r.metrics.step_time_s is not None]
+    if not split:
+        return None
+    several = len({r.profile.name for r in results}) > 1
+    phases = _phase_names(split)
+    groups = list(_by(split, workload).values())
+    with matplotlib.rc_context(_RC):
+        figure, axes = _panel_figure([[label(r, several) for r in g] for g in groups], True)
+        handles: dict[str, Any] = {}
+        for ax, group in zip(axes, groups, strict=True):
+            ys = list(range(len(group)))
+            left = [0.0] * len(group)
+            for index, phase in enumerate(phases):
+                widths = [
+                    1000 * s.median if (s := r.metrics.phases.get(phase)) else 0.0 for r in group
+                ]
+                bars = ax.barh(ys, widths, left=left, color=_hex(index), height=0.7, label=phase)
+                handles.setdefault(phase, bars)
+                left = [a + b for a, b in zip(left, widths, strict=True)]
+            steps = [1000 * r.metrics.step_time_s.median for r in group if r.metrics.step_time_s]
+            (tick,) = ax.plot(steps, ys, "|", color="black", markersize=12)
+            tick.set_label("median step time")
+            handles.setdefault("median step time", tick)
+            ax.set_yticks(ys, [label(r, several) for r in group])
+            ax.set_ylim(-0.6, len(group) - 0.4)
+            ax.set_xlim(left=0)
+            ax.set_xlabel("ms per optimizer step (each phase's median over the measured steps)")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+            ax.set_title(workload(group[0]).label, loc="left", fontsize=9)
+        _figure_legend(figure, list(handles.values()))
+        unsplit = sum(1 for r in results if r.metrics.tokens_per_s and not r.metrics.phases)
+        caption = (
+            "Time per phase of each case's step (data, forward, backward, gradient clipping, "
+            "optimizer, the rest), one panel per workload; the tick is the median step time."
+        )
+        if unsplit:
+            caption += f" {unsplit} case(s) without a phase split are not drawn."
+        return Chart(to_svg(figure, "phases"), caption)
+
+
+# (Series.telemetry key, what it is, unit): the readings a case's telemetry chart draws,
+# a panel each where the case has it
+TELEMETRY_PANELS = (
+    ("gpu_util", "GPU utilisation", "%"),
+    ("cpu_util", "CPU utilisation (process tree; 100 = one core)", "%"),
+    ("power_w", "power", "W"),
+    ("temperature_c", "temperature", "°C"),
+    ("sm_clock_mhz", "SM clock", "MHz"),
+)
+
+
+def telemetry_chart(result: Result, chart_id: str) -> str | None:
+    """A case's telemetry over its measured steps (Series.telemetry, against ``t_s``): GPU
+    utilisation, power, temperature and SM clock on a GPU, the process tree's CPU utilisation
+    on a CPU; a panel per reading the case has. None without telemetry."""
+    series = result.series.telemetry
+    times = series.get("t_s") or []
+    panels = [
+        (key, what, unit)
+        for key, what, unit in TELEMETRY_PANELS
+        if len(series.get(key) or []) == len(times) and times
+    ]
+    if not panels:
+        return None
+    with matplotlib.rc_context({**_RC, "axes.grid": False}):
+        figure = _figure(2.0, fixed=True)
+        figure.subplots_adjust(left=0.06, right=0.99, bottom=0.22, top=0.86, wspace=0.3)
+        for index, (key, what, unit) in enumerate(panels):
+            ax = figure.add_subplot(1, len(panels), index + 1)
+            ax.plot(times, _values(series[key]), linewidth=1, color=_hex(index))
+            ax.set_title(f"{what}, {unit}", fontsize=8, loc="left")
+            ax.set_xlabel("s since the first measured step", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.4g}"))
+        return to_svg(figure, chart_id)

@@ -3,7 +3,9 @@
 A pandas frame of raw values (bytes, seconds, fractions): the templates write them
 through :mod:`gpubench.report.figures`, and the page sorts rows on them. A spread (p10-p90,
 the step-time CV) from fewer measured steps than :data:`~gpubench.report.trust.MIN_MEASURED_STEPS`
-is left out (None), as is "noisy" (:mod:`gpubench.report.trust`).
+is left out (None), as is "noisy" (:mod:`gpubench.report.trust`). The diagnostics' columns
+(the median's interval, GPU utilisation, energy per token, $ per million tokens) are shown
+only where a row measured them: a record before schema v7 renders as before.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def matrix_frame(results: Sequence[Result], outcomes: Outcomes | None = None) ->
                 "tokens_per_s_p90": tps.p90 if tps and spread else None,
                 "mfu": result_mfu(r),  # a fraction (gpubench.contracts.flops)
                 "implausible": r.implausible or implausible_reasons(r),  # reasons, sentences
+                # the median's confidence interval (v7): half-width / median, and its target
+                "precision_achieved": m.precision_achieved,
+                "precision_target": m.precision_target,
+                "precision_reached": m.precision_reached,
+                "gpu_util": m.gpu_util.median if m.gpu_util else None,  # percent
+                "energy_per_token_j": m.energy_per_token_j,
+                "usd_per_million_tokens": m.usd_per_million_tokens,
                 "measured_steps": measured_steps(r) if step else None,
                 "step_cv": step.cv if step and spread else None,
                 "noisy": r.metrics.noisy,
@@ -90,7 +99,11 @@ COLUMNS = (
     ("host_rss_bytes", "host RAM, GiB", True),
     ("tokens_per_s", "tokens/s", True),
     ("tokens_per_s_p10", "p10-p90, tokens/s", True),
+    ("precision_achieved", "interval, ±%", True),
     ("mfu", "MFU, %", True),
+    ("gpu_util", "GPU util, %", True),
+    ("energy_per_token_j", "energy, mJ/token", True),
+    ("usd_per_million_tokens", "$/Mtok", True),
     ("measured_steps", "measured steps", True),
     ("step_cv", "step-time CV, %", True),
     ("loss_start", "loss start", True),
@@ -107,6 +120,10 @@ OPTIONAL = frozenset(
         "tokens_per_s",
         "tokens_per_s_p10",
         "mfu",
+        "precision_achieved",
+        "gpu_util",
+        "energy_per_token_j",
+        "usd_per_million_tokens",
         "measured_steps",
         "step_cv",
         "loss_start",

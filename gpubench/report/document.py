@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpubench.baseline.compare import CaseVerdict, representative
+from gpubench.contracts.case import STEPS_AUTO
 from gpubench.contracts.result import Result
 from gpubench.report import charts
 from gpubench.report.advice import Advice, advise
 from gpubench.report.charts import Chart
 from gpubench.report.comparison import CaseComparison, Histories, columns, comparisons
 from gpubench.report.configurations import anchor, matrix_columns, matrix_frame
+from gpubench.report.diagnostics import (
+    PhaseRow,
+    ReadingRow,
+    energy_facts,
+    interval_sentence,
+    phase_rows,
+    reading_rows,
+)
 from gpubench.report.projection import ProjectionInputs, projection_frame
 from gpubench.report.provenance import (
     EnvironmentColumn,
@@ -54,6 +63,12 @@ class CaseDetail:
     rerun: str | None  # the pytest command that runs this case alone
     settings: tuple[tuple[str, str], ...]
     trend_svg: str | None = None  # tokens/s over the baseline's runs and this one
+    # the diagnostics (gpubench.report.diagnostics): empty where the Result has none
+    interval: str = ""  # the median tokens/s's interval, and the adaptive stop's target
+    phases: tuple[PhaseRow, ...] = ()
+    readings: tuple[ReadingRow, ...] = ()
+    energy: tuple[tuple[str, str], ...] = ()
+    telemetry_svg: str | None = None  # utilisation, power, temperature over time
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,15 @@ def _settings(result: Result) -> tuple[tuple[str, str], ...]:
         ("precision", flags.precision),
         ("flags", ", ".join(flags.id_tokens()[1:]) or "none"),
         ("data", case.data),
-        ("steps", f"{m.warmup_steps} warm-up (excluded) + {m.measured_steps} measured"),
+        (
+            "steps",
+            f"{m.warmup_steps} warm-up (excluded) + {m.measured_steps} measured"
+            + (
+                f" (steps='auto': at most {case.max_steps} steps or {case.max_seconds:g} s)"
+                if case.steps == STEPS_AUTO
+                else ""
+            ),
+        ),
         ("timing", m.timing),
         ("started", result.started_at),
         ("pytest id", result.nodeid or ""),
@@ -125,6 +148,34 @@ def _pytest_setting(outcomes: Outcomes, result: Result) -> tuple[tuple[str, str]
         return ()
     text = LABELS[outcome.outcome] + (f": {outcome.reason}" if outcome.reason else "")
     return (("pytest", text),)
+
+
+def _details(
+    results: Sequence[Result], several: bool, outcomes: Outcomes, trends: Mapping[str, str]
+) -> tuple[CaseDetail, ...]:
+    """Each case's detail: its settings, per-step chart, diagnostics and rerun command."""
+    case_svgs = charts.case_charts(results)
+    return tuple(
+        CaseDetail(
+            result=r,
+            anchor=anchor(r),
+            label=charts.label(r, several) + (f" (rerun {r.repeat})" if r.repeat else ""),
+            chart_svg=case_svgs[index],
+            rerun=(
+                shlex.join(["pytest", r.nodeid, "--gpu-profile", profile_spec(r)])
+                if r.nodeid
+                else None
+            ),
+            settings=_settings(r) + _pytest_setting(outcomes, r),
+            trend_svg=trends.get(anchor(r)),
+            interval=interval_sentence(r),
+            phases=phase_rows(r),
+            readings=reading_rows(r),
+            energy=energy_facts(r),
+            telemetry_svg=charts.telemetry_chart(r, f"telemetry{index}"),
+        )
+        for index, r in enumerate(results)
+    )
 
 
 def build_report(data: ReportData) -> Report:
@@ -145,29 +196,14 @@ def build_report(data: ReportData) -> Report:
             ("Throughput", charts.throughput_chart(cases, recommended)),
             ("Peak memory", charts.memory_chart(cases, data.safety_margin)),
             ("Loss", charts.loss_chart(cases, recommended)),
+            ("Time per phase", charts.phase_chart(cases)),
         )
         if chart is not None
     }
-    case_svgs = charts.case_charts(results)
     found = comparisons(data.verdicts, results, data.histories)
     frame = matrix_frame(results, outcomes)
     trends = {c.anchor: c.trend_svg for c in found if c.anchor and c.trend_svg}
-    details = tuple(
-        CaseDetail(
-            result=r,
-            anchor=anchor(r),
-            label=charts.label(r, several) + (f" (rerun {r.repeat})" if r.repeat else ""),
-            chart_svg=case_svgs[index],
-            rerun=(
-                shlex.join(["pytest", r.nodeid, "--gpu-profile", profile_spec(r)])
-                if r.nodeid
-                else None
-            ),
-            settings=_settings(r) + _pytest_setting(outcomes, r),
-            trend_svg=trends.get(anchor(r)),
-        )
-        for index, r in enumerate(results)
-    )
+    details = _details(results, several, outcomes, trends)
     projections = (
         projection_frame(cases, data.projection).to_dict("records")
         if data.projection.active

@@ -10,8 +10,13 @@ length is not a faster setting of this one. Per workload, one of:
 - **GO**: the recommended case is the fastest (median tokens/s) of the trustworthy cases
   that trained to the end within the profile's capacity **less a safety margin** (default
   10 % of capacity: allocator fragmentation and a longer run's growth need room) with a
-  steady step time. A case with a noisy step time wins only when its p10 tokens/s is
-  above the steady winner's p90 (or no case was steady), and the page says it was noisy.
+  settled measurement. A case's median tokens/s is known to its confidence interval
+  (``metrics.tokens_per_s_low``/``high``); one whose ``steps="auto"`` stopped at a cap
+  before its precision target is unsettled, and wins only when its interval's low end is
+  above the settled winner's high end (or no case was settled). A record without an
+  interval (before schema v7, or too few steps) falls back on its step time: a noisy one
+  (CV above 5 %) wins only when its p10 tokens/s is above the winner's p90. The page says
+  which.
 - **FITS, NOT RANKED**: a case trained to the end within the margin, but none can be
   ranked (each one's reasons are shown: too few steps, random data, a loss that did not
   fall, an implausible figure).
@@ -176,13 +181,11 @@ def predicted_to_fit(result: Result, margin: float) -> bool:
 def _workload_verdict(work: Workload, results: list[Result], margin: float) -> WorkloadVerdict:
     fitting = [r for r in results if _fits(r, margin)]
     ranked = [r for r in fitting if not distrust(r)]
-    steady = [r for r in ranked if not r.metrics.noisy]
+    steady = [r for r in ranked if not unsettled(r)]
     best = max(steady, key=_median) if steady else None
-    # a noisy case wins only when even its slow steps (p10) beat the steady winner's fast
-    # ones (p90): then no noise explains the difference; the page says it was noisy
-    clearly_faster = [
-        r for r in ranked if r.metrics.noisy and (best is None or _p10(r) > _p90(best))
-    ]
+    # an unsettled case wins only when even its low end (interval, else p10) beats the
+    # settled winner's high end (interval, else p90): then no noise explains the difference
+    clearly_faster = [r for r in ranked if unsettled(r) and (best is None or _low(r) > _high(best))]
     if clearly_faster:
         best = max(clearly_faster, key=_median)
     others = sorted(
@@ -265,14 +268,57 @@ def _median(result: Result) -> float:
     return result.tokens_per_s or 0.0
 
 
-def _p10(result: Result) -> float:
-    tps = result.metrics.tokens_per_s
-    return tps.p10 if tps else 0.0
+def has_interval(result: Result) -> bool:
+    """The median tokens/s has a confidence interval (schema v7, enough measured steps)."""
+    m = result.metrics
+    return m.tokens_per_s_low is not None and m.tokens_per_s_high is not None
 
 
-def _p90(result: Result) -> float:
-    tps = result.metrics.tokens_per_s
-    return tps.p90 if tps else 0.0
+def unsettled(result: Result) -> bool:
+    """Its median is not known well enough to rank on alone: with an interval, steps="auto"
+    stopped before its precision target; without one, a noisy step time (the fallback for
+    records before v7)."""
+    if has_interval(result):
+        return result.metrics.precision_reached is False
+    return result.metrics.noisy
+
+
+def _low(result: Result) -> float:
+    """The interval's low end, else p10 tokens/s."""
+    m = result.metrics
+    if m.tokens_per_s_low is not None and has_interval(result):
+        return m.tokens_per_s_low
+    return m.tokens_per_s.p10 if m.tokens_per_s else 0.0
+
+
+def _high(result: Result) -> float:
+    """The interval's high end, else p90 tokens/s."""
+    m = result.metrics
+    if m.tokens_per_s_high is not None and has_interval(result):
+        return m.tokens_per_s_high
+    return m.tokens_per_s.p90 if m.tokens_per_s else 0.0
+
+
+def _bounds(result: Result) -> str:
+    """``"interval 4,510-4,620"`` or ``"p10 4,652"``-style names of the figures compared."""
+    return "interval's low end" if has_interval(result) else "p10"
+
+
+def _unsettled_reason(result: Result, best: Result) -> str:
+    m = result.metrics
+    high = "interval's high end" if has_interval(best) else "p90"
+    if has_interval(result):
+        why = (
+            f"precision target not reached: ±{figures.percent(m.precision_achieved)} % > "
+            f"±{figures.percent(m.precision_target)} %"
+        )
+    else:
+        cv = m.step_time_s.cv if m.step_time_s else None
+        why = f"noisy: step-time CV {figures.percent(cv)} % > {figures.percent(NOISY_CV, 0)} %"
+    return (
+        f"{why}, and its {_bounds(result)} ({figures.rate(_low(result))} tok/s) is not above "
+        f"the recommendation's {high} ({figures.rate(_high(best))})"
+    )
 
 
 def why_not(result: Result, best: Result | None, margin: float) -> str:
@@ -302,19 +348,20 @@ def why_not(result: Result, best: Result | None, margin: float) -> str:
     reasons = distrust(result)
     if reasons:
         return "not ranked: " + "; ".join(reasons)
-    if best is not None and result.metrics.noisy and not best.metrics.noisy:
-        cv = m.step_time_s.cv if m.step_time_s else None
-        return (
-            f"noisy: step-time CV {figures.percent(cv)} % > {figures.percent(NOISY_CV, 0)} %, "
-            f"and its p10 ({figures.rate(_p10(result))} tok/s) is not above the "
-            f"recommendation's p90 ({figures.rate(_p90(best))})"
-        )
+    if best is not None and unsettled(result) and not unsettled(best):
+        return _unsettled_reason(result, best)
     if best is not None and best.tokens_per_s:
         change = result.tokens_per_s / best.tokens_per_s - 1
-        return (
+        text = (
             f"slower: {figures.rate(result.tokens_per_s)} vs "
             f"{figures.rate(best.tokens_per_s)} tok/s ({100 * change:+.1f} %)"
         )
+        if has_interval(result) and has_interval(best) and _high(result) >= _low(best):
+            text += (
+                f"; the intervals overlap ({figures.rate_range(_low(result), _high(result))} "
+                f"vs {figures.rate_range(_low(best), _high(best))}): within the precision"
+            )
+        return text
     return ""
 
 
@@ -327,6 +374,9 @@ def measured_figures(result: Result) -> dict[str, Any]:
         "tokens_per_s_median": tps.median if tps else None,
         "tokens_per_s_p10": tps.p10 if tps else None,
         "tokens_per_s_p90": tps.p90 if tps else None,
+        "tokens_per_s_low": m.tokens_per_s_low,  # the median's confidence interval
+        "tokens_per_s_high": m.tokens_per_s_high,
+        "precision_achieved": m.precision_achieved,
         "step_time_s_median": step.median if step else None,
         "step_time_cv": step.cv if step else None,
         "peak_memory_bytes": result.peak_memory_bytes,

@@ -25,7 +25,14 @@ from gpubench.report.advice import MAX_LISTED
 from gpubench.report.charts import label
 from gpubench.report.configurations import anchor
 from gpubench.report.document import Report
-from gpubench.report.recommendation import GO, LISTED_STANDINGS, NO_GO, PREDICTED_NO_GO
+from gpubench.report.recommendation import (
+    GO,
+    LISTED_STANDINGS,
+    NO_GO,
+    PREDICTED_NO_GO,
+    has_interval,
+    unsettled,
+)
 from gpubench.report.trust import MIN_MEASURED_STEPS, few_steps, has_spread
 
 _FILTERS = {
@@ -45,6 +52,8 @@ _FILTERS = {
     "label": label,
     "has_spread": has_spread,
     "few_steps": few_steps,
+    "unsettled": unsettled,
+    "has_interval": has_interval,
     "verdict_class": lambda kind: (
         "go" if kind == GO else "nogo" if kind in (NO_GO, PREDICTED_NO_GO) else "open"
     ),
@@ -60,6 +69,12 @@ def matrix_cell(row: dict[str, Any], key: str) -> str:
         return figures.rate_range(value, row["tokens_per_s_p90"])
     if key == "mfu":
         return figures.percent(value) + (" (implausible)" if row["implausible"] else "")
+    if key == "precision_achieved":
+        return precision_cell(row)
+    if key == "gpu_util":
+        return figures.seconds(value, 0)
+    if key == "energy_per_token_j":
+        return figures.number(None if value is None else 1000 * value)
     if key == "step_cv":
         return figures.percent(value) + (" (noisy)" if row["noisy"] else "")
     formats: dict[str, Any] = {
@@ -71,8 +86,29 @@ def matrix_cell(row: dict[str, Any], key: str) -> str:
         "loss_start": figures.loss,
         "loss_end": figures.loss,
         "duration_s": figures.seconds,
+        "usd_per_million_tokens": usd_per_million,
     }
     return str(formats[key](value)) if key in formats else str(value)
+
+
+def usd_per_million(value: float | None) -> str:
+    """Dollars per million tokens: cents where it is a dollar or more, else 2 significant
+    digits (a small model on a cheap card costs fractions of a cent per million)."""
+    if value is not None and 0 < value < 1:
+        return figures.number(value, 2)
+    return figures.usd(value)
+
+
+def precision_cell(row: dict[str, Any]) -> str:
+    """``±0.8`` (the interval's half-width over the median, per cent); a steps="auto" target
+    not reached is marked with it: ``±3.4 (target ±1.0 not reached)``."""
+    value = row["precision_achieved"]
+    if value is None:
+        return figures.MISSING
+    text = f"±{figures.percent(value)}"
+    if row["precision_reached"] is False:
+        text += f" (target ±{figures.percent(row['precision_target'])} not reached)"
+    return text
 
 
 _FILTERS["matrix_cell"] = matrix_cell
