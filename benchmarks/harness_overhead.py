@@ -16,6 +16,9 @@
    depends on how busy the machine is, and every bit of it is taken from
    a case that uses all the cores.
 
+``--no-time-phases`` runs the gpubench side without the phase split
+(``Case.time_phases=False``): two runs, with and without it, give its cost.
+
 ``--threads N`` sets OMP_NUM_THREADS for both sides (torch's intra-op threads).
 With N below the core count the harness's own threads (the parent's polling,
 the worker's samplers) have a core to themselves, which separates what the
@@ -130,6 +133,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="an environment variable for both sides (repeatable), e.g. glibc malloc tunables",
     )
+    parser.add_argument(
+        "--no-time-phases",
+        action="store_true",
+        help="gpubench without the phase split (Case.time_phases=False), to measure its cost",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     args.extra_env = {}
@@ -229,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "precision": "fp32",
     }
+    if args.no_time_phases:
+        case_kwargs["time_phases"] = False  # the bare loop reads the Case and ignores it
     env = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     env.update(args.extra_env)
     runs = run_pairs(case_kwargs, args.repeats, args.timeout, env)

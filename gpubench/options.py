@@ -23,6 +23,7 @@ from typing import Any
 
 from gpubench.baseline.rules import DEFAULT_CONFIRM, parse_thresholds
 from gpubench.baseline.store import DEFAULT_BASELINE_DIR, DEFAULT_HISTORY
+from gpubench.contracts.case import DEFAULT_PRECISION_TARGET
 from gpubench.report.projection import PROJECTION_OPTIONS
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, parse_margin
 from gpubench.session.settings import (
@@ -102,6 +103,21 @@ def whole_number(minimum: int, what: str) -> Parse:
         return int(text)
 
     return parse
+
+
+def precision_target(text: str, flag: str) -> float:
+    """A fraction of the median, ``0.01``, or a percentage, ``1%``: in (0, 1)."""
+    number = text.strip().removesuffix("%")
+    try:
+        value = float(number) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise ValueError(
+            f"{flag}={text!r}: expected the confidence interval's half-width over the median, "
+            "a fraction in (0, 1) such as 0.01 or a percentage such as 1%"
+        )
+    return value
 
 
 def profile_list(text: str, flag: str) -> str:
@@ -246,6 +262,17 @@ RUN = (
         "on its profile, no GPU needed); Results are marked predicted, with no metrics",
         action="store_true",
         default=False,
+    ),
+    Option(
+        "precision_target",
+        "--gpubench-precision",
+        None,
+        'steps="auto" cases measure until the median tokens/s is known to this: the 95 %% '
+        "interval's half-width over the median, 0.01 or 1%% for ±1 %% (a case's own "
+        f"precision_target wins; default: {DEFAULT_PRECISION_TARGET:g})",
+        parse=precision_target,
+        default=DEFAULT_PRECISION_TARGET,
+        metavar="FRACTION",
     ),
     Option(
         "keep_workdirs",

@@ -70,3 +70,22 @@ def test_report_render_benchmark_renders_the_cases_it_names(tmp_path: Path) -> N
 
 def test_guardian_cost_prints_its_figure() -> None:
     assert "guardian CPU per case: median" in run_script("guardian_cost.py", "--repeats", "2")
+
+
+def test_adaptive_stop_compares_auto_runs_with_a_long_one(tmp_path: Path) -> None:
+    out_file = tmp_path / "adaptive.json"
+    stdout = run_script(
+        "adaptive_stop.py",
+        *("--models", "gpt-tiny", "--batches", "2", "--seq-len", "16", "--repeats", "2"),
+        *("--max-steps", "50", "--long-factor", "1.2", "--max-warmup-steps", "2"),
+        *("--out", str(out_file)),
+    )
+    assert "overall, 2 repeats: within 1 %" in stdout
+    summary = json.loads(out_file.read_text())
+    (config,) = summary["configurations"]
+    # max_steps is the fewest steps="auto" measures (50): each repeat stops there
+    assert [r["steps"] for r in config["repeats"]] == [50, 50]
+    assert all(r["stop_reason"] in ("precision", "max_steps") for r in config["repeats"])
+    assert config["long"]["steps"] == 60 and config["long"]["stop_reason"] == "steps"
+    assert config["between_runs_cv"] is not None and config["between_runs_cv"] >= 0
+    assert 0 <= summary["overall"]["coverage"] <= 1

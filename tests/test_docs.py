@@ -79,7 +79,7 @@ RULES = (
         "builds wheels for, and installs them on, an offline GPU machine",
     ),
     Rule(
-        r"python benchmarks/(harness_overhead|report_render)\.py .*",
+        r"python benchmarks/(harness_overhead|report_render|adaptive_stop)\.py .*",
         NOT_RUN,
         "a benchmark of minutes: tests/test_benchmarks.py runs it small",
     ),

@@ -80,8 +80,14 @@ V7_METRICS = {
     "energy_method": "",
 }
 V7_SERIES = {"phase_s": {}, "telemetry": {}}
-# v7's Case settings of steps="auto", at their defaults in a record written before them
-V7_CASE = {"max_steps": 2000, "max_seconds": 600.0, "precision_target": None}
+# v7's Case settings of steps="auto", at their defaults in a record written before them, and
+# time_phases: a record before v7 did not split its steps into phases
+V7_CASE = {
+    "max_steps": 2000,
+    "max_seconds": 600.0,
+    "precision_target": None,
+    "time_phases": False,
+}
 
 
 def v1_record() -> dict[str, Any]:

@@ -29,23 +29,50 @@ def _result(step_times: list[float], tokens_per_s: list[float]) -> Result:
     )
 
 
-def test_cv_column_is_the_step_time_cv_the_noisy_marker_judges() -> None:
-    # step times with a CV of 10 % beside tokens/s with none: the column must show the
-    # step time's (the "!" is Metrics.noisy, which judges the step time), not 0.0
+def test_cv_column_is_the_step_time_cv_without_a_noisy_marker() -> None:
+    # step times with a CV of 10 % beside tokens/s with none: the column shows the step
+    # time's CV, not 0.0, and no "!": how sure the median is, the ±% column says
     noisy = _result([0.9, 1.1, 0.9, 1.1, 0.9, 1.1], [1000.0] * 6)
     steps = noisy.metrics.step_time_s
-    assert steps is not None and noisy.metrics.noisy
-    assert summary_frame([noisy])["cv%"].tolist() == [f"{100 * steps.cv:.1f}!"]
-
-    steady = _result([1.0] * 6, [900.0, 1100.0] * 3)
-    assert not steady.metrics.noisy
-    assert summary_frame([steady])["cv%"].tolist() == ["0.0"]
-
-    text = format_summary([noisy, steady], width=200)
+    assert steps is not None and noisy.metrics.noisy  # still derived, for readers of the JSON
+    assert summary_frame([noisy])["cv%"].tolist() == [f"{100 * steps.cv:.1f}"]
+    text = format_summary([noisy], width=200)
     assert "cv% = step-time coefficient of variation" in text
-    assert "! = above 5 %: a noisy measurement" in text
-    assert "! =" not in format_summary([steady], width=200)  # no marker, no footnote for it
-    assert "cv% = step-time" in format_summary([steady], width=200)
+    assert "noisy" not in text
+
+
+def test_precision_column_and_an_unreached_target_said_below_the_table() -> None:
+    base = _result([1.0] * 30, [1000.0] * 30)
+    fixed = dataclasses.replace(
+        base,
+        metrics=dataclasses.replace(
+            base.metrics, precision_achieved=0.004, precision_confidence=0.95, stop_reason="steps"
+        ),
+    )
+    missed = dataclasses.replace(
+        base,
+        case=base.case.replace(steps="auto", max_steps=300, name="noisy-auto"),
+        metrics=dataclasses.replace(
+            base.metrics,
+            measured_steps=300,
+            precision_achieved=0.0234,
+            precision_target=0.01,
+            precision_reached=False,
+            stop_reason="max_steps",
+        ),
+    )
+    assert summary_frame([fixed, missed])["±%"].tolist() == ["±0.4", "±2.3!"]
+    text = format_summary([fixed, missed], width=120)
+    assert all(len(line) <= 120 for line in text.splitlines())
+    flat = " ".join(text.split())
+    assert "±% = how sure tok/s is: the half-width of its 95 % confidence interval" in flat
+    assert '! = the steps="auto" target not reached' in flat
+    assert (
+        "precision: noisy-auto: tok/s known to ±2.3 %, target ±1 % not reached in 300 steps "
+        "(stopped at max_steps=300)" in flat
+    )
+    assert "not reached" not in format_summary([fixed], width=120)
+    assert "±2.3 % (target ±1 % not reached)" in missed.describe()
 
 
 def test_no_spread_from_fewer_than_five_measured_steps() -> None:

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from gpubench.contracts.profiles import resolve_profile
-from gpubench.contracts.result import Result
+from gpubench.contracts.result import Result, Stats
 from gpubench.storage import read_results
 from gpubench.validation import checks as C
+from gpubench.validation import diagnostic_checks as D
 from gpubench.validation import plan as P
 from gpubench.validation.plan import plan_for
 
@@ -181,6 +182,134 @@ def test_the_estimate_checks_read_the_error_and_the_verdict_each_case_carries(
     wrong = C.estimate_verdicts({P.FITS: dataclasses.replace(fits, estimate=oom)})
     assert wrong.status == "fail" and "estimated oom, ended ok" in wrong.detail
     assert C.estimate_verdicts(smoke).status == "skip"
+
+
+# -- the diagnostics' GPU checks (issue 19), on planted CUDA Results -----------------------------
+
+SPLIT = {
+    "data": 0.1,
+    "forward": 0.3,
+    "backward": 0.5,
+    "clip": 0.02,
+    "optimizer": 0.07,
+    "rest": 0.01,
+}
+
+
+def diagnosed(result: Result, **metrics: object) -> Result:
+    """``result`` on a CUDA profile with what a healthy GPU run records: every step split
+    into phases that add up to it, NVML's readings, energy per token; ``metrics`` over it."""
+    phase_s = {p: [t * share for t in result.series.step_time_s] for p, share in SPLIT.items()}
+    healthy: dict[str, object] = dict(
+        phases={p: Stats.of(v[result.metrics.warmup_steps :]) for p, v in phase_s.items()},
+        phase_timing="cuda-events",
+        gpu_util=Stats.of([97.0, 99.0, 98.0]),
+        power_w=Stats.of([350.0, 420.0, 400.0]),
+        temperature_c=Stats.of([58.0, 63.0, 66.0]),
+        sm_clock_mhz=Stats.of([1980.0, 1755.0]),
+        throttle_reasons={"sw_power_cap": 0.5, "gpu_idle": 0.0},
+        energy_j=120.0,
+        energy_method="nvml-energy-counter",
+        energy_per_token_j=2.4e-4,
+    )
+    planted = on_cuda(result)
+    fields = {**healthy, **metrics}
+    planted = dataclasses.replace(
+        planted,
+        metrics=dataclasses.replace(planted.metrics, **fields),  # type: ignore[arg-type]
+    )
+    series = dataclasses.replace(
+        planted.series,
+        phase_s=phase_s,
+        telemetry={"t_s": [0.0, 0.5, 1.0], "gpu_util": [97.0, 99.0, 98.0]},
+    )
+    return dataclasses.replace(planted, series=series)
+
+
+def test_the_diagnostic_checks_skip_on_cpu_and_pass_a_healthy_gpu_run(
+    smoke: dict[str, Result],
+) -> None:
+    on_cpu = by_name(D.diagnostic_checks(smoke))
+    assert {n: c.status for n, c in on_cpu.items()} == {
+        "phase-sums": "skip",
+        "nvml-telemetry": "skip",
+        "energy-per-token": "skip",
+    }
+    healthy = {P.BF16: diagnosed(smoke[P.BF16]), P.FUSED_ADAMW: diagnosed(smoke[P.FUSED_ADAMW])}
+    got = by_name(D.diagnostic_checks(healthy))
+    assert {c.status for c in got.values()} == {"pass"}, got
+    assert got["nvml-telemetry"].figure[P.BF16]["power_w"] == 400.0
+    assert got["nvml-telemetry"].figure[P.BF16]["throttled"] == {"sw_power_cap": 0.5}
+    assert got["energy-per-token"].figure[P.BF16]["method"] == "nvml-energy-counter"
+    assert got["phase-sums"].figure[P.BF16] < 1e-9
+
+
+def test_phases_that_do_not_add_up_fail(smoke: dict[str, Result]) -> None:
+    good = diagnosed(smoke[P.BF16])
+    steps = good.series.step_time_s
+    last = len(steps) - 1
+    slow = dict(good.series.phase_s)
+    slow["data"] = [*slow["data"][:last], slow["data"][last] + 0.1 * steps[last]]  # 10 % more
+    off = dataclasses.replace(good, series=dataclasses.replace(good.series, phase_s=slow))
+    check = D.phase_sums({P.BF16: off})
+    assert check.status == "fail" and f"step {last}" in check.detail and "10.0% off" in check.detail
+    # within the phase clock's tolerance: 0.5 % of a step is not a failure
+    slow["data"][last] = good.series.phase_s["data"][last] + 0.005 * steps[last]
+    assert D.phase_sums({P.BF16: off}).status == "pass"
+
+    perf = diagnosed(smoke[P.BF16], phase_timing="perf_counter")
+    assert "not CUDA events" in D.phase_sums({P.BF16: perf}).detail
+    unsplit = diagnosed(smoke[P.BF16], phases={})
+    check = D.phase_sums({P.BF16: unsplit})
+    assert check.status == "fail" and "no time per phase" in check.detail
+    cut = dataclasses.replace(
+        good, series=dataclasses.replace(good.series, phase_s={"data": [0.1], "rest": [0.1]})
+    )
+    assert "not aligned" in D.phase_sums({P.BF16: cut}).detail
+
+
+@pytest.mark.parametrize(
+    ("reading", "stats", "said"),
+    [
+        ("gpu_util", [90.0, 120.0], "outside 0..100"),
+        ("gpu_util", [0.0, 0.0, 3.0], "gpu_util is 0"),
+        ("power_w", [0.0, 300.0], "power_w 0..300 W"),
+        ("power_w", [400.0, 2000.0], "outside 0..1500"),
+        ("temperature_c", [5.0, 60.0], "outside 10..110"),
+        ("temperature_c", [60.0, 140.0], "outside 10..110"),
+        ("sm_clock_mhz", [0.0, 1980.0], "sm_clock_mhz reads 0"),
+        ("sm_clock_mhz", None, "no sm_clock_mhz"),
+    ],
+)
+def test_implausible_or_missing_telemetry_fails(
+    smoke: dict[str, Result], reading: str, stats: list[float] | None, said: str
+) -> None:
+    planted = diagnosed(smoke[P.BF16], **{reading: Stats.of(stats) if stats else None})
+    check = D.nvml_telemetry({P.BF16: planted})
+    assert check.status == "fail" and said in check.detail, check.detail
+
+
+def test_telemetry_needs_its_series(smoke: dict[str, Result]) -> None:
+    good = diagnosed(smoke[P.BF16])
+    bare = dataclasses.replace(good, series=dataclasses.replace(good.series, telemetry={}))
+    assert "Series.telemetry" in D.nvml_telemetry({P.BF16: bare}).detail
+
+
+@pytest.mark.parametrize(
+    ("per_token", "method", "status"),
+    [
+        (2.4e-4, "nvml-energy-counter", "pass"),
+        (2.4e-4, "power-integral", "pass"),
+        (0.0, "nvml-energy-counter", "fail"),
+        (None, "", "fail"),
+        (2.4e-4, "", "fail"),
+    ],
+)
+def test_energy_per_token_must_be_above_zero(
+    smoke: dict[str, Result], per_token: float | None, method: str, status: str
+) -> None:
+    planted = diagnosed(smoke[P.BF16], energy_per_token_j=per_token, energy_method=method)
+    assert D.energy_per_token({P.BF16: planted}).status == status
 
 
 def run_kit(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,9 @@ ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
 STEPS_AUTO = "auto"  # measure until the median tokens/s is known to precision_target
 DEFAULT_PRECISION_TARGET = 0.01  # ±1 % (half-width / median) at 95 % confidence
-MIN_AUTO_STEPS = 20  # steps="auto" measures at least this many before it may stop
+# steps="auto" measures at least this many before it may stop: a first check at 20 stopped
+# on lucky narrow intervals 5 % off a 10x longer run (docs/benchmarks/adaptive-stop-*.json)
+MIN_AUTO_STEPS = 50
 MAX_NAME_CHARS = 120  # a name is a test id, a baseline key and a summary row
 
 
@@ -215,6 +217,9 @@ class Case:
     expect_params: int | None = None  # declared parameter count, checked (±10 %) in the worker
     model_config: tuple[tuple[str, Any], ...] = ()  # overrides passed to the model's config
     timeout_s: float | None = None  # per-case wall-clock limit; None: the session default
+    # time each step's phases (Metrics.phases: data, forward, backward, clip, optimizer, rest);
+    # False: one number per step. Costs < 1 % (docs/diagnostics.md, "Time per phase")
+    time_phases: bool = True
     name: str | None = None  # explicit id, replacing the generated one
     flags: Flags = field(default_factory=Flags)
 
@@ -266,6 +271,7 @@ class Case:
             )
         if self.timeout_s is not None:
             _positive_number("timeout_s", self.timeout_s)
+        _boolean("time_phases", self.time_phases)
         _case_name(self.name)
         check_model_spec(self.model, dict(self.model_config))
 

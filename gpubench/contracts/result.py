@@ -83,11 +83,15 @@ def _v6_to_v7(record: dict[str, Any]) -> dict[str, Any]:
     time per phase (``metrics.phases``, ``series.phase_s``), telemetry and energy
     (``metrics.gpu_util`` ... ``disk_write_bytes``, ``series.telemetry``). A v6 record
     measured none of them: every one takes its field's default (None, empty), and its
-    measured steps were a fixed count (``stop_reason`` "steps")."""
+    measured steps were a fixed count (``stop_reason`` "steps") and its steps were not
+    split into phases (``case.time_phases`` False)."""
     metrics = dict(record.get("metrics") or {})
     if metrics.get("measured_steps"):
         metrics.setdefault("stop_reason", "steps")
-    return {**record, "metrics": metrics}
+    upgraded = {**record, "metrics": metrics}
+    if isinstance(record.get("case"), dict):
+        upgraded["case"] = {"time_phases": False, **record["case"]}
+    return upgraded
 
 
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
@@ -136,7 +140,9 @@ class Stats:
             p90=_percentile(vals, 90),
             mean=mean,
             stdev=stdev,
-            cv=stdev / mean if mean else math.inf,
+            # all zeros (an idle GPU's utilisation) vary by nothing: CV 0, not 0/0; an
+            # infinite CV would be written as null and refuse the record on reading
+            cv=stdev / abs(mean) if mean else (0.0 if stdev == 0 else math.inf),
             min=vals[0],
             max=vals[-1],
         )
@@ -351,6 +357,17 @@ def loss_window(n: int) -> int:
     """Steps averaged for a loss figure at the end of ``n`` steps (``loss_start``,
     ``loss_end``, :meth:`Series.loss_at`): ``min(5, n // 4 or 1)``."""
     return min(5, max(1, n // 4))
+
+
+def precision_said(metrics: Metrics) -> str:
+    """`` ±0.8 %`` (the median tokens/s's interval, :attr:`Metrics.precision_achieved`), and
+    `` (target ±1 % not reached)`` where a steps="auto" target was missed; "" without one."""
+    if metrics.precision_achieved is None:
+        return ""
+    said = f" ±{100 * metrics.precision_achieved:.1f} %"
+    if metrics.precision_reached is False and metrics.precision_target is not None:
+        said += f" (target ±{100 * metrics.precision_target:g} % not reached)"
+    return said
 
 
 @dataclass(frozen=True)
@@ -581,7 +598,7 @@ class Result:
                 est += f" ({self.estimate.error_pct:+.0f} % vs measured)"
             parts.append(est)
         if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
+            parts.append(f"{self.tokens_per_s:,.0f} tok/s" + precision_said(self.metrics))
         if self.peak_memory_bytes is not None:
             parts.append(f"peak {self.peak_memory_bytes / GiB:.2f} GiB")
         if self.metrics.loss_start is not None and self.metrics.loss_end is not None:

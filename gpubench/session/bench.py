@@ -25,7 +25,7 @@ from gpubench.baseline.compare import CaseVerdict
 from gpubench.baseline.gate import Gate
 from gpubench.baseline.rules import check_thresholds, gate_rules
 from gpubench.baseline.store import suite_name
-from gpubench.contracts.case import Case
+from gpubench.contracts.case import STEPS_AUTO, Case
 from gpubench.contracts.profiles import (
     HardwareProfile,
     check_runnable_here,
@@ -134,7 +134,7 @@ class BenchSession:
             )
         else:
             result = run_case(
-                case,
+                with_precision_target(case, self.options.precision_target),
                 profile,
                 timeout_s=case.timeout_s or self.options.timeout_s,
                 nodeid=nodeid,
@@ -300,6 +300,15 @@ class BenchSession:
 
         root = self.options.report.tensorboard
         return export_tensorboard(results, root) if root is not None else []
+
+
+def with_precision_target(case: Case, target: float) -> Case:
+    """``case`` as its worker runs it: a ``steps="auto"`` case without a precision target of
+    its own aims at the session's (``--gpubench-precision``). Not part of the id, so set
+    here, not at collection: ids and baseline keys stay as declared."""
+    if case.steps == STEPS_AUTO and case.precision_target is None:
+        return case.replace(precision_target=target)
+    return case
 
 
 def with_estimate(result: Result, timeout_s: float = ESTIMATE_TIMEOUT_S) -> Result:

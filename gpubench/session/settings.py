@@ -16,6 +16,7 @@ from typing import Any
 
 from gpubench.baseline.gate import GateOptions
 from gpubench.baseline.rules import GateRules
+from gpubench.contracts.case import DEFAULT_PRECISION_TARGET
 from gpubench.report.projection import ProjectionInputs, pyproject_projection
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN
 from gpubench.storage import file_unwritable_reason, unwritable_reason
@@ -57,6 +58,8 @@ class SessionOptions:
     profiles_file: Path | None = None
     keep_workdirs: bool = False
     estimate_only: bool = False  # answer every case with the estimator; run no worker
+    # steps="auto" cases without a precision_target of their own aim at this (--gpubench-precision)
+    precision_target: float = DEFAULT_PRECISION_TARGET
     gate: GateOptions = field(default_factory=GateOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
 
@@ -82,6 +85,7 @@ def session_options(
         profiles_file=value("profiles_file"),
         keep_workdirs=bool(value("keep_workdirs")),
         estimate_only=estimate_only,
+        precision_target=value("precision_target"),
         gate=_gate_options(value, rootdir, compare=not estimate_only),
         report=_report_options(value, rootdir),
     )

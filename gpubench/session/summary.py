@@ -18,14 +18,15 @@ import pandas as pd
 
 from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.plausibility import implausible_reasons, result_mfu
-from gpubench.contracts.result import NOISY_CV, Result
+from gpubench.contracts.result import Result
 from gpubench.report import figures
 from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread
 
 CASE = "case"
 FLAG = "flag"  # short markers, each explained below the table
 FLAG_WIDTH = 8  # kept free for the flag column even when no row has a flag yet
-ESSENTIAL = (CASE, "profile", "status", FLAG, "tok/s", "peak GiB", "loss", "time s")
+PRECISION = "±%"  # the median tok/s's confidence interval, half-width / median
+ESSENTIAL = (CASE, "profile", "status", FLAG, "tok/s", PRECISION, "peak GiB", "loss", "time s")
 # added left to right while the table still fits the width
 OPTIONAL = ("cv%", "p10-p90", "steps", "mfu%", "step ms", "est err%", "mem", "params", "test")
 ORDER = (
@@ -34,6 +35,7 @@ ORDER = (
     "status",
     FLAG,
     "tok/s",
+    PRECISION,
     "p10-p90",
     "cv%",
     "steps",
@@ -86,10 +88,9 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "p10-p90": figures.rate_range(tps.p10, tps.p90)
                 if tps and spread
                 else figures.MISSING,
-                # the step time's CV, the one Metrics.noisy judges (the "!"), from enough steps
-                "cv%": (figures.percent(step.cv) + ("!" if r.metrics.noisy else ""))
-                if step and spread
-                else figures.MISSING,
+                PRECISION: _precision(r),
+                # the step time's CV, from enough steps (how sure the median is: PRECISION)
+                "cv%": figures.percent(step.cv) if step and spread else figures.MISSING,
                 "steps": figures.count(step.n) if step else figures.MISSING,
                 "mfu%": figures.percent(result_mfu(r)),  # derived for a record before v4
                 "step ms": figures.milliseconds(step.median if step else None),
@@ -104,6 +105,17 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=list(ORDER))
+
+
+def _precision(result: Result) -> str:
+    """``±0.8``; ``±2.3!`` where a steps="auto" target was not reached (a line below the
+    table says by how much: :func:`precision_lines`)."""
+    m = result.metrics
+    if m.precision_achieved is None:
+        return figures.MISSING
+    return f"±{figures.percent(m.precision_achieved)}" + (
+        "!" if m.precision_reached is False else ""
+    )
 
 
 def _estimate_error(result: Result) -> str:
@@ -181,14 +193,19 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
     text = format_table(frame, width)
     columns, _ = _fit(frame, width)
     notes = []
-    if "cv%" in columns and any(r.metrics.step_time_s for r in results):
+    if PRECISION in columns and any(r.metrics.precision_achieved is not None for r in results):
         note = (
+            f"{PRECISION} = how sure tok/s is: the half-width of its 95 % confidence interval "
+            "over the median (a moving-block bootstrap of the measured steps)"
+        )
+        if any(r.metrics.precision_reached is False for r in results):
+            note += '; ! = the steps="auto" target not reached (below)'
+        notes.append(note)
+    if "cv%" in columns and any(r.metrics.step_time_s for r in results):
+        notes.append(
             "cv% = step-time coefficient of variation over the measured steps "
             f"(- with fewer than {MIN_MEASURED_STEPS})"
         )
-        if any(r.metrics.noisy for r in results):
-            note += f"; ! = above {100 * NOISY_CV:g} %: a noisy measurement"
-        notes.append(note)
     if "est err%" in columns and any(
         r.estimate and r.estimate.error_pct is not None for r in results
     ):
@@ -201,8 +218,30 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
     hidden = [c for c in (*ESSENTIAL, *OPTIONAL) if c not in columns and not _all_missing(frame[c])]
     if hidden:
         notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
+    notes += precision_lines(results)
     notes += condition_lines(results)
     return "\n".join([text, *(_wrap(note, width) for note in notes)])
+
+
+def precision_lines(results: Sequence[Result]) -> list[str]:
+    """A line per steps="auto" case that stopped at a cap before its precision target, with
+    the precision it reached and what to do about it."""
+    said = []
+    for r in results:
+        m = r.metrics
+        if m.precision_reached is not False or m.precision_target is None:
+            continue
+        label = r.case.id + (f" (rerun {r.repeat})" if r.repeat else "")
+        achieved = m.precision_achieved
+        reached = "no interval" if achieved is None else f"±{figures.percent(achieved)} %"
+        caps = {"max_steps": r.case.max_steps, "max_seconds": f"{r.case.max_seconds:g}"}
+        cap = f"{m.stop_reason}={caps[m.stop_reason]}" if m.stop_reason in caps else m.stop_reason
+        said.append(
+            f"precision: {label}: tok/s known to {reached}, target ±{100 * m.precision_target:g} "
+            f"% not reached in {m.measured_steps} steps (stopped at {cap}); raise the cap or "
+            "quiet the machine"
+        )
+    return said
 
 
 def condition_lines(results: Sequence[Result]) -> list[str]:

@@ -100,6 +100,10 @@ def warmup_steps(case: Case) -> int:
 
 def measured_step_times(case: Case, device: str = "cpu") -> list[float]:
     """Train ``case`` in the bare loop; the measured steps' wall times (warm-up dropped)."""
+    if not isinstance(case.steps, int):  # the adaptive stop is the harness's, not the loop's
+        raise ValueError(
+            f"the bare loop measures a fixed number of steps; steps={case.steps!r}: give an integer"
+        )
     step = bare_step(case, device)
     skip = warmup_steps(case)
     step_times = []

@@ -41,6 +41,7 @@ from gpubench.contracts.result import Result
 from gpubench.storage import read_results
 from gpubench.validation import plan as P
 from gpubench.validation.checks import FAIL, PASS, SKIP, Check, case_checks
+from gpubench.validation.diagnostic_checks import diagnostic_checks
 from gpubench.validation.harness import HARNESS_TARGET, HarnessError, harness_ratio
 from gpubench.validation.kernel_profile import format_profile
 from gpubench.validation.plan import Plan, plan_for
@@ -340,7 +341,7 @@ def judge(evidence: Evidence, results: list[Result], work: Path) -> dict[str, Re
     by_name = {r.case.id: r for r in results}
     evidence.checks = case_checks(
         by_name, skipped_here(evidence.plan), evidence.device, evidence.plan.estimate_tolerance
-    )
+    ) + diagnostic_checks(by_name)
     evidence.write()
     return by_name
 

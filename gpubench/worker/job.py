@@ -47,8 +47,9 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> Result:
             runtime_rss_bytes=capacity.runtime_rss_bytes,
         )
         if capacity.emulated:  # a smaller card emulated on a bigger one runs at the bigger
-            # one's speed: its MFU against the profile's peak would mean nothing
-            metrics = dataclasses.replace(metrics, mfu=None)
+            # one's speed: its MFU against the profile's peak, and the profile's price of a
+            # token at that speed, would mean nothing
+            metrics = dataclasses.replace(metrics, mfu=None, usd_per_million_tokens=None)
     result = Result(
         case=case,
         profile=profile,

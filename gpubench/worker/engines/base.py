@@ -18,7 +18,7 @@ import os
 import time
 import traceback
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from gpubench.contracts.case import Case
@@ -37,6 +37,7 @@ from gpubench.worker.engines.warmth import compile_cache_misses, compile_cold_st
 from gpubench.worker.trackers.host import ProcessTreeRSS
 from gpubench.worker.trackers.load import MachineLoadTracker
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
+from gpubench.worker.trackers.telemetry import TELEMETRY_INTERVAL_S, Telemetry
 
 if TYPE_CHECKING:
     from gpubench.worker.data.synthetic import TokenStream
@@ -112,7 +113,9 @@ class TrainingEngine:
             device_memory = stack.enter_context(DeviceMemoryTracker(ctx.device))
             # the case's process tree: this worker's, or under torchrun torchrun's (every rank)
             root = os.getppid() if ctx.ranks.distributed else os.getpid()
-            load = MachineLoadTracker(root, nvml_handle=device_memory.nvml_handle)
+            nvml = device_memory.nvml_handle
+            telemetry = Telemetry(root, nvml, TELEMETRY_INTERVAL_S)
+            load = MachineLoadTracker(root, nvml, TELEMETRY_INTERVAL_S, telemetry)
             stack.callback(load.stop)  # the loop starts it at the first measured step
             try:
                 status = self._train(ctx, progress, log, device_memory, load)
@@ -126,10 +129,12 @@ class TrainingEngine:
             if status == "oom":
                 release_memory(ctx.device)
         trained_to_end = status == "ok"
-        metrics = training_metrics(ctx, log, rss, device_memory, trained_to_end=trained_to_end)
+        metrics = training_metrics(
+            ctx, log, rss, device_memory, trained_to_end=trained_to_end, telemetry=telemetry
+        )
         tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
         progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
-        series = log.series(trained_to_end=trained_to_end)
+        series = replace(log.series(trained_to_end=trained_to_end), telemetry=telemetry.series())
         cold = self.cold_start + compile_cold_start(compiled_before, compile_cache_misses())
         return Measurement(
             status=status,

@@ -10,6 +10,15 @@ model build and size check, loop and metrics are every engine's
 -> ``engine.step()`` (DeepSpeed divides the loss by ``grad_accum`` and steps
 the optimizer on the last micro-batch).
 
+The step marks its phases on the run's clock (``ctx.phases``,
+:mod:`gpubench.worker.measure.phases`): per micro-batch ``data`` (``next_batch``),
+``forward`` (``engine(x)`` and the loss), ``backward`` (``engine.backward``: with ZeRO
+the gradients' reduce or reduce-scatter at the accumulation boundary), ``optimizer``
+(``engine.step()``: the optimizer step on the last micro-batch, with DeepSpeed's own
+gradient clipping inside it, and DeepSpeed's bookkeeping on the others); ``rest`` (the
+loss accumulation, reading the gradient norm). ``clip`` is only the step's own clip
+(fp32 without ZeRO, below); where DeepSpeed clips, the clip is part of ``optimizer``.
+
 The recorded gradient norm is the unclipped global norm DeepSpeed computed
 for the step, ``engine.get_global_grad_norm()``: DeepSpeed copies it from its
 optimizer wrapper, and every wrapper keeps one (ZeRO 1-3, the bf16 and fp16
@@ -101,6 +110,7 @@ class DeepSpeedTrainStep:
         self.own_norm = own_norm  # the step clips and takes the norm (engine_clips)
         self.accum = case.flags.grad_accum
         self.max_norm = max_grad_norm(case)
+        self.mark = ctx.phases.mark  # "from here on the step is in <phase>"
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor | float]:
         loss_sum = torch.zeros((), device=self.device)
@@ -110,6 +120,7 @@ class DeepSpeedTrainStep:
             norm = self._micro_batch(loss_sum, clip=self.own_norm and last)
             if norm is not None:
                 grad_norm = norm
+        self.mark("rest")
         if not self.own_norm:
             reported = self.engine.get_global_grad_norm()
             grad_norm = math.nan if reported is None else reported
@@ -119,16 +130,22 @@ class DeepSpeedTrainStep:
         """Forward, loss (added to ``loss_sum``), backward and ``engine.step()`` (which steps
         the optimizer on the last micro-batch only); with ``clip``, the step clips before
         ``engine.step()`` and returns the unclipped gradient norm."""
+        self.mark("data")
         x, y = self.stream.next_batch()  # [B, T] each
+        self.mark("forward")
         logits = self.model.logits(x)  # [B, T, V]
         loss = lm_loss(logits, y)
+        self.mark("rest")
         loss_sum += loss.detach()
+        self.mark("backward")
         self.engine.backward(loss)  # DeepSpeed scales by 1 / grad_accum
         del logits, loss
         grad_norm = None
         if clip:
+            self.mark("clip")
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.engine.module.parameters(), self.max_norm
             )
+        self.mark("optimizer")
         self.engine.step()
         return grad_norm

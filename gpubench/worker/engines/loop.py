@@ -21,6 +21,8 @@ from gpubench.contracts.case import WARMUP_AUTO, Case
 from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Series
 from gpubench.worker.engines.context import TrainingContext
+from gpubench.worker.measure.phases import append_step
+from gpubench.worker.measure.precision import StopRule
 from gpubench.worker.trackers.load import MachineLoadTracker
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
 from gpubench.worker.trackers.timing import SteadyStateDetector, StepTimer
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 # One optimizer step: (mean micro-batch loss, unclipped gradient norm), 0-d tensors or floats.
+# It marks its phases on the run's clock, ctx.phases (gpubench.worker.measure.phases).
 TrainStep = Callable[[], "tuple[torch.Tensor | float, torch.Tensor | float]"]
 
 FP16_PATIENCE = 3  # consecutive non-finite fp16 losses the GradScaler may skip before "diverged"
@@ -55,6 +58,12 @@ class StepLog:
     model_flops_per_token: float | None = None  # BuiltModel.flops_per_token at seq_len
     t_build: float | None = None  # perf_counter when the model build began
     t_last_step: float | None = None  # perf_counter after the last step
+    # each phase's seconds per step, aligned with step_time_s (measure/phases.py); {}: not split
+    phase_s: dict[str, list[float]] = field(default_factory=dict)
+    phase_timing: str = ""  # how the phases were timed (PhaseClock.timing)
+    # why measuring stopped (Metrics.stop_reason; StopRule.reason); "" while it goes on
+    stop_reason: str = ""
+    precision_target: float | None = None  # steps="auto": the target the stop aimed at
 
     @property
     def steps(self) -> int:
@@ -80,6 +89,7 @@ class StepLog:
             loss=list(self.loss),
             grad_norm=list(self.grad_norm),
             allocated_bytes=list(self.allocated_bytes),
+            phase_s={phase: list(seconds) for phase, seconds in self.phase_s.items()},
             partial=not trained_to_end and bool(self.step_time_s),
         )
 
@@ -108,9 +118,12 @@ class WarmupPhase:
         if (self.auto and steady) or log.warmup_steps >= self.limit:
             self.active = False
 
-    def total_steps(self, log: StepLog, measured: int) -> int | None:
-        """Steps the case will take; None while an automatic warm-up is still open."""
-        return None if (self.auto and self.active) else log.warmup_steps + measured
+    def total_steps(self, log: StepLog, measured: int | None) -> int | None:
+        """Steps the case will take; None while an automatic warm-up is still open, or the
+        measured steps' count is not known yet (``steps="auto"``)."""
+        if measured is None or (self.auto and self.active):
+            return None
+        return log.warmup_steps + measured
 
 
 class DivergenceWatch:
@@ -148,25 +161,30 @@ def training_loop(
     train_step: TrainStep,
     load: MachineLoadTracker | None = None,
 ) -> str:
-    """Warm-up then ``case.steps`` measured steps, each recorded in ``log``; ``load``
-    measures the machine from the first measured step to the last.
+    """Warm-up then measured steps, each recorded in ``log``, until the :class:`StopRule`
+    says stop (``case.steps`` of them, or with ``steps="auto"`` until the median tokens/s
+    is known to ``precision_target``, or a cap); ``load`` measures the machine from the
+    first measured step to the last.
 
     Returns ``ok``, or ``diverged`` (:class:`DivergenceWatch`). An allocation
     failure propagates; the engine's run classifies it.
     """
     case, device, ranks = ctx.case, ctx.device, ctx.ranks
-    timer = StepTimer(device)
-    log.timing = timer.timing
+    timer = StepTimer(device, phases=ctx.phases)  # the phases begin and end with the step
+    log.timing, log.phase_timing = timer.timing, ctx.phases.timing
     warmup = WarmupPhase(case)
     divergence = DivergenceWatch(case.flags.precision)
     memory_in_use = memory_probe(device_memory)
+    stop = StopRule(case)
+    log.precision_target = stop.target
 
-    while log.measured_steps < case.steps:
+    while not log.stop_reason:
         if load is not None and not warmup.active and not load.started:
             load.start()
         with timer:
             loss_t, grad_norm_t = train_step()
         step_time = timer.last_s
+        append_step(log.phase_s, ctx.phases.read(), log.steps)  # after the timer's synchronise
         log.t_last_step = time.perf_counter()
         # outside the clock: these reads synchronise on CUDA
         loss, grad_norm, memory = float(loss_t), float(grad_norm_t), memory_in_use()
@@ -174,12 +192,21 @@ def training_loop(
         phase = "warmup" if warmup.active else "measuring"
         log.add(step_time, loss, grad_norm, memory, warmup=warmup.active)
         steady = warmup.observe(step_time)
+        imprecise, capped = True, False
+        if phase == "measuring":  # the bootstrap, when due, runs here: outside the clock
+            stop.observe(step_time)
+            imprecise, capped = stop.vote()
         # every rank must leave warm-up, and stop, at the same step (DDP collectives)
-        diverging, unsteady = ranks.any([divergence.diverging(loss), not steady], device)
+        diverging, unsteady, imprecise, capped = ranks.any(
+            [divergence.diverging(loss), not steady, imprecise, capped], device
+        )
         if phase == "warmup":
             warmup.advance(log, steady=not unsteady)
+        else:
+            log.stop_reason = stop.reason(imprecise, capped)
         tokens_per_s = ctx.tokens_per_step / step_time if step_time > 0 else None
-        progress.emit(phase, log.steps, warmup.total_steps(log, case.steps), tokens_per_s, memory)
+        total = stop.measured if stop.auto and log.stop_reason else stop.total
+        progress.emit(phase, log.steps, warmup.total_steps(log, total), tokens_per_s, memory)
         if diverging:
             return "diverged"
     if load is not None:

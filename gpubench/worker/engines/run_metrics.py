@@ -10,8 +10,11 @@ from gpubench.contracts.flops import case_peak_flops, mfu
 from gpubench.contracts.result import Metrics, Stats, loss_window
 from gpubench.worker.engines.context import TrainingContext
 from gpubench.worker.engines.loop import StepLog
+from gpubench.worker.measure.phases import with_phases
+from gpubench.worker.measure.precision import with_precision
 from gpubench.worker.trackers.host import ProcessTreeRSS
 from gpubench.worker.trackers.memory import DeviceMemoryTracker
+from gpubench.worker.trackers.telemetry import Telemetry, with_telemetry
 
 
 def _finite(values: list[float]) -> list[float]:
@@ -44,6 +47,7 @@ def training_metrics(
     device_memory: DeviceMemoryTracker,
     *,
     trained_to_end: bool,
+    telemetry: Telemetry | None = None,
 ) -> Metrics:
     """Throughput of all ranks over the measured steps (none for a case that stopped early:
     a few steps before an OOM are not its speed), loss and gradient health over every
@@ -78,4 +82,13 @@ def training_metrics(
         nonfinite_steps=log.nonfinite_steps,
         wall_time_s=wall,
     )
-    return with_model_flops(metrics, ctx, log.model_flops_per_token)
+    # how sure the median is (every case with enough steps), and why measuring stopped
+    stop_reason, target = (log.stop_reason, log.precision_target) if trained_to_end else ("", None)
+    metrics = with_precision(
+        metrics, measured, tokens_per_step, stop_reason=stop_reason, target=target
+    )
+    metrics = with_phases(metrics, log.phase_s, log.warmup_steps, log.phase_timing)
+    metrics = with_model_flops(metrics, ctx, log.model_flops_per_token)
+    # the telemetry's summaries, energy per token and $/Mtok (last: they read the tokens/s)
+    world_size, price = ctx.ranks.world_size, ctx.profile.usd_per_hour
+    return with_telemetry(metrics, telemetry, world_size=world_size, usd_per_hour=price)

@@ -6,6 +6,13 @@ device, trackers, model build, loop and metrics are every engine's
 micro-batches of forward (under autocast for bf16/fp16), loss and backward
 (DDP all-reduces on the last one only), then the unclipped gradient norm with
 ``clip_grad_norm_`` and the optimizer step (through the GradScaler for fp16).
+The step marks its phases on the run's clock (``ctx.phases``,
+:mod:`gpubench.worker.measure.phases`): per micro-batch ``data`` (``next_batch``),
+``forward`` (logits under autocast and the loss), ``backward`` (scaling the loss and its
+backward, DDP's all-reduce on the last micro-batch included); then ``clip`` (the
+GradScaler's unscale and ``clip_grad_norm_``, the unclipped norm with it), ``optimizer``
+(the optimizer's step, through the GradScaler for fp16) and ``rest`` (the loss
+accumulation, the GradScaler's update, ``zero_grad``).
 Under torchrun (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (NCCL on CUDA, gloo on CPU) before it is compiled.
 """
@@ -77,6 +84,7 @@ class TorchTrainStep:
         self.optimizer = optimizer
         self.params = params
         self.ddp = ddp  # DistributedDataParallel wrapper under torchrun, else None
+        self.mark = ctx.phases.mark  # "from here on the step is in <phase>"
         self.accum = case.flags.grad_accum
         self.max_norm = max_grad_norm(case)
         dtype = AUTOCAST_DTYPES.get(case.flags.precision)
@@ -93,12 +101,16 @@ class TorchTrainStep:
 
     def _micro_batch(self, loss_sum: torch.Tensor, last: bool) -> None:
         """Forward, loss (added to ``loss_sum``) and backward of one micro-batch."""
+        self.mark("data")
         x, y = self.stream.next_batch()  # [B, T] each
         with self._no_sync(last):
+            self.mark("forward")
             with self._autocast():
                 logits = self.model.logits(x)  # [B, T, V]
             loss = lm_loss(logits, y)
+            self.mark("rest")
             loss_sum += loss.detach()
+            self.mark("backward")
             scaled = loss / self.accum
             if self.scaler is not None:
                 scaled = self.scaler.scale(scaled)
@@ -106,14 +118,18 @@ class TorchTrainStep:
 
     def _optimizer_step(self) -> torch.Tensor:
         """Take the unclipped gradient norm, clip, step and zero the gradients."""
+        self.mark("clip")
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # the norm and the clip see true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.mark("optimizer")
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skipped when the gradients are not finite
+            self.mark("rest")
             self.scaler.update()
         else:
             self.optimizer.step()
+            self.mark("rest")
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 

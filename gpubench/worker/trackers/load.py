@@ -18,6 +18,10 @@ entry beyond the case's own is another process, pids unknown.
 
 The figures become a :class:`~gpubench.contracts.conditions.MachineLoad`, which
 decides what counts as busy.
+
+The sampler thread is the worker's one: it also takes the telemetry's rows
+(:mod:`gpubench.worker.trackers.telemetry`) when given one, and then runs on a CPU
+case too.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gpubench.contracts.conditions import MachineLoad
 from gpubench.worker.trackers.base import PeriodicSampler, Tracker
@@ -121,18 +125,33 @@ def tree_cpu_ticks(root: int) -> int:
     return sum(process_cpu_ticks(pid) for pid in tree_pids(root))
 
 
+class WindowSampler(Protocol):
+    """What else the sampler thread samples over the same window (the telemetry)."""
+
+    def start(self) -> None: ...
+    def sample(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 class MachineLoadTracker(Tracker):
     """Other work on the machine while the block runs: :meth:`load` after it.
 
     ``root`` is the case's process tree (the worker; under torchrun, torchrun, whose
-    tree holds every rank); ``nvml_handle`` the case's GPU (None: no GPU looked at).
+    tree holds every rank); ``nvml_handle`` the case's GPU (None: no GPU looked at);
+    ``telemetry`` sampled by the same thread, started and stopped with this.
     """
 
     def __init__(
-        self, root: int | None = None, nvml_handle: Any = None, interval_s: float = 0.5
+        self,
+        root: int | None = None,
+        nvml_handle: Any = None,
+        interval_s: float = 0.5,
+        telemetry: WindowSampler | None = None,
     ) -> None:
         self.root = os.getpid() if root is None else root
         self.nvml_handle = nvml_handle
+        self.telemetry = telemetry
+        self._began = False
         self._start: tuple[float, CpuTimes, int, int | None] | None = None
         self._load: MachineLoad | None = None
         self._gpu_lock = threading.Lock()
@@ -140,34 +159,46 @@ class MachineLoadTracker(Tracker):
         self._gpu_pids: set[int] = set()
         self._gpu_memory: int | None = None
         self._gpu_seen = False
-        self._sampler = PeriodicSampler(self._sample_gpu, interval_s, "gpubench-load-sampler")
+        self._sampler = PeriodicSampler(self._tick, interval_s, "gpubench-load-sampler")
 
     @property
     def started(self) -> bool:
-        return self._start is not None
+        return self._began
 
     def start(self) -> None:
+        self._began = True
         machine = machine_cpu_times()
-        if machine is None:
-            return  # no /proc/stat: nothing to measure the machine by
-        self._start = (
-            time.perf_counter(),
-            machine,
-            tree_cpu_ticks(self.root),
-            tree_run_delay_ns(self.root),
-        )
-        if self.nvml_handle is not None:
-            self._sample_gpu()
+        if machine is not None:  # without /proc/stat nothing measures the machine
+            self._start = (
+                time.perf_counter(),
+                machine,
+                tree_cpu_ticks(self.root),
+                tree_run_delay_ns(self.root),
+            )
+            if self.nvml_handle is not None:
+                self._sample_gpu()
+        if self.telemetry is not None:
+            self.telemetry.start()
+        if self.telemetry is not None or (self._start and self.nvml_handle is not None):
             self._sampler.start()
 
     def stop(self) -> None:
         try:
             self._sampler.stop()
         finally:
+            if self.telemetry is not None:
+                self.telemetry.stop()
             if self._start is not None and self._load is None:
                 if self.nvml_handle is not None:
                     self._sample_gpu()
                 self._load = self._measured()
+
+    def _tick(self) -> None:
+        """The sampler's period: the GPU's other processes, then the telemetry's row."""
+        if self._start is not None and self.nvml_handle is not None:
+            self._sample_gpu()
+        if self.telemetry is not None:
+            self.telemetry.sample()
 
     def load(self) -> MachineLoad | None:
         """What was measured (None: never started, or no /proc/stat)."""

@@ -5,7 +5,9 @@ data, forward, backward, clip and optimizer step. On CUDA the device is
 synchronised before the start event is recorded and the end event is waited
 on, so the clock brackets exactly the step's device work (nanoGPT ``bench.py``
 does the same with ``torch.cuda.synchronize()``). Every step's time is kept;
-the caller decides which steps are warm-up.
+the caller decides which steps are warm-up. A phase clock handed to the timer
+(:class:`~gpubench.worker.measure.phases.PhaseClock`) takes the timer's start and
+end as its first and last marks, so the step's phases add up to its time.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ class StepTimer(Tracker):
     1
     """
 
-    def __init__(self, device: Any = "cpu") -> None:
+    def __init__(self, device: Any = "cpu", phases: Any = None) -> None:
         import torch
 
+        self.phases = phases  # a PhaseClock: begins at the start mark, ends at the end mark
         self.device = torch.device(device)
         self.is_cuda = self.device.type == "cuda"
         self.timing = "cuda-events" if self.is_cuda else "perf_counter"
@@ -51,20 +54,28 @@ class StepTimer(Tracker):
 
             torch.cuda.synchronize(self.device)  # nothing earlier may leak into this step
             self._start_event.record()
+            start = self._start_event
         else:
-            self._t0 = time.perf_counter()
+            self._t0 = start = time.perf_counter()
+        if self.phases is not None:
+            self.phases.begin(start)
 
     def stop(self) -> None:
         if self.is_cuda:
             if self._start_event is None:
                 return
             self._end_event.record()
+            if self.phases is not None:
+                self.phases.end(self._end_event)
             self._end_event.synchronize()
             elapsed = self._start_event.elapsed_time(self._end_event) / 1000.0  # ms -> s
         else:
             if self._t0 is None:
                 return
-            elapsed = time.perf_counter() - self._t0
+            now = time.perf_counter()
+            if self.phases is not None:
+                self.phases.end(now)
+            elapsed = now - self._t0
             self._t0 = None
         self.times_s.append(elapsed)
 
