@@ -40,9 +40,9 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     assert f"{smoke}[gpt-mini-bf16-ckpt-b4-s64-n6-lr0.001-maxwarm4-cpu]" in ids
     assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
-    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe,
-    # + the ladder's and the readiness gate's go/no-go
-    assert len(ids) == 2 * 69
+    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe
+    # + 2 L4 diagnostic, + the ladder's and the readiness gate's go/no-go
+    assert len(ids) == 2 * 71
     assert all("_go_no_go[" in i for i in ids[-4:])  # after every case they judge
 
 
@@ -96,3 +96,42 @@ def test_every_suite_answers_every_builtin_profile_green_by_estimate(tmp_path: P
     answers = {(g.test, g.profile): g.answer for g in report.go_no_go}
     assert answers[("test_ladder_go_no_go", "rtx3060")] == "NO-GO"
     assert answers[("test_ladder_go_no_go", "h100-sxm")] == "GO"
+
+
+def test_the_l4_diagnostic_runs_on_cpu_and_its_report_explains_the_run(tmp_path: Path) -> None:
+    """The L4 seed's suite on ``cpu``: its scaled-down case passes, bounded by its caps, and
+    the report has what the seed showed: tokens/s with its interval, the time per phase, the
+    CPU's telemetry, the cost projection and advice with its figures."""
+    proc = _pytest(
+        "suites/test_l4_diagnostic.py",
+        "--gpu-profile",
+        "cpu",
+        "-q",
+        "--gpubench-dir",
+        str(tmp_path),
+        "--gpubench-progress",
+        "off",
+        "--gpubench-train-tokens",
+        "512M",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 passed, 1 skipped" in proc.stdout  # the seed's shape is declared for GPUs
+    runs = load_runs([tmp_path / "latest"])
+    (result,) = runs.results
+    # measured until its interval was known or a cap came first; not a timing assert (the
+    # machines here are shared): the caps are what bound the case
+    assert result.metrics.stop_reason in ("precision", "max_steps", "max_seconds"), result
+    report = build_report(ReportData(results=runs.results))
+    (detail,) = report.details
+    assert detail.interval.startswith("median ") and " % interval " in detail.interval
+    assert {"data", "forward", "backward", "optimizer"} <= {p.phase for p in detail.phases}
+    assert any(row.reading.startswith("CPU utilisation") for row in detail.readings)
+    assert detail.telemetry_svg is not None and "CPU utilisation" in detail.telemetry_svg
+    assert "Time per phase" in report.charts
+    titles = [a.title for a in report.advice]
+    assert "Memory is under-used: a larger batch fits" in titles, titles
+    html = (tmp_path / "latest" / "report.html").read_text()
+    assert "How sure: median" in html and 'data-chart="telemetry ' in html
+    # the session's report projects the seed's 512M tokens (its 50,000 steps) at the cpu's $/h
+    markdown = (tmp_path / "latest" / "report.md").read_text()
+    assert "## Projections" in markdown and "512M tokens" in markdown
