@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from in_process import CPU_TEST, train
 
 from gpubench.contracts.case import Case, make_case
 from gpubench.contracts.oom import is_oom
-from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Result, loss_window
 from gpubench.worker.engines import get_engine
@@ -22,28 +22,13 @@ from gpubench.worker.engines import loop as loop_module
 from gpubench.worker.engines.torch_engine import TorchEngine
 from gpubench.worker.models import ParameterCountMismatch, check_parameter_count
 
-CPU = HardwareProfile(
-    name="cpu-test",
-    kind="cpu",
-    memory_bytes=8 * 2**30,
-    bf16_flops=None,
-    fp32_flops=None,
-    memory_bandwidth=None,
-)
+CPU = CPU_TEST
 SMALL = dict(model="gpt-tiny", batch_size=4, seq_len=32, steps=4, warmup=1)
 
 
 def run(case: Case, progress: ProgressWriter | None = None) -> Result:
     """The engine's Measurement, as a Result (the worker adds its capacity and environment)."""
-    measured = get_engine("torch").run(case, CPU, progress or ProgressWriter(None))
-    return Result(
-        case=case,
-        profile=CPU,
-        status=measured.status,
-        metrics=measured.metrics,
-        series=measured.series,
-        error=measured.error,
-    )
+    return train(case, CPU, progress)
 
 
 def check_consistent(result: Result) -> None:

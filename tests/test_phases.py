@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 import torch
+from in_process import train
 
 from gpubench.contracts.case import Case, make_case
 from gpubench.contracts.errors import CaseError
 from gpubench.contracts.profiles import resolve_profile
-from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Metrics, Result, Stats
 from gpubench.report.advice import advise
 from gpubench.runner import run_case
 from gpubench.worker.data.synthetic import TokenStream
-from gpubench.worker.engines import get_engine
 from gpubench.worker.measure.phases import (
     PHASES,
     SUM_TOLERANCE_S,
@@ -38,11 +37,9 @@ SLEEP_S = 0.02  # the planted data source's wait per micro-batch
 
 
 def run_in_process(case: Case) -> Result:
-    measured = get_engine(case.engine).run(case, CPU, ProgressWriter(None))
-    assert measured.status == "ok", measured.error
-    return Result(
-        case=case, profile=CPU, status="ok", metrics=measured.metrics, series=measured.series
-    )
+    result = train(case, CPU)
+    assert result.status == "ok", result.error
+    return result
 
 
 def check_phases_add_up(result: Result, phases: set[str]) -> None:

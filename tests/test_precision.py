@@ -7,14 +7,12 @@ import statistics
 
 import numpy as np
 import pytest
+from in_process import CPU_TEST, train
 
 from gpubench.contracts.case import MIN_AUTO_STEPS, make_case
-from gpubench.contracts.profiles import HardwareProfile
-from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Metrics, Result, Stats
 from gpubench.options import precision_target
 from gpubench.session.bench import with_precision_target
-from gpubench.worker.engines import get_engine
 from gpubench.worker.measure.precision import (
     MIN_INTERVAL_STEPS,
     StopRule,
@@ -23,14 +21,7 @@ from gpubench.worker.measure.precision import (
     with_precision,
 )
 
-CPU = HardwareProfile(
-    name="cpu-test",
-    kind="cpu",
-    memory_bytes=8 * 2**30,
-    bf16_flops=None,
-    fp32_flops=None,
-    memory_bandwidth=None,
-)
+CPU = CPU_TEST
 
 
 def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
@@ -190,9 +181,7 @@ def test_precision_option_refuses_what_is_not_a_fraction(text: str) -> None:
 
 
 def _run(**settings: object) -> Result:
-    case = make_case(model="gpt-tiny", batch_size=2, seq_len=16, warmup=1, **settings)
-    measured = get_engine("torch").run(case, CPU, ProgressWriter(None))
-    return Result(case=case, profile=CPU, status=measured.status, metrics=measured.metrics)
+    return train(make_case(model="gpt-tiny", batch_size=2, seq_len=16, warmup=1, **settings))
 
 
 def test_an_auto_case_runs_until_its_target_and_says_why_it_stopped() -> None:

@@ -413,3 +413,17 @@ def test_case_and_profile_read_by_the_same_policy() -> None:
         HardwareProfile.from_dict({**CPU.to_dict(), "novelty": 1})
     with pytest.raises(ProfileError, match="lacks required field.*kind"):
         HardwareProfile.from_dict({k: v for k, v in CPU.to_dict().items() if k != "kind"})
+
+
+def test_readings_all_zero_read_back() -> None:
+    """An idle GPU's utilisation (every sample 0) varies by nothing: CV 0, not 0/0, which
+    would be written as null and refuse the record on reading."""
+    idle = Stats.of([0.0, 0.0, 0.0])
+    assert idle.cv == 0.0
+    result = Result(
+        case=make_case(model="gpt-tiny"),
+        profile=resolve_profile("cpu"),
+        status="ok",
+        metrics=Metrics(gpu_util=idle),
+    )
+    assert Result.from_json(result.to_json()).metrics.gpu_util == idle

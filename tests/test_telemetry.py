@@ -22,25 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from in_process import CPU_TEST, train
 
 from gpubench.contracts.case import make_case
-from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Metrics, Result, Series, Stats
-from gpubench.worker.engines import get_engine
 from gpubench.worker.trackers import telemetry as T
 from gpubench.worker.trackers.load import MachineLoadTracker
 from gpubench.worker.trackers.telemetry import Telemetry, throttle_reason_names, with_telemetry
 
-CPU = HardwareProfile(
-    name="cpu-test",
-    kind="cpu",
-    memory_bytes=8 * 2**30,
-    bf16_flops=None,
-    fp32_flops=None,
-    memory_bandwidth=None,
-    usd_per_hour=3.6,
-)
+CPU = dataclasses.replace(CPU_TEST, usd_per_hour=3.6)
 
 
 # -- a fake NVML ----------------------------------------------------------------------------------
@@ -458,15 +449,7 @@ def writing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
 
 
 def run_cpu_case(**case: Any) -> Result:
-    built = make_case(**case)
-    measured = get_engine("torch").run(built, CPU, ProgressWriter(None))
-    return Result(
-        case=built,
-        profile=CPU,
-        status=measured.status,
-        metrics=measured.metrics,
-        series=measured.series,
-    )
+    return train(make_case(**case), CPU)
 
 
 def test_a_cpu_case_gets_its_cpu_telemetry() -> None:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpubench.contracts.result import Metrics, Stats
+from gpubench.contracts.result import TELEMETRY_FIELDS, Metrics, Stats
 from gpubench.worker.trackers.load import process_cpu_ticks, tree_pids
 
 # The sampler's period (Metrics.telemetry_interval_s). A row costs 0.1-0.4 ms of CPU on
@@ -75,16 +75,8 @@ THROTTLE_REASONS: tuple[tuple[str, int], ...] = (
 )
 _KNOWN_REASON_BITS = functools.reduce(lambda a, b: a | b, (bit for _, bit in THROTTLE_REASONS))
 
-# the rows' readings summarised as Stats (Metrics' field names); "throttle_reasons" is
+# the rows' readings summarised as Stats: Metrics' TELEMETRY_FIELDS; "throttle_reasons" is
 # the raw bitmask in the series and a share per name in Metrics
-STATS_READINGS = (
-    "gpu_util",
-    "gpu_memory_used_bytes",
-    "power_w",
-    "temperature_c",
-    "sm_clock_mhz",
-    "cpu_util",
-)
 THROTTLE = "throttle_reasons"
 
 
@@ -289,7 +281,7 @@ class Telemetry:
         """``t_s`` and one list per reading any row holds, aligned with it (NaN, written as
         null, where that row has no such reading)."""
         rows = self.rows()
-        names = ("t_s", *STATS_READINGS, THROTTLE, "disk_read_bytes", "disk_write_bytes")
+        names = ("t_s", *TELEMETRY_FIELDS, THROTTLE, "disk_read_bytes", "disk_write_bytes")
         return {
             name: [row.get(name, math.nan) for row in rows]
             for name in names
@@ -300,9 +292,9 @@ class Telemetry:
         """Metrics' telemetry fields, without the per-token ones (:func:`with_telemetry`)."""
         rows = self.rows()
         fields: dict[str, Any] = {}
-        for name in STATS_READINGS:
+        for name in TELEMETRY_FIELDS:
             values = [r[name] for r in rows if name in r and math.isfinite(r[name])]
-            fields[name] = _stats(values) if values else None
+            fields[name] = Stats.of(values) if values else None
         masks = [int(r[THROTTLE]) for r in rows if THROTTLE in r]
         if masks:  # every known reason, 0.0 when never active: measured and none is not unknown
             shares = dict.fromkeys((name for name, _ in THROTTLE_REASONS), 0.0)
@@ -317,14 +309,6 @@ class Telemetry:
         fields["energy_j"], fields["energy_method"] = self.energy_j, self.energy_method
         fields["telemetry_interval_s"] = self.interval_s
         return fields
-
-
-def _stats(values: list[float]) -> Stats:
-    """Stats.of, with the CV of all-zero readings 0 (an idle GPU's utilisation): Stats.of
-    makes it infinite, which a Result cannot be read back with. The readings are never
-    negative, so a mean of 0 is every value 0."""
-    stats = Stats.of(values)
-    return dataclasses.replace(stats, cv=0.0) if stats.mean == 0 else stats
 
 
 def with_telemetry(
