@@ -87,7 +87,11 @@ V7_CASE = {
     "max_seconds": 600.0,
     "precision_target": None,
     "time_phases": False,
+    "nnodes": 1,  # v8
 }
+# v8's scale fields: no rank's own figures, no launch environment, before v8
+V8_FIELDS = {"ranks": [], "imbalance": []}
+V8_ENVIRONMENT = {"launch_env": {}, "launch_command": []}
 
 
 def v1_record() -> dict[str, Any]:
@@ -137,7 +141,7 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 7
+    assert result.schema_version == SCHEMA_VERSION == 8
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
@@ -152,13 +156,15 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     assert result.to_dict() == {
         **record,
         "case": {**record["case"], **V7_CASE},
-        "schema_version": 7,
+        "environment": {**record["environment"], **V8_ENVIRONMENT},
+        "schema_version": 8,
         "repeat": 0,
         "series": series,
         "metrics": metrics,
         "predicted": False,
         "implausible": [],
         **V5_FIELDS,
+        **V8_FIELDS,
     }
 
 
@@ -181,12 +187,12 @@ def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> N
     record = {**v2_oom_record(), "schema_version": 3}
     record["series"] = {**record["series"], "partial": True}
     result = Result.from_dict(record)
-    assert result.schema_version == 7 and not result.predicted and result.implausible == []
+    assert result.schema_version == 8 and not result.predicted and result.implausible == []
     assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
     assert Result.from_dict(result.to_dict()) == result
 
 
-def test_a_v4_result_reads_as_v7_warm_with_no_load_thresholds_or_diagnostics() -> None:
+def test_a_v4_result_reads_as_v8_warm_with_no_load_thresholds_or_diagnostics() -> None:
     record = json.loads(V4.read_text(encoding="utf-8"))
     assert record["schema_version"] == 4
     result = Result.from_dict(record)
@@ -195,8 +201,10 @@ def test_a_v4_result_reads_as_v7_warm_with_no_load_thresholds_or_diagnostics() -
     assert result.metrics.stop_reason == "steps" and result.metrics.precision_achieved is None
     assert result.to_dict() == {
         **record,
-        "schema_version": 7,
+        "schema_version": 8,
         **V5_FIELDS,
+        **V8_FIELDS,
+        "environment": {**record["environment"], **V8_ENVIRONMENT},
         "case": {**record["case"], **V7_CASE},
         "metrics": {**record["metrics"], **V7_METRICS},
         "series": {**record["series"], **V7_SERIES},
@@ -312,8 +320,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 8
-    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6, 7"):
+    record["schema_version"] = 9
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6, 7, 8"):
         Result.from_dict(record)
 
 

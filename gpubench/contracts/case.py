@@ -208,7 +208,8 @@ class Case:
     precision_target: float | None = None
     data: str = "learnable"  # learnable (seeded Markov stream) | random (uniform tokens)
     engine: str = "torch"
-    nproc: int = 1  # processes (GPUs) per case; >1 launches through torchrun
+    nproc: int = 1  # processes (GPUs) per case and node; >1 launches through torchrun
+    nnodes: int = 1  # machines the case spans (torchrun's --nnodes); >1 needs a rendezvous
     seed: int = 0
     lr: float = 3e-4
     grad_clip: float | None = 1.0  # max grad norm, None: no clipping; the unclipped norm
@@ -254,6 +255,7 @@ class Case:
         _choice("data", self.data, DATA_SOURCES)
         _choice("engine", self.engine, ENGINES)
         _positive_int("nproc", self.nproc)
+        _positive_int("nnodes", self.nnodes)
         if self.vocab_size is not None:
             _positive_int("vocab_size", self.vocab_size, minimum=2)
         if self.expect_params is not None:
@@ -289,6 +291,7 @@ class Case:
             ("seq_len", "s"),
             ("steps", "n"),
             ("nproc", "x"),
+            ("nnodes", "nodes"),
             ("seed", "seed"),
         ):
             value = getattr(self, fname)

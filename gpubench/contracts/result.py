@@ -26,7 +26,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.schema import SchemaError, record_fields
 from gpubench.contracts.units import GiB
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -94,6 +94,14 @@ def _v6_to_v7(record: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _v7_to_v8(record: dict[str, Any]) -> dict[str, Any]:
+    """v8 added scale (issue 21): each rank's own figures (``ranks``) and what sets one apart
+    (``imbalance``), the case's node count (``case.nnodes``) and the launch environment
+    (``environment.launch_env``, ``environment.launch_command``). A v7 record kept rank 0's
+    figures only: ``ranks`` is empty (not measured), never a list of one."""
+    return {**record, "ranks": [], "imbalance": []}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -103,6 +111,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 # The fewest measured steps a spread (CV, p10/p90, "noisy") is judged from. A CV estimated from
@@ -371,6 +380,38 @@ def precision_said(metrics: Metrics) -> str:
 
 
 @dataclass(frozen=True)
+class RankFigures:
+    """One rank's own figures in a case run by several processes (torchrun): what it
+    measured itself, before the case's figures were derived from all of them."""
+
+    rank: int
+    status: str  # the rank's own outcome (a Result status)
+    hostname: str = ""
+    device: str = ""  # "cuda:1", "cpu"
+    measured_steps: int = 0
+    tokens_per_s: Stats | None = None  # this rank's tokens / its own step time
+    step_time_s: Stats | None = None
+    peak_memory_bytes: int | None = None  # this rank's device peak (host RSS on a CPU)
+    peak_memory_source: str | None = None  # which figure that is (Metrics.peak_memory_source)
+    peak_rss_bytes: int | None = None  # host RSS of this rank's process
+    gpu_util: Stats | None = None  # NVML utilisation of this rank's device, % (None: no GPU)
+    phases: dict[str, Stats] = field(default_factory=dict)  # this rank's time per phase
+    error: str | None = None  # why this rank did not train to the end
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "rank") -> RankFigures:
+        fields = record_fields(cls, data, where)
+        for name in ("tokens_per_s", "step_time_s", "gpu_util"):
+            if fields.get(name) is not None:
+                fields[name] = Stats.from_dict(fields[name], f"{where}.{name}")
+        fields["phases"] = {
+            phase: Stats.from_dict(stats, f"{where}.phases.{phase}")
+            for phase, stats in (fields.get("phases") or {}).items()
+        }
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
 class Series:
     """Per-step series, warm-up steps included (the first ``Metrics.warmup_steps``)."""
 
@@ -433,6 +474,25 @@ class Environment:
     git_dirty: bool | None = None
     allocator_conf: str | None = None  # PYTORCH_CUDA_ALLOC_CONF
     torch_threads: int = 0
+    # what the case's ranks were launched with: the NCCL_*, CUDA_VISIBLE_DEVICES,
+    # OMP_NUM_THREADS, TORCH_* ... variables set in the worker, and torchrun's command line
+    # (empty: one process, no launcher)
+    # (kept as sorted pairs and a tuple, so that an Environment stays hashable: the report
+    # groups results by theirs; written as a JSON object and list)
+    launch_env: tuple[tuple[str, str], ...] = ()
+    launch_command: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        env = self.launch_env
+        pairs = env.items() if isinstance(env, Mapping) else env
+        object.__setattr__(self, "launch_env", tuple(sorted((str(k), str(v)) for k, v in pairs)))
+        object.__setattr__(self, "launch_command", tuple(str(a) for a in self.launch_command))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["launch_env"] = dict(self.launch_env)
+        data["launch_command"] = list(self.launch_command)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "environment") -> Environment:
@@ -538,6 +598,12 @@ class Result:
     # --gpubench-threshold over [tool.gpubench.gate] over the defaults), set by the parent:
     # the offline `gpubench compare` judges the run by them; {}: none recorded
     gate_thresholds: dict[str, float] = field(default_factory=dict)
+    # several ranks (torchrun): each rank's own figures, rank 0 first; []: one process, or
+    # a record before v8
+    ranks: list[RankFigures] = field(default_factory=list)
+    # why one rank stands apart from the others (slower, more memory, less busy), each
+    # said with its figures; []: balanced, or one rank
+    imbalance: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -625,7 +691,7 @@ class Result:
                 "status": self.status,
                 "metrics": self.metrics.to_dict(),
                 "series": dataclasses.asdict(self.series),
-                "environment": dataclasses.asdict(self.environment),
+                "environment": self.environment.to_dict(),
                 "error": dataclasses.asdict(self.error) if self.error else None,
                 "nodeid": self.nodeid,
                 "run_id": self.run_id,
@@ -641,6 +707,8 @@ class Result:
                     dataclasses.asdict(self.machine_load) if self.machine_load else None
                 ),
                 "gate_thresholds": dict(self.gate_thresholds),
+                "ranks": [dataclasses.asdict(rank) for rank in self.ranks],
+                "imbalance": list(self.imbalance),
             }
         )
 
@@ -663,6 +731,11 @@ class Result:
         fields["implausible"] = list(fields.get("implausible") or [])
         fields["cold_start"] = list(fields.get("cold_start") or [])
         fields["gate_thresholds"] = dict(fields.get("gate_thresholds") or {})
+        fields["ranks"] = [
+            RankFigures.from_dict(rank, f"result.ranks[{i}]")
+            for i, rank in enumerate(fields.get("ranks") or [])
+        ]
+        fields["imbalance"] = list(fields.get("imbalance") or [])
         return cls(**fields)
 
     def to_json(self) -> str:
