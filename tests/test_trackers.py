@@ -22,7 +22,12 @@ from gpubench.worker.trackers import (
     StepTimer,
 )
 from gpubench.worker.trackers import memory as memory_module
-from gpubench.worker.trackers.fingerprint import fingerprint, git_state
+from gpubench.worker.trackers.fingerprint import (
+    fingerprint,
+    git_state,
+    launch_command,
+    launch_environment,
+)
 
 # -- SteadyStateDetector -------------------------------------------------------------------------
 
@@ -337,6 +342,40 @@ def test_fingerprint_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert env.allocator_conf == "expandable_segments:True"
     assert env.git_commit is None and env.git_dirty is None
     assert not torch.cuda.is_initialized()
+    assert ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True") in env.launch_env
+    assert env.launch_command == ()  # not one of torchrun's ranks
+
+
+def test_the_launch_environment_keeps_tuning_and_devices_never_secrets_or_per_launch_ports() -> (
+    None
+):
+    environ = {
+        "NCCL_ALGO": "Ring",
+        "NCCL_IB_DISABLE": "1",
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "OMP_NUM_THREADS": "4",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",
+        "TORCH_HUB_TOKEN": "hunter2",  # a TORCH_ name, but a secret
+        "NCCL_SOME_KEY": "k",
+        "MASTER_PORT": "29517",  # torchrun's, new each launch: its command line says it
+        "TORCHELASTIC_RUN_ID": "3f2a",
+        "HOME": "/root",
+    }
+    assert launch_environment(environ) == {
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "NCCL_ALGO": "Ring",
+        "NCCL_IB_DISABLE": "1",
+        "OMP_NUM_THREADS": "4",
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "3",
+    }
+
+
+def test_a_rank_records_torchruns_command_line_as_its_launch_command() -> None:
+    import psutil
+
+    parent = psutil.Process(os.getppid()).cmdline()
+    assert launch_command({"TORCHELASTIC_RUN_ID": "x"}) == parent  # torchrun is the parent
+    assert launch_command({}) == []
 
 
 def test_git_state_of_a_repository(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ profiles, and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ def _facts(env: Environment) -> list[tuple[str, str]]:
         ),
         ("torch threads", str(env.torch_threads) if env.torch_threads else ""),
         ("allocator", env.allocator_conf or ""),
+        ("launch environment", " ".join(f"{k}={v}" for k, v in env.launch_env)),
         ("platform", env.platform),
         ("host", env.hostname),
     ]
@@ -64,7 +66,10 @@ def environment_columns(results: Sequence[Result]) -> list[EnvironmentColumn]:
     groups: dict[Environment, list[Result]] = {}
     for result in results:
         if result.environment != Environment():  # a worker that never started records none
-            groups.setdefault(result.environment, []).append(result)
+            # torchrun's command line names the case (its rendezvous id): it is the case's,
+            # shown with its ranks, not a fact of the machine
+            machine = dataclasses.replace(result.environment, launch_command=())
+            groups.setdefault(machine, []).append(result)
     return [
         EnvironmentColumn(
             tuple(_facts(env)),

@@ -13,6 +13,7 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,52 @@ def fingerprint(cuda: bool = False, cpu_only: bool = False) -> Environment:
         allocator_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
         or os.environ.get("PYTORCH_ALLOC_CONF"),
         torch_threads=int(torch.get_num_threads()),
+        launch_env=launch_environment(os.environ),
+        launch_command=launch_command(os.environ),
     )
+
+
+# -- how the case's processes were launched --------------------------------------------------
+# What a multi-GPU run's speed and correctness hang on, and what a report written by hand
+# had to reconstruct: NCCL's and torch's tuning, the devices and threads each rank saw. Exact
+# names, then prefixes. What torchrun sets anew for every launch (MASTER_PORT, the ranks and
+# world sizes, TORCHELASTIC_RUN_ID, its error file) is left out: the command line says it, and
+# it would make every case's environment differ. A name that looks like a secret is never
+# recorded, whatever its prefix.
+LAUNCH_VARIABLES = (
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "GLOO_SOCKET_IFNAME",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ALLOC_CONF",
+)
+LAUNCH_PREFIXES = ("NCCL_", "TORCH_", "CUDA_LAUNCH_", "UCX_", "FI_")
+SECRET_MARKS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
+
+
+def launch_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The launch-relevant variables of ``environ`` (:data:`LAUNCH_VARIABLES`, and those
+    starting with :data:`LAUNCH_PREFIXES`), minus anything named like a secret."""
+    return {
+        name: value
+        for name, value in sorted(environ.items())
+        if (name in LAUNCH_VARIABLES or name.startswith(LAUNCH_PREFIXES))
+        and not any(mark in name.upper() for mark in SECRET_MARKS)
+    }
+
+
+def launch_command(environ: Mapping[str, str]) -> list[str]:
+    """torchrun's command line when this process is one of its ranks (torchrun, the
+    elastic agent, is then the parent and sets ``TORCHELASTIC_RUN_ID``); [] otherwise: a
+    single worker has no launcher worth recording, and the runner's own command is pytest's."""
+    if "TORCHELASTIC_RUN_ID" not in environ:
+        return []
+    try:
+        return [str(arg) for arg in psutil.Process(os.getppid()).cmdline()]
+    except (psutil.Error, OSError):
+        return []
 
 
 # -- probes ----------------------------------------------------------------------------------
