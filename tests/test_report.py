@@ -28,6 +28,7 @@ from gpubench.report.projection import (
     ProjectionError,
     ProjectionInputs,
     parse_count,
+    projection_frame,
     projection_from_table,
 )
 from gpubench.report.recommendation import (
@@ -301,6 +302,17 @@ def test_projections_from_measured_tokens_per_s_with_checkpoints_and_a_limit() -
     assert row["over_limit"] and expected > 72  # a CPU's tokens/s: far beyond three days
     html = render_html(report)
     assert 'id="projections"' in html and "(exceeds 72.0 h)" in html
+
+
+def test_a_case_on_two_gpus_rents_two_for_its_projected_cost() -> None:
+    """A profile prices one card; a case with nproc=2 runs on two (Metrics'
+    usd_per_million_tokens charges them the same way)."""
+    one = next(r for r in statuses() if r.profile.name == "small-cpu" and r.ran)
+    two = dataclasses.replace(one, case=one.case.replace(nproc=2))
+    inputs = ProjectionInputs(train_tokens=1e9)
+    rows = projection_frame([one, two], inputs).to_dict("records")
+    assert rows[1]["usd_per_hour"] == pytest.approx(2 * rows[0]["usd_per_hour"])
+    assert rows[1]["cost_usd"] == pytest.approx(2 * rows[0]["cost_usd"])
 
 
 def test_projection_inputs_are_checked_at_the_edge() -> None:

@@ -4,7 +4,9 @@ case's measured throughput.
     hours = tokens / tokens_per_s / 3600 + checkpoints * checkpoint_save_s / 3600
     checkpoints = floor(optimizer steps / checkpoint_interval_steps)
     optimizer steps = tokens / the case's tokens per step (all ranks)
-    cost = hours * $/hour (the option's, else the profile's usd_per_hour)
+    cost = hours * $/hour per GPU (the option's, else the profile's usd_per_hour) * GPUs
+    GPUs = the case's ranks (nproc x nnodes): a profile prices one card, and a case on two
+    cards rents two (as Metrics.usd_per_million_tokens charges them)
 
 A target is a number of tokens (``train_tokens``) or epochs over a data set of
 ``dataset_tokens`` tokens. Inputs come from options (``--gpubench-train-tokens``,
@@ -149,7 +151,8 @@ PROJECTION_OPTIONS: dict[str, ProjectionOption] = {
     "price_per_hour": ProjectionOption(
         _positive("dollars per hour, e.g. 2.5"),
         "USD",
-        "price of an hour for projected costs (default: the profile's usd_per_hour)",
+        "price of one GPU's hour for projected costs, times the case's GPUs "
+        "(default: the profile's usd_per_hour)",
     ),
     "checkpoint_interval_steps": ProjectionOption(
         _positive("optimizer steps"),
@@ -207,7 +210,8 @@ def projection_frame(results: Sequence[Result], inputs: ProjectionInputs) -> pd.
         tps = result.tokens_per_s
         if not result.ran or not tps:
             continue
-        price = inputs.price_per_hour or result.profile.usd_per_hour
+        per_gpu = inputs.price_per_hour or result.profile.usd_per_hour
+        price = per_gpu * result.case.nproc * result.case.nnodes if per_gpu is not None else None
         per_step = result.metrics.tokens_per_step or result.case.tokens_per_step
         for label, tokens in inputs.targets:
             checkpoints = 0
