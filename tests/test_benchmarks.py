@@ -89,3 +89,11 @@ def test_adaptive_stop_compares_auto_runs_with_a_long_one(tmp_path: Path) -> Non
     assert config["long"]["steps"] == 60 and config["long"]["stop_reason"] == "steps"
     assert config["between_runs_cv"] is not None and config["between_runs_cv"] >= 0
     assert 0 <= summary["overall"]["coverage"] <= 1
+
+
+def test_estimate_probe_bisects_a_cap_and_compares_ranks_with_the_estimate() -> None:
+    tiny = '{"model": "gpt-tiny", "batch_size": 2, "seq_len": 16, "engine": "fsdp"}'
+    cap = run_script("estimate_probe.py", "cap", '[{"precision": "fp32"}]', "--with", tiny)
+    assert "smallest cap that trains" in cap and " %" in cap
+    rss = run_script("estimate_probe.py", "rss", '[{"nproc": 2}]', "--with", tiny)
+    assert "gpt-tiny-fp32-b2-s16-n2-x2-warm0-fsdp: estimate" in rss and "measured" in rss

@@ -198,3 +198,41 @@ def test_floats_in_the_id_are_exact_and_short_where_that_is_exact() -> None:
     assert make_case(model="gpt-tiny", grad_clip=2).id == "gpt-tiny-fp32-clip2"
     for case in (near, nearer):
         assert Case.from_dict(json.loads(case.to_json())).id == case.id
+
+
+# -- engine="fsdp" (issue 21) ---------------------------------------------------------------------
+
+
+def test_fsdp_takes_offload_params_alone() -> None:
+    case = make_case(model="gpt-tiny", engine="fsdp", offload_params=True, precision="bf16")
+    assert case.id == "gpt-tiny-bf16-offparam-fsdp"
+    assert Case.from_dict(json.loads(case.to_json())) == case
+    assert make_case(model="gpt-tiny", engine="fsdp", nproc=2).id == "gpt-tiny-fp32-x2-fsdp"
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"zero_stage": 3}, "zero_stage=3: engine='fsdp' always shards"),
+        ({"zero_stage": 3, "offload_params": True}, "zero_stage=3: engine='fsdp' always shards"),
+        ({"zero_stage": 1, "offload_optimizer": True}, "zero_stage=1, offload_optimizer: engine"),
+    ],
+)
+def test_fsdp_refuses_zero_flags_naming_the_valid_combination(
+    settings: dict[str, object], named: str
+) -> None:
+    with pytest.raises(CaseError) as err:
+        make_case(model="gpt-tiny", engine="fsdp", **settings)
+    message = str(err.value)
+    assert message.startswith(named)
+    assert "offload_params=True moves all three to the CPU" in message
+    assert "for ZeRO stages use engine='deepspeed'" in message
+
+
+def test_offload_params_names_both_engines_that_take_it() -> None:
+    with pytest.raises(CaseError, match="also runs with engine='fsdp'"):
+        make_case(model="gpt-tiny", offload_params=True)  # the torch engine
+    with pytest.raises(CaseError, match=r"needs zero_stage=3 with engine='deepspeed' \(zero_"):
+        make_case(model="gpt-tiny", engine="deepspeed", offload_params=True)
+    with pytest.raises(CaseError, match="or no zero_stage with engine='fsdp'"):
+        Flags(offload_params=True, zero_stage=2)

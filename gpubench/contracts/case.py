@@ -26,7 +26,7 @@ from gpubench.contracts.schema import record_fields
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTENTION_KERNELS = ("sdpa", "math")
 DATA_SOURCES = ("learnable", "random")
-ENGINES = ("torch", "deepspeed")
+ENGINES = ("torch", "deepspeed", "fsdp")
 ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
 STEPS_AUTO = "auto"  # measure until the median tokens/s is known to precision_target
@@ -130,7 +130,9 @@ class Flags:
     # DeepSpeed engine only (engine="deepspeed"):
     zero_stage: int = 0  # ZeRO stage: 1 optimizer states, 2 + gradients, 3 + parameters
     offload_optimizer: bool = False  # optimizer states (and step) on the CPU, ZeRO >= 1
-    offload_params: bool = False  # parameters on the CPU, ZeRO 3
+    # parameters on the CPU: DeepSpeed ZeRO 3, or engine="fsdp" (CPUOffloadPolicy: parameters,
+    # gradients and the optimizer step)
+    offload_params: bool = False
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -148,8 +150,11 @@ class Flags:
         _boolean("offload_params", self.offload_params)
         if self.offload_optimizer and self.zero_stage < 1:
             raise CaseError("offload_optimizer=True needs zero_stage 1, 2 or 3")
-        if self.offload_params and self.zero_stage != 3:
-            raise CaseError("offload_params=True needs zero_stage=3")
+        if self.offload_params and self.zero_stage not in (0, 3):
+            raise CaseError(
+                f"offload_params=True needs zero_stage=3 with engine='deepspeed' "
+                f"(zero_stage={self.zero_stage}), or no zero_stage with engine='fsdp'"
+            )
         if self.offload_optimizer and self.fused_adamw:
             raise CaseError(
                 "fused_adamw=True cannot apply with offload_optimizer=True: the optimizer step "
@@ -158,7 +163,8 @@ class Flags:
 
     @property
     def uses_deepspeed(self) -> bool:
-        """Whether any flag only the DeepSpeed engine implements is set."""
+        """Whether any ZeRO or offload flag is set (DeepSpeed's; ``offload_params`` alone is
+        also FSDP's, :meth:`Case._check_engine_flags`)."""
         return self.zero_stage > 0 or self.offload_optimizer or self.offload_params
 
     def id_tokens(self) -> list[str]:
@@ -263,19 +269,42 @@ class Case:
         _positive_number("lr", self.lr)
         _grad_clip(self.grad_clip)
         _positive_int("seed", self.seed, minimum=0)
-        if self.flags.uses_deepspeed and self.engine != "deepspeed":
-            flags = self.flags
-            named = [f"zero_stage={flags.zero_stage}"] if flags.zero_stage else []
-            named += [n for n in ("offload_optimizer", "offload_params") if getattr(flags, n)]
-            raise CaseError(
-                f"{', '.join(named)}: zero_stage/offload flags need engine='deepspeed' "
-                f"(engine={self.engine!r}); add engine='deepspeed'"
-            )
+        self._check_engine_flags()
         if self.timeout_s is not None:
             _positive_number("timeout_s", self.timeout_s)
         _boolean("time_phases", self.time_phases)
         _case_name(self.name)
         check_model_spec(self.model, dict(self.model_config))
+
+    def _check_engine_flags(self) -> None:
+        """ZeRO and offload flags against the engine: DeepSpeed takes them all (offload_params
+        at stage 3 only); FSDP always shards like ZeRO-3 and offloads with offload_params
+        alone; the torch engine takes none."""
+        flags = self.flags
+        named = [f"zero_stage={flags.zero_stage}"] if flags.zero_stage else []
+        named += [n for n in ("offload_optimizer", "offload_params") if getattr(flags, n)]
+        if self.engine == "deepspeed":
+            if flags.offload_params and flags.zero_stage != 3:
+                raise CaseError(
+                    f"offload_params=True needs zero_stage=3 with engine='deepspeed' "
+                    f"(zero_stage={flags.zero_stage})"
+                )
+        elif self.engine == "fsdp":
+            named = [n for n in named if n != "offload_params"]
+            if named:
+                raise CaseError(
+                    f"{', '.join(named)}: engine='fsdp' always shards parameters, gradients "
+                    "and optimizer states (as ZeRO-3 does) and takes no zero_stage or "
+                    "offload_optimizer; offload_params=True moves all three to the CPU "
+                    "(FSDP's CPUOffloadPolicy); for ZeRO stages use engine='deepspeed'"
+                )
+        elif named:
+            also = "; offload_params=True also runs with engine='fsdp'"
+            also = also if flags.offload_params else ""
+            raise CaseError(
+                f"{', '.join(named)}: zero_stage/offload flags need engine='deepspeed' "
+                f"(engine={self.engine!r}); add engine='deepspeed'{also}"
+            )
 
     # -- identity ---------------------------------------------------------------------------
     @property

@@ -42,7 +42,8 @@ __all__ = [
 
 FORMULAS = (
     "formulas (gpubench.estimate.analytical): model states after ZeRO (Rajbhandari et al. "
-    "2020) and DeepSpeed 0.19.8, activations after Korthikanti et al. 2022"
+    "2020), DeepSpeed 0.19.8 and FSDP2 (Zhao et al. 2023), activations after Korthikanti "
+    "et al. 2022"
 )
 
 

@@ -29,6 +29,18 @@ Sources (cited at each formula):
   ``estimate_zero2_model_states_mem_needs``), ``runtime/zero/stage3.py``
   (``estimate_zero3_model_states_mem_needs``: ``4 x largest layer`` for the
   gathered working set).
+- [FSDP] Zhao et al. 2023, "PyTorch FSDP: Experiences on Scaling Fully Sharded Data
+  Parallel", VLDB 16(12), section 3.2 (full sharding: each rank keeps ``1/W`` of every
+  parameter, gradient and optimizer state; one unit's parameters are all-gathered just
+  before its computation and freed after, its gradients reduce-scattered after its
+  backward) and section 4.2 (prefetching the next unit's all-gather, forward and
+  backward); PyTorch 2.13 FSDP2 (``torch.distributed.fsdp.fully_shard``) docs and
+  source: ``reshard_after_forward`` None keeps the root's parameters gathered from
+  forward to backward, one all-gather prefetched ahead by default, ``MixedPrecisionPolicy``
+  casts the gathered parameters to ``param_dtype`` and keeps the sharded fp32 ones (no
+  separate master copy), ``_fsdp_param.py``'s ``unsharded_accumulated_grad`` (without
+  gradient sync, gradients accumulate unsharded in ``reduce_dtype``), ``CPUOffloadPolicy``
+  (sharded parameters, gradients and the optimizer step on the host).
 - [torch] PyTorch 2.13 source: ``torch/optim/adam.py``, which ``AdamW`` subclasses
   (``_multi_tensor_adam``, the default for CUDA tensors when ``fused`` is None, takes
   ``_foreach_sqrt(exp_avg_sqs)`` and divides and adds in place: one fp32 temporary per
@@ -100,11 +112,13 @@ class Precision:
 def precision_of(case: Case) -> Precision:
     """The torch engine keeps fp32 weights and autocasts matmuls (LayerNorm and softmax stay
     fp32 [torch autocast fp32 list]; the residual adds fp32 + bf16 -> fp32); DeepSpeed's
-    bf16/fp16 casts the model itself, every tensor 16-bit (engines/deepspeed_config.py)."""
+    bf16/fp16 casts the model itself, every tensor 16-bit (engines/deepspeed_config.py), and
+    so does FSDP's mixed precision policy, which computes with the gathered 16-bit
+    parameters [FSDP]."""
     precision = case.flags.precision
     if precision == "fp32":
         return Precision(FP32, FP32, FP32, FP32, autocast=False)
-    if case.engine == "deepspeed":
+    if case.engine in ("deepspeed", "fsdp"):
         return Precision(HALF, HALF, HALF, HALF, autocast=False)
     return Precision(FP32, HALF, FP32, FP32, autocast=True)
 
@@ -203,12 +217,20 @@ class ModelStates:
     optimizer_workspace: int  # AdamW's temporaries at the step
     host: dict[str, int] = field(default_factory=dict)  # per rank
     notes: tuple[str, ...] = ()
+    # gradients held across micro-batches under grad_accum > 1 (None: grads_model +
+    # grads_fp32); FSDP accumulates them unsharded
+    grads_accumulated: int | None = None
+    # engine buffers live at the optimizer step (None: engine_buffers); FSDP's gathered
+    # units are freed by then
+    buffers_at_step: int | None = None
 
 
 def model_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
     """The engine's weights, gradients and AdamW states for ``case``."""
     if case.engine == "deepspeed":
         return deepspeed_states(case, shape, device_kind)
+    if case.engine == "fsdp":
+        return fsdp_states(case, shape, device_kind)
     return torch_states(case, shape, device_kind)
 
 
@@ -331,6 +353,78 @@ def _deepspeed_unpartitioned(
     )
 
 
+def fsdp_units(shape: ModelShape) -> tuple[int, int]:
+    """(root, block) parameters of FSDP's units as the engine wraps them
+    (worker/engines/fsdp_engine.py: one unit per transformer block, the root the rest):
+    the root holds the token table (a second ``V x d`` when the head is not tied), the
+    positional table and the final LayerNorm (weight and bias, as GPT-2's); a block the
+    rest over ``n_layer``. A shape without layers is one unit, the root."""
+    n = shape.n_params
+    if not shape.n_layer or not shape.d_model:
+        return n, 0
+    d = shape.d_model
+    tables = shape.vocab_size * d * (1 if shape.tied_head else 2) + (shape.positions or 0) * d
+    root = min(n, tables + 2 * d)
+    return root, (n - root) // shape.n_layer
+
+
+def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
+    """FSDP2 full sharding over ``W = nproc`` ranks [FSDP section 3.2], as ZeRO-3:
+
+    - fp32 parameters, gradients (``reduce_dtype`` fp32) and AdamW's two states, ``1/W``
+      each: ``16 n / W`` bytes; no master copy, the sharded fp32 parameters are what AdamW
+      steps on and what ``MixedPrecisionPolicy`` casts when it gathers [FSDP];
+    - the gathered working set (engine buffers) in the compute dtype ``p``: the root's
+      parameters (kept gathered from forward to backward), one block's and the next block's
+      prefetched [FSDP section 4.2]; the root's unsharded gradients (the head's backward
+      makes them first, the root reduce-scatters last); one block's unsharded gradients and
+      its reduce-scatter input in fp32. All of it is freed before the optimizer step;
+    - ``grad_accum > 1``: without gradient sync FSDP accumulates unsharded gradients in
+      fp32, ``4 n`` bytes across micro-batches [FSDP2 ``unsharded_accumulated_grad``];
+    - ``offload_params``: the sharded parameters, gradients and AdamW states live in host
+      memory and the optimizer steps there (``CPUOffloadPolicy``); the device keeps the
+      gathered working set.
+    """
+    flags, n, w = case.flags, shape.n_params, case.nproc
+    p = FP32 if flags.precision == "fp32" else HALF
+    part = -(-n // w)  # ceil(n / W); FSDP2 pads each parameter's dim 0 to a multiple of W
+    root, block = fsdp_units(shape)
+    gathered = p * (root + 2 * block)
+    unsharded_grads = p * root + (p + FP32) * block
+    flat = dataclasses.replace(shape, largest_tensor_params=-(-shape.largest_tensor_params // w))
+    notes = [
+        f"FSDP units: root {root:,} parameters, block {block:,}; gathered in "
+        f"{'fp32' if p == FP32 else flags.precision}, one block prefetched"
+    ]
+    params, grads, states = FP32 * part, FP32 * part, 2 * FP32 * part
+    workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part)
+    host: dict[str, int] = {}
+    if flags.offload_params:
+        host = {
+            parts.HOST_PARAMETERS: params,
+            parts.HOST_GRADIENTS: grads,
+            parts.HOST_OPTIMIZER_STATES: states,
+        }
+        params = grads = states = workspace = 0
+        notes.append("FSDP CPUOffloadPolicy: sharded states and the AdamW step on the host")
+    if flags.grad_accum > 1:
+        notes.append("FSDP without gradient sync accumulates unsharded fp32 gradients")
+    return ModelStates(
+        parameters=params,
+        master_weights=0,
+        grads_model=grads,
+        grads_fp32=0,
+        grads_fp32_persistent=False,
+        optimizer_states=states,
+        engine_buffers=gathered + unsharded_grads,
+        optimizer_workspace=workspace,
+        host=host,
+        notes=tuple(notes),
+        grads_accumulated=FP32 * n,
+        buffers_at_step=0,
+    )
+
+
 def autocast_copy_bytes(case: Case, shape: ModelShape, prec: Precision) -> int:
     """Under torch autocast each Linear's weight is cast to 16-bit once per forward, cached
     and saved by its matmul for backward: ``2 x`` the matmul parameters live at backward
@@ -394,7 +488,8 @@ def backward_start(
     that outlive a micro-batch (all of them under ``grad_accum > 1``)."""
     grads = states.grads_fp32 if states.grads_fp32_persistent else 0
     if case.flags.grad_accum > 1:
-        grads = states.grads_model + states.grads_fp32
+        held = states.grads_accumulated
+        grads = states.grads_model + states.grads_fp32 if held is None else held
     return {
         parts.PARAMETERS: states.parameters + autocast_copy_bytes(case, shape, prec),
         parts.MASTER_WEIGHTS: states.master_weights,
@@ -416,7 +511,9 @@ def optimizer_step(states: ModelStates) -> dict[str, int]:
         parts.OPTIMIZER_STATES: states.optimizer_states,
         parts.ACTIVATIONS: 0,
         parts.LOGITS_AND_LOSS: 0,
-        parts.ENGINE_BUFFERS: states.engine_buffers,
+        parts.ENGINE_BUFFERS: (
+            states.engine_buffers if states.buffers_at_step is None else states.buffers_at_step
+        ),
         parts.WORKSPACE: states.optimizer_workspace,
     }
 
@@ -476,4 +573,6 @@ def _host_is_device(states: ModelStates) -> ModelStates:
         engine_buffers=states.engine_buffers,
         optimizer_workspace=states.optimizer_workspace,
         notes=states.notes,
+        grads_accumulated=states.grads_accumulated,
+        buffers_at_step=states.buffers_at_step,
     )

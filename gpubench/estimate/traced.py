@@ -146,7 +146,11 @@ def case_notes(case: Case, device_kind: str) -> tuple[str, ...]:
             "unpartitioned AdamW); combine its activations with the formulas' model states"
         )
     if case.nproc > 1:
-        notes.append(f"one rank of {case.nproc} traced (batch per rank); DDP buckets not traced")
+        collectives = {
+            "torch": "DDP buckets",
+            "fsdp": "FSDP's all-gathered units (the formulas count them)",
+        }.get(case.engine, "ZeRO's partitions (the formulas count them)")
+        notes.append(f"one rank of {case.nproc} traced (batch per rank); {collectives} not traced")
     if case.flags.compile:
         notes.append("compile=True: traced eager; torch.compile may fuse away activations")
     if case.flags.precision == "fp16":

@@ -50,9 +50,16 @@ def _deepspeed_engine() -> Engine:
     return DeepSpeedEngine()
 
 
+def _fsdp_engine() -> Engine:
+    from gpubench.worker.engines.fsdp_engine import FSDPEngine
+
+    return FSDPEngine()
+
+
 ENGINE_FACTORIES = {
     "torch": _torch_engine,
     "deepspeed": _deepspeed_engine,
+    "fsdp": _fsdp_engine,
 }
 
 

@@ -121,7 +121,7 @@ class TorchTrainStep:
         self.mark("clip")
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # the norm and the clip see true gradients
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        grad_norm = self._clip_grad_norm()
         self.mark("optimizer")
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skipped when the gradients are not finite
@@ -132,6 +132,11 @@ class TorchTrainStep:
             self.mark("rest")
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def _clip_grad_norm(self) -> torch.Tensor:
+        """Clip the gradients to ``max_norm``; the unclipped global norm (an FSDP step
+        overrides it: its norm is a DTensor)."""
+        return torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
