@@ -675,6 +675,7 @@ class Result:
             parts.append(f"{self.error.type}: {self.error.message}")
         said = self.error.message if self.error else None
         parts += [f"implausible: {reason}" for reason in self.implausible if reason != said]
+        parts += [f"imbalanced: {sentence}" for sentence in self.imbalance]
         conditions = (busy_sentence(self.machine_load), cold_sentence(self.cold_start))
         parts += [sentence for sentence in conditions if sentence]
         return ", ".join(parts)

@@ -37,6 +37,7 @@ from gpubench.report.provenance import (
     rerun_command,
 )
 from gpubench.report.pytest_outcomes import LABELS, GoNoGo, Outcomes, go_no_go_rows
+from gpubench.report.ranks import RankRow, rank_rows
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
 from gpubench.storage import Invocation, TestOutcome
 
@@ -69,6 +70,7 @@ class CaseDetail:
     readings: tuple[ReadingRow, ...] = ()
     energy: tuple[tuple[str, str], ...] = ()
     telemetry_svg: str | None = None  # utilisation, power, temperature over time
+    ranks: tuple[RankRow, ...] = ()  # each rank's figures (gpubench.report.ranks); (): one
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,8 @@ def _settings(result: Result) -> tuple[tuple[str, str], ...]:
     items = [
         ("model", case.model + (f" ({m.n_params:,} parameters)" if m.n_params else "")),
         ("engine", case.engine + (f", {case.nproc} processes" if case.nproc > 1 else "")),
+        ("nodes", f"{case.nnodes}" if case.nnodes > 1 else ""),
+        ("launched by", shlex.join(result.environment.launch_command)),
         ("batch x sequence", f"{case.batch_size} x {case.seq_len}"),
         ("tokens per step (all ranks)", f"{m.tokens_per_step or case.tokens_per_step:,}"),
         ("precision", flags.precision),
@@ -173,6 +177,7 @@ def _details(
             readings=reading_rows(r),
             energy=energy_facts(r),
             telemetry_svg=charts.telemetry_chart(r, f"telemetry{index}"),
+            ranks=rank_rows(r),
         )
         for index, r in enumerate(results)
     )

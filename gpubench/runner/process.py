@@ -4,7 +4,8 @@ The worker (``python -m gpubench.worker``, or torchrun's ranks of it) is started
 watched and ended by the contained launch (:func:`gpubench.runner.contained.run_contained`:
 its own process group, a guardian, a subreaper, a time limit, bounded logs);
 this module turns what it left behind (``result.json``, the ranks' results,
-stderr's tail, the exit code) into the case's Result. Whatever happens to the
+stderr's tail, the exit code) into the case's Result; a case of several ranks gets each
+rank's own figures (:mod:`gpubench.runner.ranks`). Whatever happens to the
 worker, the caller gets a Result, never an exception.
 """
 
@@ -27,6 +28,7 @@ from gpubench.runner.classify import (
 from gpubench.runner.contained import WorkerExit, run_contained
 from gpubench.runner.launchers import Launcher, launcher_for
 from gpubench.runner.output_log import read_tail
+from gpubench.runner.ranks import with_ranks
 
 
 def run_case(
@@ -99,8 +101,13 @@ def _answer(
         stderr=stderr,
         timeout_s=timeout_s,
     )
-    if case.nproc > 1:
-        result = merge_rank_results(result, _rank_results(paths), stderr)
+    if case.nproc > 1 or case.nnodes > 1:
+        answered = _rank_results(paths)
+        result = merge_rank_results(result, answered, stderr)
+        # a machine's own ranks: the other machines' ranks write their Results there
+        world_size = case.nproc if case.nnodes == 1 else 0
+        answers = [(rank, r) for _, rank, r in answered]
+        result = with_ranks(result, answers, world_size, stderr)
     return result
 
 

@@ -65,6 +65,8 @@ def _flags(result: Result) -> str:
         marks.append("busy")
     if cold_sentence(result.cold_start):
         marks.append("cold")
+    if result.imbalance:
+        marks.append("imbal")
     return ",".join(marks)
 
 
@@ -220,6 +222,7 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
         notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
     notes += precision_lines(results)
     notes += condition_lines(results)
+    notes += imbalance_lines(results)
     return "\n".join([text, *(_wrap(note, width) for note in notes)])
 
 
@@ -257,6 +260,16 @@ def condition_lines(results: Sequence[Result]) -> list[str]:
         if cold:
             said.append(f"cold: {label}: {cold}; not saved as a baseline, its memory not judged")
     return said
+
+
+def imbalance_lines(results: Sequence[Result]) -> list[str]:
+    """A line per sentence of a case whose ranks stand apart (flag imbal;
+    :mod:`gpubench.runner.imbalance`); the report has each rank's figures."""
+    return [
+        f"imbal: {r.case.id}{f' (rerun {r.repeat})' if r.repeat else ''}: {sentence}"
+        for r in results
+        for sentence in r.imbalance
+    ]
 
 
 def _wrap(text: str, width: int) -> str:

@@ -11,7 +11,8 @@ rank N beside it: :func:`~gpubench.contracts.protocol.rank_result_path`), and
 a rank whose case did not train to the end exits ``EXIT_RANK_FAILED``: torchrun
 then stops the other ranks at once instead of leaving them blocked in a
 collective until the case's time limit (:func:`gpubench.runner.classify.merge_rank_results`
-finds the rank that failed first). The worker dies with its parent, the runner
+finds the rank that failed first, and :mod:`gpubench.runner.ranks` makes each rank's
+own figures of them). The worker dies with its parent, the runner
 or torchrun (:mod:`gpubench.worker.tether`).
 """
 
