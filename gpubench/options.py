@@ -16,6 +16,7 @@ The plugin reads a value as ``config.getoption("gpubench_<key>")``, the command 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,18 @@ from gpubench.baseline.store import DEFAULT_BASELINE_DIR, DEFAULT_HISTORY
 from gpubench.contracts.case import DEFAULT_PRECISION_TARGET
 from gpubench.report.projection import PROJECTION_OPTIONS
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, parse_margin
+from gpubench.runner.launchers import DEFAULT_RDZV_BACKEND
 from gpubench.session.settings import (
     DEFAULT_REPORTS_DIR,
     DEFAULT_TIMEOUT_S,
     PLUGIN_PROJECTION_KEYS,
     REPORT_OFF,
 )
+from gpubench.session.shard import Shard, parse_shard
 
 Parse = Callable[[str, str], Any]  # (text, the flag as the user typed it) -> value
 PROGRESS_MODES = ("auto", "live", "lines", "off")
+RDZV_BACKENDS = ("c10d", "etcd", "etcd-v2", "static")  # torchrun's --rdzv-backend values
 PYTEST_DEST_PREFIX = "gpubench_"
 
 
@@ -146,6 +150,31 @@ def report_path(text: str, flag: str) -> Path | str:
 
 def thresholds(text: str, flag: str) -> dict[str, float]:
     return parse_thresholds(text, flag)  # GateError is a ValueError
+
+
+def endpoint(text: str, flag: str) -> str:
+    """``HOST:PORT`` (an IPv6 host in brackets), the port in 1..65535."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{flag}={text!r}: expected HOST:PORT, the same on every node, e.g. node001:29400 "
+            "or [fd00::1]:29400"
+        )
+    return text.strip()
+
+
+def rendezvous_id(text: str, flag: str) -> str:
+    """A job's name for its rendezvous: letters, digits, ``.``, ``_``, ``-``."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise ValueError(
+            f"{flag}={text!r}: expected 1 to 64 letters, digits, '.', '_' or '-', e.g. "
+            "$SLURM_JOB_ID"
+        )
+    return text
+
+
+def shard(text: str, flag: str) -> Shard:
+    return parse_shard(text, flag)
 
 
 def path(text: str, flag: str) -> Path:
@@ -362,7 +391,56 @@ OUTPUT = (
     SAFETY_MARGIN,
     TENSORBOARD,
 )
-PLUGIN_OPTIONS = tuple(o for o in (*RUN, *GATE, *OUTPUT) if o.pytest_flag is not None)
+SCALE = (
+    Option(
+        "gpus_per_worker",
+        "--gpubench-gpus-per-worker",
+        None,
+        "under pytest-xdist (-n N), the GPUs each worker holds, through CUDA_VISIBLE_DEVICES "
+        "in its cases' environment (default: the visible GPUs divided evenly over the "
+        "workers, at least 1; 0: pin nothing)",
+        parse=whole_number(0, "a whole number of GPUs"),
+        metavar="K",
+    ),
+    Option(
+        "rdzv_endpoint",
+        "--gpubench-rdzv-endpoint",
+        None,
+        "torchrun's rendezvous for torchrun cases, needed by cases with nnodes > 1: HOST:PORT, "
+        "the same on every node (default: --standalone, one machine)",
+        parse=endpoint,
+        metavar="HOST:PORT",
+    ),
+    Option(
+        "rdzv_backend",
+        "--gpubench-rdzv-backend",
+        None,
+        "torchrun's --rdzv-backend with --gpubench-rdzv-endpoint "
+        f"(default: {DEFAULT_RDZV_BACKEND})",
+        default=DEFAULT_RDZV_BACKEND,
+        choices=RDZV_BACKENDS,
+    ),
+    Option(
+        "rdzv_id",
+        "--gpubench-rdzv-id",
+        None,
+        "a name for this job's rendezvous, the same on every node (e.g. $SLURM_JOB_ID); each "
+        "case meets under it and a digest of the case (default: the digest alone)",
+        parse=rendezvous_id,
+        metavar="ID",
+    ),
+    Option(
+        "shard",
+        "--gpubench-shard",
+        None,
+        "run slice INDEX of COUNT of the collected tests, INDEX from 1 (SLURM: --array=1-COUNT "
+        "with $SLURM_ARRAY_TASK_ID/COUNT); the same slice on every machine; join the runs "
+        "with `gpubench merge`",
+        parse=shard,
+        metavar="INDEX/COUNT",
+    ),
+)
+PLUGIN_OPTIONS = tuple(o for o in (*RUN, *GATE, *OUTPUT, *SCALE) if o.pytest_flag is not None)
 
 
 def add_pytest_options(addoption: Callable[..., Any], error: type[Exception]) -> None:

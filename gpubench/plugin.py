@@ -35,12 +35,14 @@ from gpubench.probe import BatchProbe, probe_batch_size
 from gpubench.runner.signals import interrupt_on_sigterm
 from gpubench.session.bench import BenchSession
 from gpubench.session.collection import case_params
+from gpubench.session.devices import DeviceError, DevicePlan, XdistWorker
 from gpubench.session.finish import finish
 from gpubench.session.progress import LiveProgress, choose_display
 from gpubench.session.properties import case_properties, test_outcome
 from gpubench.session.settings import reports_dir, session_options
+from gpubench.session.shard import select
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
-from gpubench.xdist_hooks import RUN_ID_KEY, SESSION_TOKEN_KEY, XdistHooks
+from gpubench.xdist_hooks import RUN_ID_KEY, SESSION_TOKEN_KEY, SHARD_RECORD_KEY, XdistHooks
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call phase
@@ -94,6 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if controller:
         bench.xdist_progress = _progress(config, xdist_controller=True)
+    if workerinput and "workercount" in workerinput:  # one GPU (or k) per xdist worker,
+        # worked out at the first GPU case
+        worker = XdistWorker(workerinput["workerid"], int(workerinput["workercount"]))
+        bench.devices = DevicePlan(worker, options.gpus_per_worker)
     config.stash[SESSION_KEY] = bench
     if config.getoption("gpubench_profiles"):  # named explicitly: check it now, not later
         _profiles(bench, to_run=not config.option.collectonly)
@@ -172,8 +178,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         suite = Path(metafunc.definition.path).stem
         bench.check_gate(declared, f"@pytest.mark.{GATE_MARKER}", suite)
         bench.case_owners.claim(suite, metafunc.definition.nodeid, matrix)
-        params = case_params(matrix, profiles, estimate_only=bench.options.estimate_only)
-    except (CaseError, GateError, BaselineError) as exc:
+        params = case_params(
+            matrix,
+            profiles,
+            estimate_only=bench.options.estimate_only,
+            devices=bench.devices,
+            rendezvous=bench.options.rendezvous,
+        )
+    except (CaseError, GateError, BaselineError, DeviceError) as exc:
         problem = str(exc)
     if problem is not None:  # outside the except: one message, not a chained traceback
         pytest.fail(problem, pytrace=False)
@@ -210,10 +222,12 @@ def _marks(skip: str | None, gate: Any) -> list[pytest.MarkDecorator]:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Go/no-go tests run last, each knowing which of its cases this session runs (a
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--gpubench-shard``, this machine's slice only (the rest deselected). Go/no-go
+    tests run last, each knowing which of its cases this session runs (a
     deselected or skipped case is not waited for). Every xdist worker orders its items the
     same way, so a worker reaching a go/no-go test has no case of it still queued."""
+    _shard(config, items)
     go_no_go = [item for item in items if item.get_closest_marker(GO_NO_GO_MARKER)]
     if not go_no_go:
         return
@@ -232,6 +246,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = [item for item in items if item not in go_no_go] + go_no_go
 
 
+def _is_case(item: pytest.Item) -> bool:
+    return bool({RESULT_FIXTURE, PROBE_FIXTURE} & set(getattr(item, "fixturenames", ())))
+
+
+def _shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep this shard's slice of ``items`` (:mod:`gpubench.session.shard`), the rest
+    deselected through pytest's hook (the terminal counts them); the slice's record goes
+    to invocation.json, from an xdist worker through its workeroutput."""
+    bench = config.stash.get(SESSION_KEY, None)
+    if bench is None or bench.options.shard is None:
+        return
+    cases = [item.nodeid for item in items if _is_case(item)]
+    selection = select(
+        bench.options.shard,
+        cases,
+        others=[item.nodeid for item in items if not _is_case(item)],
+        whole_matrix=[item.nodeid for item in items if item.get_closest_marker(GO_NO_GO_MARKER)],
+        skipped=[item.nodeid for item in items if item.get_closest_marker("skip")],
+    )
+    deselected = [item for item in items if item.nodeid not in selection.kept]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.nodeid in selection.kept]
+    bench.shard_record = selection.record
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[SHARD_RECORD_KEY] = selection.record.to_dict()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     bench = session.config.stash.get(SESSION_KEY, None)
     if bench is None:
@@ -239,8 +282,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cases = [
         item.nodeid
         for item in session.items
-        if {RESULT_FIXTURE, PROBE_FIXTURE} & set(getattr(item, "fixturenames", ()))
-        and not item.get_closest_marker("skip")
+        if _is_case(item) and not item.get_closest_marker("skip")
     ]
     bench.cases_total = len(cases)
     for progress in (bench.case_progress, bench.xdist_progress):
@@ -380,4 +422,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if bench is None or getattr(config, "workerinput", None) is not None:
         return
     params = config.invocation_params
-    finish(bench, terminalreporter, Invocation(tuple(str(a) for a in params.args), str(params.dir)))
+    args = tuple(str(a) for a in params.args)
+    finish(bench, terminalreporter, Invocation(args, str(params.dir), shard=bench.shard_record))

@@ -27,12 +27,12 @@ import shlex
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gpubench.contracts.protocol import write_json_atomic
+from gpubench.contracts.protocol import write_json_atomic, write_text_atomic
 from gpubench.contracts.result import Result
 from gpubench.contracts.schema import READ_ERRORS, SchemaError, parse_json, record_fields
 from gpubench.contracts.text import safe_text
@@ -211,30 +211,140 @@ class TestOutcome:
 
 
 @dataclass(frozen=True)
+class ShardRecord:
+    """Which slice of a collection a sharded run ran (``--gpubench-shard INDEX/COUNT``,
+    INDEX from 1), with what identifies the whole collection before it was sliced: the
+    digest and number of its gpubench cases' node ids (``gpubench merge`` refuses shards
+    of different collections), and the node ids of this slice's cases that were to run
+    (not skipped at collection), so a merge can name a case that never answered."""
+
+    index: int
+    count: int
+    collection_digest: str
+    collection_size: int
+    cases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cases", tuple(self.cases))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "count": self.count,
+            "collection_digest": self.collection_digest,
+            "collection_size": self.collection_size,
+            "cases": list(self.cases),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ShardRecord:
+        fields = record_fields(cls, data, "shard record")
+        ok = (
+            all(isinstance(fields.get(k), int) for k in ("index", "count", "collection_size"))
+            and isinstance(fields.get("collection_digest"), str)
+            and isinstance(fields.get("cases", []), list)
+            and all(isinstance(c, str) for c in fields.get("cases", []))
+        )
+        if not ok or not 1 <= fields["index"] <= fields["count"]:
+            raise ValueError(f"not a shard record: {data!r}")
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class MergedRun:
+    """One run a ``gpubench merge`` joined: its directory as given, its run id(s) and the
+    shard it ran (None: an unsharded run)."""
+
+    path: str
+    run_ids: tuple[str, ...]
+    shard: ShardRecord | None = None
+    results: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "path": self.path,
+            "run_ids": list(self.run_ids),
+            "results": self.results,
+        }
+        if self.shard is not None:
+            data["shard"] = self.shard.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> MergedRun:
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+            raise ValueError(f"not a merged run: {data!r}")
+        shard = data.get("shard")
+        return cls(
+            data["path"],
+            tuple(str(r) for r in data.get("run_ids", [])),
+            ShardRecord.from_dict(shard) if shard is not None else None,
+            int(data.get("results", 0)),
+        )
+
+
+SHARD_FLAG = "--gpubench-shard"
+
+
+@dataclass(frozen=True)
 class Invocation:
-    """The command line that ran a session: pytest's arguments and the folder it ran in."""
+    """The command line that ran a session: pytest's arguments and the folder it ran in;
+    for a shard, which slice it ran (``shard``); for a ``gpubench merge``, the runs it
+    joined (``merged``: its ``args`` are then the shards' command without the shard)."""
 
     args: tuple[str, ...]
     cwd: str
+    shard: ShardRecord | None = None
+    merged: tuple[MergedRun, ...] = ()
 
     @property
     def command(self) -> str:
         """A shell line that runs it again: ``cd DIR && pytest ARGS``."""
         return f"cd {shlex.quote(self.cwd)} && {shlex.join(('pytest', *self.args))}"
 
+    def unsharded_args(self) -> tuple[str, ...]:
+        """``args`` without ``--gpubench-shard``: the command that runs the whole collection."""
+        args: list[str] = []
+        skip_next = False
+        for arg in self.args:
+            if skip_next:
+                skip_next = False
+            elif arg == SHARD_FLAG:
+                skip_next = True
+            elif not arg.startswith(SHARD_FLAG + "="):
+                args.append(arg)
+        return tuple(args)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"args": list(self.args), "cwd": self.cwd}
+        data: dict[str, Any] = {"args": list(self.args), "cwd": self.cwd}
+        if self.shard is not None:
+            data["shard"] = self.shard.to_dict()
+        if self.merged:
+            data["merged"] = [run.to_dict() for run in self.merged]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> Invocation:
+        """Reads every invocation.json gpubench wrote (one without ``shard`` or ``merged``
+        is an unsharded run's)."""
         if (
             not isinstance(data, dict)
             or not isinstance(data.get("cwd"), str)
             or not isinstance(data.get("args"), list)
             or not all(isinstance(a, str) for a in data["args"])
+            or not isinstance(data.get("merged", []), list)
         ):
             raise ValueError(f'expected {{"args": [str, ...], "cwd": str}}, got {data!r}')
-        return cls(tuple(data["args"]), data["cwd"])
+        shard = data.get("shard")
+        return cls(
+            tuple(data["args"]),
+            data["cwd"],
+            ShardRecord.from_dict(shard) if shard is not None else None,
+            tuple(MergedRun.from_dict(run) for run in data.get("merged", [])),
+        )
 
 
 def read_invocation(run_dir: Path) -> Invocation | None:
@@ -271,6 +381,13 @@ def append_json_line(path: Path, record: Mapping[str, Any]) -> None:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def write_json_lines(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """A whole JSON-lines file at once, as :func:`append_json_line` writes each line, through
+    :func:`~gpubench.contracts.protocol.write_text_atomic` (``gpubench merge``)."""
+    lines = [json.dumps(record, sort_keys=True, allow_nan=False) + "\n" for record in records]
+    write_text_atomic(path, "".join(lines))
 
 
 def read_json_lines(path: Path, read: Callable[[Any], T], kind: str) -> list[T]:

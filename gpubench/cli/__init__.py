@@ -5,6 +5,7 @@
     gpubench export --format pytest-benchmark RESULTS -o FILE
     gpubench report RESULTS... [--baseline DIR] [-o report.html] [--md report.md]
     gpubench estimate --model M [--batch-size N ...] --profile NAME[:MEM][,...] [--json]
+    gpubench merge RUN_DIR... -o DIR [--allow-missing]
 
 Each subcommand's module has ``add_command(subparsers)``, which adds its parser and
 sets ``run`` to a function ``(args) -> exit code``; the options it shares with the
@@ -16,7 +17,8 @@ Exit codes, one per meaning (a CI step reads them):
     1  a regression: ``compare`` only (``report --baseline`` shows the verdicts and exits
        0: the report renders, ``compare`` gates); nothing else returns 1
     2  usage or bad input gpubench can explain (an unknown option, a bad profile file,
-       an output path that is a folder, a file it cannot read or write): one line on stderr,
+       an output path that is a folder, a file it cannot read or write, runs ``merge``
+       refuses to join): one line on stderr,
        like argparse's own usage errors
     3  an internal error, gpubench's defect: one line on stderr asking for a report; the
        traceback too with ``GPUBENCH_DEBUG=1``
@@ -30,9 +32,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from gpubench.cli import compare, estimate, export, profiles, report
+from gpubench.cli import compare, estimate, export, merge, profiles, report
 
-COMMANDS = (profiles, compare, export, report, estimate)
+COMMANDS = (profiles, compare, export, report, estimate, merge)
 EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
@@ -46,6 +48,7 @@ def _explained_errors() -> tuple[type[Exception], ...]:
     from gpubench.baseline.store import BaselineError
     from gpubench.contracts.errors import CaseError
     from gpubench.contracts.profiles import ProfileError
+    from gpubench.merge import MergeError
     from gpubench.report.load import ReportInputError
     from gpubench.report.projection import ProjectionError
     from gpubench.storage import UnwritablePath
@@ -61,6 +64,7 @@ def _explained_errors() -> tuple[type[Exception], ...]:
         CaseError,
         ModelBuildError,
         UnwritablePath,
+        MergeError,
     )
 
 

@@ -22,10 +22,18 @@ A launcher says how many processes a case has, nothing about its engine:
 and torchrun sets its own ranks' values. What an engine needs beyond that
 (DeepSpeed's rendezvous address and op cache) it sets itself, in the worker
 (:mod:`gpubench.worker.engines.deepspeed_setup`).
+
+A case on one machine gets torchrun's ``--standalone`` (a local rendezvous on a free
+port); a case that spans machines (``Case.nnodes`` > 1), or any torchrun case when the
+session names a rendezvous, gets torchrun's own rendezvous options (:class:`Rendezvous`):
+every node runs the same pytest command, and each node's torchrun of one case meets the
+others' at the endpoint under an id derived from the case, so no launcher of ours is
+involved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -38,6 +46,8 @@ from gpubench.worker.tether import PARENT_PID_ENV
 WORKER_MODULE = "gpubench.worker"
 TETHER_MODULE = "gpubench.worker.tether"
 SINGLE_PROCESS_WORLD = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+DEFAULT_RDZV_BACKEND = "c10d"  # torchrun's own: the store is hosted by the endpoint's agent
+RDZV_ID_PREFIX = "gpubench"
 
 
 @runtime_checkable
@@ -97,15 +107,73 @@ class ProcessLauncher:
         return import_path_env() | SINGLE_PROCESS_WORLD | {PARENT_PID_ENV: str(os.getpid())}
 
 
+class RendezvousError(ValueError):
+    """A multi-node case without the rendezvous it needs (the message names the option)."""
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """torchrun's rendezvous, as the session's options give it: where the nodes meet
+    (``HOST:PORT``, the same on every node), through which backend, and an id the user
+    chose for the job (``None``: none, the case alone names it)."""
+
+    endpoint: str
+    backend: str = DEFAULT_RDZV_BACKEND
+    job_id: str | None = None
+
+    def id_for(self, case_key: str) -> str:
+        """The rendezvous id of one case: the same on every node that runs it (each node's
+        pytest session has its own run id, so the case's key names it, not the run), and
+        different for the next case, so a node that starts the next case early cannot join
+        the last one's rendezvous. ``job_id`` (``$SLURM_JOB_ID``, a CI run id) keeps two
+        jobs sharing an endpoint apart."""
+        digest = hashlib.sha256(case_key.encode("utf-8")).hexdigest()[:16]
+        return f"{self.job_id or RDZV_ID_PREFIX}-{digest}"
+
+
+def case_key(case: Case, profile: str, repeat: int = 0) -> str:
+    """What names one run of a case on every node: its id, profile and rerun number."""
+    return f"{case.id}|{profile}|{repeat}"
+
+
 @dataclass(frozen=True)
 class TorchrunLauncher:
-    """``nproc`` workers on this host through torchrun; rank 0 writes the result."""
+    """``nproc`` workers on each of ``nnodes`` hosts through torchrun; rank 0 writes the
+    result. Without ``rendezvous`` (one host only) torchrun's ``--standalone``; with it,
+    ``--nnodes``, ``--rdzv-backend``, ``--rdzv-endpoint`` and ``--rdzv-id``."""
 
     nproc: int
+    nnodes: int = 1
+    rendezvous: Rendezvous | None = None
+    rdzv_id: str = ""  # the case's: Rendezvous.id_for
 
     def __post_init__(self) -> None:
-        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
-            raise ValueError(f"nproc={self.nproc!r} must be an integer >= 1")
+        for name in ("nproc", "nnodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        if self.nnodes > 1 and self.rendezvous is None:
+            raise RendezvousError(
+                f"nnodes={self.nnodes}: a case on {self.nnodes} machines needs a rendezvous "
+                "endpoint HOST:PORT, the same on every node (--gpubench-rdzv-endpoint)"
+            )
+        if self.rendezvous is not None and not self.rdzv_id:
+            raise ValueError("a rendezvous needs the case's id (Rendezvous.id_for)")
+
+    def rendezvous_args(self) -> list[str]:
+        """torchrun's options that say how its ranks find each other."""
+        if self.rendezvous is None:
+            return ["--standalone"]
+        return [
+            "--nnodes",
+            str(self.nnodes),
+            "--rdzv-backend",
+            self.rendezvous.backend,
+            "--rdzv-endpoint",
+            self.rendezvous.endpoint,
+            "--rdzv-id",
+            self.rdzv_id,
+        ]
 
     def argv(self, paths: WorkerPaths) -> list[str]:
         return [
@@ -115,7 +183,7 @@ class TorchrunLauncher:
             sys.executable,
             "-m",
             "torch.distributed.run",
-            "--standalone",
+            *self.rendezvous_args(),
             "--nproc-per-node",
             str(self.nproc),
             "-m",
@@ -127,8 +195,16 @@ class TorchrunLauncher:
         return import_path_env() | {PARENT_PID_ENV: str(os.getpid())}
 
 
-def launcher_for(case: Case) -> Launcher:
-    """The launcher a case needs: a plain process for one rank, torchrun for several."""
-    if case.nproc == 1:
+def launcher_for(
+    case: Case, rendezvous: Rendezvous | None = None, *, profile: str = "", repeat: int = 0
+) -> Launcher:
+    """The launcher a case needs: a plain process for one rank on one machine, torchrun for
+    several; a torchrun case meets at ``rendezvous`` when the session gives one (and must,
+    when it spans machines: RendezvousError). ``profile`` and ``repeat`` name the case's
+    run in its rendezvous id."""
+    if case.nproc == 1 and case.nnodes == 1:
         return ProcessLauncher()
-    return TorchrunLauncher(case.nproc)
+    if rendezvous is None:
+        return TorchrunLauncher(case.nproc, case.nnodes)
+    rdzv_id = rendezvous.id_for(case_key(case, profile, repeat))
+    return TorchrunLauncher(case.nproc, case.nnodes, rendezvous, rdzv_id)

@@ -40,12 +40,15 @@ from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
 from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
 from gpubench.runner import run_case
+from gpubench.runner.launchers import launcher_for
 from gpubench.session.collection import CaseOwners
+from gpubench.session.devices import DevicePlan
 from gpubench.session.progress import LiveProgress
 from gpubench.session.settings import REPORT_FILE, SessionOptions
 from gpubench.storage import (
     Invocation,
     RunStore,
+    ShardRecord,
     TestOutcome,
     append_json_line,
     read_json_lines,
@@ -70,6 +73,8 @@ class BenchSession:
         # the xdist controller's: a line per case its workers report (see the plugin)
         self.xdist_progress: LiveProgress | None = None
         self.case_owners = CaseOwners()  # one test per case id and suite: one baseline entry
+        self.devices = DevicePlan()  # the GPUs this process's cases see (the plugin's, xdist)
+        self.shard_record: ShardRecord | None = None  # the slice this run ran (--gpubench-shard)
 
     @property
     def profiles(self) -> list[HardwareProfile]:
@@ -147,6 +152,10 @@ class BenchSession:
                     else None
                 ),
                 repeat=repeat,
+                launcher=launcher_for(
+                    case, self.options.rendezvous, profile=profile.name, repeat=repeat
+                ),
+                env=self.devices.env(case, profile),  # this xdist worker's GPUs
             )
             limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
             result = with_estimate(result, limit)

@@ -25,6 +25,8 @@ from gpubench.contracts.case import Case, CaseError
 from gpubench.contracts.catalog.spec import HF_PREFIX
 from gpubench.contracts.profiles import HardwareProfile
 from gpubench.declaration import Matrix
+from gpubench.runner.launchers import Rendezvous
+from gpubench.session.devices import DevicePlan
 
 
 def check_case_on_profile(case: Case, profile: HardwareProfile) -> None:
@@ -156,11 +158,18 @@ class CaseParam:
 
 
 def case_params(
-    matrix: Matrix, profiles: Sequence[HardwareProfile], *, estimate_only: bool
+    matrix: Matrix,
+    profiles: Sequence[HardwareProfile],
+    *,
+    estimate_only: bool,
+    devices: DevicePlan | None = None,
+    rendezvous: Rendezvous | None = None,
 ) -> list[CaseParam]:
     """Every case of ``matrix`` on every profile, with its reason to skip; CaseError for a
     declaration no machine could run (a case a GPU-only matrix declares is skipped on a
-    ``cpu`` profile before its flags are judged against it)."""
+    ``cpu`` profile before its flags are judged against it) or a multi-node case without
+    a ``rendezvous``. ``devices``: the GPUs this xdist worker holds; a case needing more is
+    skipped with both numbers (DeviceError when the GPUs cannot be shared out)."""
     params = []
     for case in matrix:
         for profile in profiles:
@@ -169,9 +178,23 @@ def case_params(
                 skip = f"declared for GPU profiles; profile {profile.name!r} has no GPU"
             else:
                 check_declaration(case, profile)
+                if not estimate_only:
+                    check_rendezvous(case, rendezvous)
                 skip = missing_requirement(case, to_run=not estimate_only)
+                if skip is None and devices is not None and not estimate_only:
+                    skip = devices.skip_reason(case, profile)
             params.append(CaseParam(case, profile, skip, matrix.gate(case)))
     return params
+
+
+def check_rendezvous(case: Case, rendezvous: Rendezvous | None) -> None:
+    """CaseError when ``case`` spans machines and the session names no rendezvous."""
+    if case.nnodes > 1 and rendezvous is None:
+        raise CaseError(
+            f"case {case.id!r}: nnodes={case.nnodes} spans {case.nnodes} machines, which meet "
+            "through torchrun's rendezvous: give --gpubench-rdzv-endpoint HOST:PORT, the same "
+            "on every node (docs/scale.md), or estimate it with --gpubench-estimate-only"
+        )
 
 
 def check_declaration(case: Case, profile: HardwareProfile) -> None:

@@ -19,6 +19,8 @@ from gpubench.baseline.rules import GateRules
 from gpubench.contracts.case import DEFAULT_PRECISION_TARGET
 from gpubench.report.projection import ProjectionInputs, pyproject_projection
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN
+from gpubench.runner.launchers import Rendezvous
+from gpubench.session.shard import Shard
 from gpubench.storage import file_unwritable_reason, unwritable_reason
 
 DEFAULT_PROFILE = "auto"
@@ -62,6 +64,11 @@ class SessionOptions:
     precision_target: float = DEFAULT_PRECISION_TARGET
     gate: GateOptions = field(default_factory=GateOptions)
     report: ReportOptions = field(default_factory=ReportOptions)
+    # scale (docs/scale.md): GPUs per xdist worker (None: shared out evenly), torchrun's
+    # rendezvous (None: --standalone), this machine's slice of the collection (None: all)
+    gpus_per_worker: int | None = None
+    rendezvous: Rendezvous | None = None
+    shard: Shard | None = None
 
 
 def session_options(
@@ -88,6 +95,9 @@ def session_options(
         precision_target=value("precision_target"),
         gate=_gate_options(value, rootdir, compare=not estimate_only),
         report=_report_options(value, rootdir),
+        gpus_per_worker=value("gpus_per_worker"),
+        rendezvous=_rendezvous(value),
+        shard=value("shard"),
     )
     check_outputs(options)
     return options
@@ -121,6 +131,18 @@ def check_outputs(options: SessionOptions) -> None:
             problems.append(f"--gpubench-tensorboard {report.tensorboard}: {reason}")
     if problems:
         raise SettingsError("; ".join(problems) + " (checked before any case runs)")
+
+
+def _rendezvous(value: OptionValue) -> Rendezvous | None:
+    endpoint = value("rdzv_endpoint")
+    if endpoint is None:
+        if value("rdzv_id"):
+            raise SettingsError(
+                "--gpubench-rdzv-id without --gpubench-rdzv-endpoint: an id names a "
+                "rendezvous at an endpoint; give the endpoint too (HOST:PORT)"
+            )
+        return None
+    return Rendezvous(endpoint, value("rdzv_backend"), value("rdzv_id"))
 
 
 def reports_dir(value: OptionValue, rootdir: Path) -> Path:

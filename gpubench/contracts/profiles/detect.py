@@ -103,6 +103,28 @@ def nvml_gpu0() -> tuple[str, int] | None:
     return name, total
 
 
+def nvml_device_count() -> int:
+    """How many GPUs NVML sees on this machine (CUDA_VISIBLE_DEVICES not applied); 0 without
+    NVML or a driver. NVML, not torch.cuda, for the reason :func:`nvml_gpu0` gives."""
+    try:
+        import pynvml
+    except ImportError:
+        return 0
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return 0
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    except pynvml.NVMLError:
+        return 0
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
 CAPACITY_TOLERANCE = 0.01  # SKUs of one card report totals a few MiB apart
 
 
