@@ -55,7 +55,19 @@ RULES = (
     Rule(r"pytest-benchmark compare .*", RUN),
     Rule(r"python -c \"import pandas .*", RUN),
     Rule(r"python benchmarks/gate_noise\.py .*", RUN),
-    Rule(r"(/usr/bin/time )?pytest suites.*", COLLECT),
+    Rule(r"(/usr/bin/time )?pytest suites(?!.*\$SLURM_).*", COLLECT),
+    Rule(
+        r"pytest suites/ .*\$SLURM_ARRAY_TASK_ID.*",
+        NOT_RUN,
+        "a SLURM array task's line (SLURM gives the index): docs/scale.md's plain shard line "
+        "is collected, and tests/test_merge.py runs three shards of the smoke suite",
+    ),
+    Rule(
+        r"gpubench merge .*",
+        NOT_RUN,
+        "merges shard runs this workspace does not hold: tests/test_merge.py merges three "
+        "real shards of the smoke suite and checks every refusal",
+    ),
     Rule(
         r"python3 -m venv \.venv .*|python -m pip install .*",
         NOT_RUN,
@@ -79,7 +91,7 @@ RULES = (
         "builds wheels for, and installs them on, an offline GPU machine",
     ),
     Rule(
-        r"python benchmarks/(harness_overhead|report_render|adaptive_stop)\.py .*",
+        r"python benchmarks/(harness_overhead|report_render|adaptive_stop|estimate_probe)\.py .*",
         NOT_RUN,
         "a benchmark of minutes: tests/test_benchmarks.py runs it small",
     ),

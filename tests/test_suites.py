@@ -41,9 +41,10 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
     # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe
-    # + 2 L4 diagnostic, + the ladder's and the readiness gate's go/no-go
-    assert len(ids) == 2 * 71
-    assert all("_go_no_go[" in i for i in ids[-4:])  # after every case they judge
+    # + 2 L4 diagnostic + 6 multi-GPU launch, + the ladder's, the launch's and the
+    # readiness gate's go/no-go
+    assert len(ids) == 2 * 78
+    assert all("_go_no_go[" in i for i in ids[-6:])  # after every case they judge
 
 
 def test_gpu_suites_skip_on_cpu_with_their_reason(tmp_path: Path) -> None:
@@ -135,3 +136,31 @@ def test_the_l4_diagnostic_runs_on_cpu_and_its_report_explains_the_run(tmp_path:
     # the session's report projects the seed's 512M tokens (its 50,000 steps) at the cpu's $/h
     markdown = (tmp_path / "latest" / "report.md").read_text()
     assert "## Projections" in markdown and "512M tokens" in markdown
+
+
+def test_the_multi_gpu_launch_runs_on_cpu_through_gloo_with_each_rank_in_the_report(
+    tmp_path: Path,
+) -> None:
+    """The multi-GPU launch seed's suite on ``cpu``: DDP, FSDP and ZeRO-2 on two gloo ranks
+    each, the model checked, each rank's figures in the Result and side by side in the
+    report, and torchrun's command line recorded (the suite cannot rot without GPUs)."""
+    proc = _pytest(
+        "suites/test_multi_gpu_launch.py",
+        "--gpu-profile",
+        "cpu",
+        "-q",
+        "--gpubench-dir",
+        str(tmp_path),
+        "--gpubench-progress",
+        "off",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 passed, 3 skipped" in proc.stdout  # the seed's shape is declared for GPUs
+    runs = load_runs([tmp_path / "latest"])
+    assert sorted(r.case.engine for r in runs.results) == ["deepspeed", "fsdp", "torch"]
+    for result in runs.results:
+        assert [rank.rank for rank in result.ranks] == [0, 1], result.describe()
+        assert "torch.distributed.run" in result.environment.launch_command
+    markdown = (tmp_path / "latest" / "report.md").read_text()
+    assert markdown.count("Each rank's own figures") == 3
+    assert markdown.count("- launched by: ") == 3 and "--nproc-per-node 2" in markdown

@@ -65,8 +65,8 @@ def fingerprint(cuda: bool = False, cpu_only: bool = False) -> Environment:
         allocator_conf=os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
         or os.environ.get("PYTORCH_ALLOC_CONF"),
         torch_threads=int(torch.get_num_threads()),
-        launch_env=launch_environment(os.environ),
-        launch_command=launch_command(os.environ),
+        launch_env=tuple(launch_environment(os.environ).items()),
+        launch_command=tuple(launch_command(os.environ)),
     )
 
 
