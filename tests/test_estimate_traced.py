@@ -18,6 +18,8 @@ from gpubench.estimate.traced import (
     TracedStep,
     TraceUnavailable,
     clear_trace_cache,
+    cuda_kernels,
+    cuda_sdpa_backend,
     step_case,
     trace_case,
     trace_training_steps,
@@ -157,6 +159,154 @@ def test_bf16_activations_are_smaller_than_fp32() -> None:
     bf16 = _trace("gpt-mini", batch_size=8, seq_len=256, precision="bf16")
     assert _part(bf16, parts.ACTIVATIONS) < 0.8 * _part(fp32, parts.ACTIVATIONS)
     assert _part(bf16, parts.PARAMETERS) == _part(fp32, parts.PARAMETERS)  # fp32 weights
+
+
+# -- CUDA's kernels where CPU's hold other memory ---------------------------------------------
+
+
+def _saved(fn: object, *inputs: torch.Tensor) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """(shape, dtype) of every tensor autograd saves while ``fn(*inputs)`` runs."""
+    saved: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append((tuple(t.shape), t.dtype))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)  # type: ignore[operator]
+    return saved
+
+
+def test_cpu_dropout_saves_its_mask_in_the_input_dtype_and_cuda_kernels_a_bool() -> None:
+    """The difference itself, on fake tensors as the trace runs: CPU's ``dropout`` saves its
+    scaled noise in the input's dtype, CUDA's ``native_dropout`` (and the trace's) a bool."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def drop(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.dropout(x, 0.1, training=True)
+
+    with FakeTensorMode():
+        x = torch.empty(4, 8, requires_grad=True)
+        assert _saved(drop, x) == [((4, 8), torch.float32)]
+        with cuda_kernels():
+            assert _saved(drop, x) == [((4, 8), torch.bool)]
+            assert _saved(lambda t: torch.nn.functional.dropout(t, 0.1, False), x) == []
+
+
+def test_sdpa_with_dropout_saves_what_a_fused_cuda_kernel_saves() -> None:
+    """CPU has no fused SDPA kernel with dropout: it takes the math path, [T, T] tensors.
+    Under :func:`cuda_kernels` the fused kernel's set: q, k, v, the output and an O(T) fp32
+    log-sum-exp (the RNG seed and offset CUDA adds are 16 bytes, not traced)."""
+    q = torch.randn(2, 2, 16, 8, requires_grad=True)
+
+    def attend(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(
+            t, t, t, dropout_p=0.1, is_causal=True
+        )
+
+    assert ((2, 2, 16, 16), torch.float32) in _saved(attend, q)  # the math path's scores
+    with cuda_kernels():
+        saved = _saved(attend, q)
+    assert sorted(saved, key=str) == sorted(
+        [((2, 2, 16, 8), torch.float32)] * 4 + [((2, 2, 16), torch.float32)], key=str
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "head_dim", "mask", "backend"),
+    [(torch.bfloat16, 64, False, "flash"), (torch.float16, 256, False, "flash"),
+     (torch.bfloat16, 64, True, "efficient"), (torch.float32, 64, False, "efficient"),
+     (torch.bfloat16, 512, False, "efficient"), (torch.float32, 6, False, "math"),
+     (torch.bfloat16, 12, False, "math")],
+)  # fmt: skip
+def test_the_cuda_sdpa_backend_rule(
+    dtype: torch.dtype, head_dim: int, mask: bool, backend: str
+) -> None:
+    assert cuda_sdpa_backend(dtype, head_dim, head_dim, mask) == backend
+
+
+def test_every_builtin_head_size_gets_a_fused_cuda_kernel() -> None:
+    """Why the trace's CPU SDPA kernel (an O(T) log-sum-exp) stands for CUDA's on every
+    built-in model, in fp32 and bf16 (see the module docstring on CUDA's math fallback)."""
+    for size in BUILTIN_MODELS.values():
+        for dtype in (torch.float32, torch.bfloat16):
+            head = size.n_embd // size.n_head
+            assert cuda_sdpa_backend(dtype, head, head, False) != "math", size
+
+
+B, T, C, NH, L = 8, 256, 256, 4, 4  # gpt-mini at batch 8 x 256
+SCORES = B * NH * T * T  # attention scores per layer
+SBH = B * T * C  # one [B, T, C] activation's elements
+
+
+@pytest.mark.parametrize(
+    ("attention", "precision", "per_score"),
+    [("sdpa", "fp32", 0), ("sdpa", "bf16", 0), ("math", "fp32", 1 + 4), ("math", "bf16", 1)],
+)  # fmt: skip
+def test_dropout_costs_bool_masks_on_cuda(attention: str, precision: str, per_score: int) -> None:
+    """gpt-mini with dropout 0.1 against 0, traced for CUDA, by hand: a bool mask per dropout
+    on [B, T, C] (after each block's attention and MLP, and the embedding's: 2L + 1); with
+    ``math`` attention a bool mask per score and, in fp32, the dropped probabilities that
+    ``att @ v`` saves (4 bytes; without dropout it saves the softmax output itself, and
+    under autocast its bf16 copy either way). SDPA's fused kernel keeps no mask."""
+    settings = {"batch_size": B, "seq_len": T, "attention": attention, "precision": precision}
+    plain = _trace("gpt-mini", "cuda", **settings)
+    dropped = _trace("gpt-mini", "cuda", model_config={"dropout": 0.1}, **settings)
+    masks = (2 * L + 1) * SBH
+    extra = _part(dropped, parts.ACTIVATIONS) - _part(plain, parts.ACTIVATIONS)
+    assert extra == masks + L * SCORES * per_score
+
+
+def test_dropout_on_the_cpu_keeps_the_cpus_masks() -> None:
+    """A ``cpu`` trace is what the CPU holds: masks in fp32 (4 bytes) and SDPA's math path
+    under dropout, 12 bytes a score (fp32 probabilities, mask and dropped probabilities) less
+    the log-sum-exp the flash kernel saved: the figure the CUDA trace no longer counts."""
+    settings = {"batch_size": B, "seq_len": T}
+    plain = _trace("gpt-mini", "cpu", **settings)
+    dropped = _trace("gpt-mini", "cpu", model_config={"dropout": 0.1}, **settings)
+    extra = _part(dropped, parts.ACTIVATIONS) - _part(plain, parts.ACTIVATIONS)
+    assert extra == 4 * (2 * L + 1) * SBH + L * (12 * SCORES - 4 * B * NH * T)
+
+
+def test_the_formulas_count_dropout_as_the_cuda_trace_does() -> None:
+    """The formulas assume bool masks ([K22]); the CUDA trace now holds them too: the
+    activations of gpt-mini with dropout agree within the compare tests' 15 %."""
+    from gpubench.contracts.profiles.builtin import builtin_profiles
+    from gpubench.estimate import estimate_case
+
+    for attention in ("sdpa", "math"):
+        case = make_case(
+            model="gpt-mini", batch_size=B, seq_len=T, attention=attention,
+            precision="bf16", model_config={"dropout": 0.1},
+        )  # fmt: skip
+        formulas = estimate_case(case, builtin_profiles()["h100-sxm"], trace=False)
+        traced = trace_case(case, "cuda")
+        assert _part(traced, parts.ACTIVATIONS) == pytest.approx(
+            formulas.breakdown[parts.ACTIVATIONS], rel=0.15
+        )
+
+
+# -- one step: the engine's ----------------------------------------------------------------------
+
+
+def test_the_trace_runs_the_engines_own_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The traced step is ``TorchTrainStep`` itself, not a copy of it: every micro-batch
+    goes through the engine's own ``_micro_batch``, so a change to the engine's step
+    reaches the trace."""
+    from gpubench.worker.engines import torch_engine
+
+    calls: list[bool] = []
+    real = torch_engine.TorchTrainStep._micro_batch
+
+    def counted(self: torch_engine.TorchTrainStep, loss_sum: torch.Tensor, last: bool) -> None:
+        calls.append(last)
+        real(self, loss_sum, last)
+
+    monkeypatch.setattr(torch_engine.TorchTrainStep, "_micro_batch", counted)
+    clear_trace_cache()
+    _trace(grad_accum=3)
+    assert calls == [False, False, True]
+    clear_trace_cache()
 
 
 # -- models beyond the built-in GPT ------------------------------------------------------------

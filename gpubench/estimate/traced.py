@@ -1,12 +1,15 @@
 """The traced memory model: the case's training step run on fake tensors under torch's
 memory tracker, to check the formulas of :mod:`gpubench.estimate.analytical`.
 
-What is run is the torch engine's step (:mod:`gpubench.worker.engines.torch_engine`): the case's
-model (built-in GPT, ``hf:<model_type>`` or a factory, with its attention and grad_ckpt
-flags) with fp32 parameters; per micro-batch a fresh [B, T] batch of int64 token ids, the
-forward under autocast for bf16/fp16, ``recipe.lm_loss``, the backward of loss/grad_accum;
-then ``clip_grad_norm_``, the recipe's AdamW (fused when flagged) and
-``zero_grad(set_to_none=True)``. The model is built on ``meta`` (shapes only, no
+What is run is the torch engine's own step, ``TorchTrainStep``
+(:mod:`gpubench.worker.engines.torch_engine`, :func:`engine_step`), not a copy of it: the
+case's model (built-in GPT, ``hf:<model_type>`` or a factory, with its attention and
+grad_ckpt flags) with fp32 parameters; per micro-batch a [B, T] batch of int64 token ids
+from the engine's ``TokenStream``, the forward under autocast for bf16/fp16,
+``recipe.lm_loss``, the backward of loss/grad_accum; then ``clip_grad_norm_``, the recipe's
+AdamW (fused when flagged) and ``zero_grad(set_to_none=True)``. The tracker stands in for
+the step's phase clock, which tells it where the step is. Left out: DDP and compile (see
+:func:`case_notes`) and the GradScaler. The model is built on ``meta`` (shapes only, no
 initialisation cost) and its parameters are then made fake tensors, so a 1B-parameter model
 holds no real memory; every op runs under ``FakeTensorMode``, which computes shapes and
 dtypes only.
@@ -36,17 +39,44 @@ first step.
 
 What is assumed (and differs from the card): the trace runs on a fake *CPU* device. A
 fake CUDA tensor needs CUDA's device guard for autograd, which a CPU-only torch build
-lacks (the process aborts, it does not raise), so "cuda" is traced on CPU too, with two
-CUDA defaults that move memory taken over (:func:`trace_training_steps`): foreach AdamW,
-and autocast's float32 op list (softmax, log-softmax, norms, ...), which CPU autocast runs
-in half precision. What stays CPU's: SDPA picks torch's CPU flash kernel, which, like
-CUDA's flash and memory-efficient kernels, saves an O(T) log-sum-exp rather than the
-[T, T] scores; and the CUDA caching allocator's rounding of each block up to 512 bytes is
-not modelled (well under 1 MiB for these models). Not in the trace: the CUDA context and
-the allocator's fragmentation (the analytical model's constants), the GradScaler's
-scalars under fp16 (its inf check reads a value a fake tensor does not have), DDP's
-buckets, DeepSpeed's partitioning and buffers, torch.compile's fusion, and the learnable
-data stream's token pool.
+lacks (the process aborts, it does not raise), so "cuda" is traced on CPU too, and where
+CPU's kernels hold other memory than CUDA's, :func:`cuda_kernels` runs CUDA's choice
+(figures: gpt2-small, B 8, T 1024, bf16, dropout 0.1, traced for CUDA):
+
+- dropout: CPU's ``dropout`` in training takes the unfused path and saves its scaled noise
+  in the input's dtype; CUDA's runs ``native_dropout``, which saves a bool mask. Traced as
+  ``native_dropout``: 1 byte a dropped element, as CUDA (with ``math`` attention the
+  activations were 14.4 GiB, now 10.8 GiB; the formulas say 10.6);
+- SDPA with dropout: CPU has no fused kernel with dropout and takes the math path, which
+  saves the [T, T] probabilities, the noise and the dropped probabilities (12 bytes a score
+  in fp32); CUDA's flash or memory-efficient kernel (:func:`cuda_sdpa_backend`) saves the
+  output, an O(T) fp32 log-sum-exp and a 16-byte RNG seed and offset. Traced as CPU's
+  flash kernel without dropout, which saves the same but for those 16 bytes (activations
+  were 17.0 GiB, now 2.9 GiB; the formulas say 2.9). Without dropout both pick a flash
+  kernel already. Not modelled: CUDA's math fallback, for head sizes the fused kernels
+  refuse (none of the built-in models'), where CPU's flash kernel keeps an O(T) log-sum-exp
+  and CUDA the [T, T] probabilities; nor the memory-efficient kernel's log-sum-exp padding
+  to 32 positions;
+- autocast's float32 op list (:data:`CUDA_FP32_OPS`: softmax, log-softmax, norms, ...),
+  which CPU autocast runs in half precision: a bf16 ``math`` softmax saves fp32
+  probabilities on CUDA, bf16 on the CPU. Kept through the backward's recomputation;
+- AdamW: foreach, CUDA's default when ``fused`` is not asked (the CPU's is the per-tensor
+  loop): a 4-byte temporary per parameter. Fused AdamW and the foreach code are the same
+  Python on both, in-place kernels without temporaries;
+- the same on both (checked): autocast caches one 16-bit copy per weight on the CPU as on
+  CUDA (the same ``cached_cast``, cleared when the outermost autocast exits); LayerNorm
+  saves its input, mean and rstd and GELU its input (the same autograd formulas); with a
+  16-bit input CPU's LayerNorm keeps mean and rstd in 16 bits, CUDA's in fp32 (4 bytes a
+  row more on CUDA; the torch engine's residual stream is fp32, so its norms are too).
+
+Not modelled: the CUDA caching allocator's rounding of each block up to 512 bytes (well
+under 1 MiB for these models); AdamW's ``step`` counts, which CUDA keeps on the host unless
+fused (4 bytes a parameter tensor, counted here); kernels' own scratch (flash attention's
+fp32 dq accumulator in the backward, ``4 B T h`` bytes for one layer at a time: 24 MiB for
+the case above). Not in the trace: the CUDA context and the allocator's fragmentation (the
+analytical model's constants), the GradScaler's scalars under fp16 (its inf check reads a
+value a fake tensor does not have), DDP's buckets, DeepSpeed's partitioning and buffers,
+torch.compile's fusion, and the learnable data stream's token pool.
 """
 
 from __future__ import annotations
@@ -67,6 +97,7 @@ if TYPE_CHECKING:
     import torch
     from torch.distributed._tools.mem_tracker import MemTracker as _MemTrackerBase
 
+    from gpubench.worker.engines.torch_engine import TorchTrainStep
     from gpubench.worker.models.built import BuiltModel
 else:
     _MemTrackerBase = object  # the real base is joined on first use: _step_tracker_class
@@ -137,8 +168,8 @@ def case_notes(case: Case, device_kind: str) -> tuple[str, ...]:
     notes = []
     if device_kind == "cuda":
         notes.append(
-            "traced on a fake CPU device with CUDA's foreach AdamW and autocast fp32 ops; "
-            "CPU's SDPA kernel, no 512-byte CUDA block rounding"
+            "traced on a fake CPU device with CUDA's foreach AdamW, autocast fp32 ops, "
+            "bool dropout masks and fused SDPA under dropout; no 512-byte CUDA block rounding"
         )
     if case.engine != "torch":
         notes.append(
@@ -253,31 +284,79 @@ def _meta_to_fake(module: torch.nn.Module, device: str) -> None:
 def trace_training_steps(
     case: Case, built: BuiltModel, device: str, as_cuda: bool = False, primed: bool = True
 ) -> TracedStep:
-    """Trace one optimizer step of the torch engine's recipe on ``built`` (already on
-    ``device``, fake or real) and return its peak with the breakdown. ``seconds`` is the
-    time of the step alone.
+    """Trace one optimizer step of the torch engine (:func:`engine_step`) on ``built``
+    (already on ``device``, fake or real) and return its peak with the breakdown.
+    ``seconds`` is the time of the step alone.
 
     ``primed`` (the default) makes AdamW's states first, untraced, so the step traced is the
     steady one (see the module docstring); ``primed=False`` traces the first step from cold,
     whose breakdown files the new states as workspace until its optimizer step ends.
 
-    ``as_cuda`` takes two CUDA defaults that change memory where CPU's differ: AdamW's
-    multi-tensor (foreach) implementation, whose temporaries span all parameters at once (on
-    CPU torch loops per tensor; fused wins when flagged), and autocast's float32 op list
-    (:data:`CUDA_FP32_OPS`: softmax, norms, ... run in fp32, while CPU autocast runs them in
-    the input's dtype: a bf16 math-attention softmax saves fp32 probabilities on CUDA)."""
+    ``as_cuda`` takes CUDA's choices where CPU's differ in memory: AdamW's multi-tensor
+    (foreach) implementation, whose temporaries span all parameters at once (on CPU torch
+    loops per tensor; fused wins when flagged), and the kernels of :func:`cuda_kernels`
+    (autocast's float32 ops, dropout's bool mask, SDPA's fused kernels under dropout)."""
     built.module.train()
     params = [p for p in built.module.parameters() if p.requires_grad]
     optimizer = _adamw(case, params, foreach=as_cuda)
     if primed:
         _make_optimizer_states(optimizer, params)
-    started = time.perf_counter()
     tracker = _step_tracker_class()()
+    step = engine_step(case, built, params, optimizer, tracker, device)
+    started = time.perf_counter()
     tracker.track_external(built.module, optimizer)
-    with tracker:
-        _optimizer_step(case, built, params, optimizer, tracker, device, as_cuda)
+    with tracker, cuda_kernels() if as_cuda else contextlib.nullcontext():
+        step()
     peak, breakdown = tracker.peak_breakdown(device)
     return TracedStep(peak_bytes=peak, breakdown=breakdown, seconds=time.perf_counter() - started)
+
+
+def engine_step(
+    case: Case,
+    built: BuiltModel,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    tracker: _StepTracking,
+    device: str,
+) -> TorchTrainStep:
+    """The torch engine's own step (:class:`TorchTrainStep`) on ``built``, as
+    ``TorchEngine.build_step`` makes it without DDP or compile: the recipe's AdamW, the
+    engine's :class:`TokenStream` of random tokens (under a fake mode its batches are fake
+    tensors), and ``tracker`` in the phase clock's place, which tells it where the step is
+    (see :meth:`_StepTracking.mark`). The model's logits are filed as the head's as they
+    come out (:class:`_HeadFiled`). The GradScaler is left out: its inf check reads a value
+    a fake tensor does not have (see :func:`case_notes`)."""
+    import torch
+
+    from gpubench.contracts.profiles.builtin import builtin_profiles
+    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.engines.context import TrainingContext
+    from gpubench.worker.engines.distributed import Ranks
+    from gpubench.worker.engines.torch_engine import TorchTrainStep
+
+    ctx = TrainingContext(case, builtin_profiles()["cpu"], torch.device(device), Ranks())
+    stream = TokenStream(
+        "random", built.vocab_size, case.batch_size, case.seq_len, case.seed, device
+    )
+    model = cast("BuiltModel", _HeadFiled(built, tracker))
+    step = TorchTrainStep(ctx, model, stream, optimizer, params)
+    step.mark = tracker.mark
+    step.scaler = None
+    return step
+
+
+class _HeadFiled:
+    """The built model as the engine's step sees it: ``logits`` files its output, and what
+    the loss makes from it, as the head's (:meth:`_StepTracking.file_as_head`)."""
+
+    def __init__(self, built: BuiltModel, tracker: _StepTracking) -> None:
+        self.built = built
+        self.tracker = tracker
+
+    def logits(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = self.built.logits(idx)
+        self.tracker.file_as_head(logits)
+        return logits
 
 
 def _make_optimizer_states(
@@ -304,79 +383,7 @@ def _adamw(case: Case, params: list[torch.nn.Parameter], foreach: bool) -> torch
     return optimizer
 
 
-def _optimizer_step(
-    case: Case,
-    built: BuiltModel,
-    params: list[torch.nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    tracker: _StepTracking,
-    device: str,
-    as_cuda: bool,
-) -> None:
-    """TorchTrainStep.__call__ without DDP or the GradScaler (see the module docstring)."""
-    import torch
-
-    from gpubench.worker.engines.recipe import max_grad_norm
-
-    loss_sum = torch.zeros((), device=device)
-    for _ in range(case.flags.grad_accum):
-        tracker.reset_mod_stats()  # MemTracker refuses a second forward of the same module
-        _micro_batch(case, built, loss_sum, tracker, device, as_cuda)
-    with tracker.filed_as_workspace():
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm(case))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
-def _micro_batch(
-    case: Case,
-    built: BuiltModel,
-    loss_sum: torch.Tensor,
-    tracker: _StepTracking,
-    device: str,
-    as_cuda: bool,
-) -> None:
-    """TorchTrainStep._micro_batch: the batch as TokenStream.next_batch makes it; the logits
-    and loss stay referenced until the backward ends, as in the engine. The CUDA fp32 policy
-    stays on through the backward, where a checkpointed block recomputes its forward."""
-    import torch
-
-    from gpubench.worker.engines.recipe import AUTOCAST_DTYPES, lm_loss
-
-    tokens = torch.randint(built.vocab_size, (case.batch_size, case.seq_len + 1), device=device)
-    x = tokens[:, :-1].contiguous()  # [B, T]
-    y = tokens[:, 1:].contiguous()  # [B, T]
-    del tokens
-    dtype = AUTOCAST_DTYPES.get(case.flags.precision)
-    autocast: contextlib.AbstractContextManager[Any] = (
-        torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
-        if dtype
-        else contextlib.nullcontext()
-    )
-    with _cuda_fp32_policy() if as_cuda else contextlib.nullcontext():
-        with autocast:
-            logits = built.logits(x)  # [B, T, V]
-        with tracker.filed_as_head(logits):
-            loss = lm_loss(logits, y)
-            loss_sum += loss.detach()
-            scaled = loss / case.flags.grad_accum
-            _backward(scaled)  # the head filing ends when the logits' gradient is made
-
-
-def _backward(loss: torch.Tensor) -> None:
-    """``loss.backward()`` with the torch function modes left on. ``Tensor.backward`` hands
-    itself to the innermost mode, which runs it with that mode off: a checkpointed block
-    would then recompute its forward without the CUDA fp32 policy (and checkpoint fails on
-    the dtype change). So call the engine as ``torch.autograd.backward`` does after its
-    dispatch check (``torch.autograd.graph._engine_run_backward``, torch 2.2 to 2.13)."""
-    import torch
-    from torch.autograd.graph import _engine_run_backward
-
-    _engine_run_backward(
-        (loss,), (torch.ones_like(loss),), False, False, (),
-        allow_unreachable=True, accumulate_grad=True,
-    )  # fmt: skip
-
+# -- CUDA's kernels, where CPU's hold other memory ---------------------------------------------
 
 # torch.amp's documentation, "CUDA Ops that can autocast to float32": those a language model
 # may call. CPU autocast has no such list for them (its float32 list is losses, linalg, fft).
@@ -390,33 +397,109 @@ CUDA_FP32_OPS = frozenset(
     }
 )  # fmt: skip
 
+# F.scaled_dot_product_attention's arguments, in order (a builtin: no inspectable signature)
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+FLASH_MAX_HEAD_DIM = 256  # flash attention 2's largest head dimension
 
-def _cuda_fp32_policy() -> contextlib.AbstractContextManager[Any]:
-    """A torch function mode that, while autocast is on, runs :data:`CUDA_FP32_OPS` on
-    float32 copies of their half-precision inputs, as CUDA autocast does."""
-    return cast("contextlib.AbstractContextManager[Any]", _cuda_fp32_policy_class()())
+
+def cuda_sdpa_backend(
+    dtype: torch.dtype, head_dim: int, value_head_dim: int, has_mask: bool
+) -> str:
+    """The kernel CUDA's SDPA picks (``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp``,
+    ``select_sdp_backend``) on an sm80+ card with the default backends enabled, from what
+    changes memory: "flash" (16-bit, head dimension a multiple of 8 up to 256, no
+    attention mask), else "efficient" (fp32 too, any mask; head dimension a multiple of 8,
+    4 in fp32), else "math". Flash and memory-efficient save the output and an O(T) fp32
+    log-sum-exp (the memory-efficient one padded to 32 positions) and, under dropout, the
+    RNG seed and offset instead of a mask; math saves the [T, T] probabilities."""
+    import torch
+
+    half = dtype in (torch.float16, torch.bfloat16)
+    same = head_dim == value_head_dim
+    if half and same and not has_mask and head_dim % 8 == 0 and head_dim <= FLASH_MAX_HEAD_DIM:
+        return "flash"
+    if (
+        dtype in (torch.float16, torch.bfloat16, torch.float32)
+        and head_dim % (8 if half else 4) == 0
+    ):
+        return "efficient"
+    return "math"
+
+
+def cuda_kernels() -> contextlib.AbstractContextManager[Any]:
+    """A torch function mode that runs the step as CUDA's kernels would hold it, on the CPU
+    (the module docstring, "What is assumed", has each difference with its figure):
+
+    - while autocast is on, :data:`CUDA_FP32_OPS` run on float32 copies of their
+      half-precision inputs, as CUDA autocast does;
+    - ``F.dropout`` in training runs as ``native_dropout``, which saves a bool mask: CPU's
+      ``dropout`` takes the unfused path and saves its mask in the input's dtype;
+    - SDPA with ``dropout_p > 0`` where CUDA picks a fused kernel (:func:`cuda_sdpa_backend`)
+      runs CPU's kernel without dropout: CPU has no fused kernel with dropout and falls back
+      to the math path's [T, T] probabilities and mask; a fused kernel's dropout keeps only a
+      16-byte RNG seed and offset;
+    - ``Tensor.backward`` runs with the mode kept on: a mode hands a call to itself with
+      itself off, and a checkpointed block would recompute its forward with CPU's kernels
+      (checkpoint fails on the dtype change). It calls the engine as
+      ``torch.autograd.backward`` does after its dispatch check
+      (``torch.autograd.graph._engine_run_backward``, torch 2.2 to 2.13)."""
+    return cast("contextlib.AbstractContextManager[Any]", _cuda_kernels_class()())
 
 
 @functools.cache
-def _cuda_fp32_policy_class() -> type[Any]:
+def _cuda_kernels_class() -> type[Any]:
     import torch
+    import torch.nn.functional as F
+    from torch.autograd.graph import _engine_run_backward
     from torch.overrides import TorchFunctionMode
     from torch.utils._pytree import tree_map_only
 
     def to_fp32(t: torch.Tensor) -> torch.Tensor:
         return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
-    class CudaFp32Policy(TorchFunctionMode):
+    def fused_on_cuda(kwargs: dict[str, Any]) -> bool:
+        query, value = kwargs["query"], kwargs["value"]
+        dtype = query.dtype
+        if torch.is_autocast_enabled(TRACE_DEVICE) and dtype == torch.float32:
+            dtype = torch.get_autocast_dtype(TRACE_DEVICE)  # SDPA is on autocast's 16-bit list
+        has_mask = kwargs.get("attn_mask") is not None
+        backend = cuda_sdpa_backend(dtype, query.shape[-1], value.shape[-1], has_mask)
+        return backend != "math"
+
+    def _plain_backward(args: Any, kwargs: dict[str, Any]) -> bool:
+        """``loss.backward()`` as the engine calls it: no gradient, graph or inputs given."""
+        defaults = {"gradient": None, "retain_graph": None, "create_graph": False, "inputs": None}
+        return len(args) == 1 and all(kwargs.get(k, v) is v for k, v in defaults.items())
+
+    class CudaKernels(TorchFunctionMode):
         def __torch_function__(
             self, func: Any, types: Any, args: Any = (), kwargs: Any = None
         ) -> Any:
             kwargs = kwargs or {}
+            if func is torch.Tensor.backward and _plain_backward(args, kwargs):
+                (loss,) = args
+                with self:
+                    _engine_run_backward(
+                        (loss,), (torch.ones_like(loss),), False, False, (),
+                        allow_unreachable=True, accumulate_grad=True,
+                    )  # fmt: skip
+                return None
+            if func is F.dropout:
+                named = dict(zip(("input", "p", "training", "inplace"), args, strict=False))
+                named = {"p": 0.5, "training": True, "inplace": False, **named, **kwargs}
+                if named["training"] and not named["inplace"] and 0.0 < named["p"] < 1.0:
+                    # aten's dropout on CUDA (is_fused_kernel_acceptable); in place it is not
+                    return torch.native_dropout(named["input"], named["p"], True)[0]
+            elif func is F.scaled_dot_product_attention:
+                named = {**dict(zip(_SDPA_ARGS, args, strict=False)), **kwargs}
+                if named.get("dropout_p", 0.0) > 0.0 and fused_on_cuda(named):
+                    return func(**{**named, "dropout_p": 0.0})
             name = getattr(func, "__name__", None)
             if name in CUDA_FP32_OPS and torch.is_autocast_enabled(TRACE_DEVICE):
                 args, kwargs = tree_map_only(torch.Tensor, to_fp32, (args, kwargs))
             return func(*args, **kwargs)
 
-    return CudaFp32Policy
+    return CudaKernels
 
 
 @functools.cache
@@ -469,35 +552,29 @@ class _StepTracking(_MemTrackerBase):
                 self._peak_mem[device] = snapshot[_TOTAL]
                 self._peak_mem_snap[device] = dict(snapshot)
 
-    @contextlib.contextmanager
-    def filed_as_workspace(self) -> Iterator[None]:
-        self._filing = self._types.TEMP
-        try:
-            yield
-        finally:
+    def mark(self, phase: str) -> None:
+        """The engine step's phase clock (``PhaseClock.mark``): each micro-batch starts
+        afresh (MemTracker refuses a second forward of the same module), and the clip and
+        the optimizer step are filed as workspace."""
+        if phase == "data":
+            self.reset_mod_stats()
             self._filing = None
+        elif phase in ("clip", "optimizer"):
+            self._filing = self._types.TEMP
 
-    @contextlib.contextmanager
-    def filed_as_head(self, logits: torch.Tensor) -> Iterator[None]:
+    def file_as_head(self, logits: torch.Tensor) -> None:
         """File ``logits`` and what is made from them, forward and backward, as the head's,
         until the backward reaches the logits' gradient."""
         head = self._types.OTH
         self._update_and_maybe_create_winfos(logits, head)
-        handle = None
+        self._filing = head
         if logits.requires_grad:
 
             def reached(grad: torch.Tensor) -> None:
                 self._update_and_maybe_create_winfos(grad, head)
                 self._filing = None
 
-            handle = logits.register_hook(reached)
-        self._filing = head
-        try:
-            yield
-        finally:
-            self._filing = None
-            if handle is not None:
-                handle.remove()
+            logits.register_hook(reached)
 
     def peak_breakdown(self, device: str) -> tuple[int, dict[str, int]]:
         """The peak's total bytes on ``device`` and its bytes per part."""
