@@ -98,7 +98,10 @@ def _v7_to_v8(record: dict[str, Any]) -> dict[str, Any]:
     """v8 added scale (issue 21): each rank's own figures (``ranks``) and what sets one apart
     (``imbalance``), the case's node count (``case.nnodes``) and the launch environment
     (``environment.launch_env``, ``environment.launch_command``). A v7 record kept rank 0's
-    figures only: ``ranks`` is empty (not measured), never a list of one."""
+    figures only: ``ranks`` is empty (not measured), never a list of one. v8 also added the
+    predicted throughput to the estimate (issue 22: ``estimate.tokens_per_s_bound``,
+    ``tokens_per_s_low``, ``tokens_per_s_high``, ``throughput_method``,
+    ``throughput_source``, ``tokens_per_s_error_pct``): a v7 estimate reads with none."""
     return {**record, "ranks": [], "imbalance": []}
 
 
@@ -531,8 +534,10 @@ ESTIMATE_VERDICTS = ("fits", "over_capacity", "oom")  # Result statuses, "fits" 
 class Estimate:
     """A prediction of the case's peak device memory on its profile, made without running it
     (:mod:`gpubench.estimate`): by formulas (``breakdown``) and, where the model could be
-    traced, by one training step under torch's fake tensors (``traced_*``). On an executed
-    case it also says how far the prediction was from what was measured."""
+    traced, by one training step under torch's fake tensors (``traced_*``); and of its
+    tokens/s (``tokens_per_s_*``: :mod:`gpubench.estimate.throughput`), a prediction that
+    is never a measurement (never in ``Metrics``, never a baseline, never gated). On an
+    executed case it also says how far each prediction was from what was measured."""
 
     peak_bytes: int  # predicted peak device memory: what the card must hold
     capacity_bytes: int  # the profile's
@@ -550,6 +555,16 @@ class Estimate:
     # 100 x (estimated - measured) / measured, the estimate taken as measured_source counts it
     # (gpubench.estimate.measured: without the CUDA context against cuda-reserved)
     error_pct: float | None = None
+    # predicted tokens/s of the whole case (all ranks), never measured
+    # (gpubench.estimate.throughput): the roofline bound no run can beat, and the expected
+    # range below it; None where the model's FLOPs or the profile's peak are unknown
+    tokens_per_s_bound: float | None = None
+    tokens_per_s_low: float | None = None
+    tokens_per_s_high: float | None = None
+    throughput_method: str | None = None  # how the bound and the range were made
+    throughput_source: str | None = None  # the figures they come from (papers, Results)
+    # an executed case: 100 x (the range's middle - measured tokens/s) / measured
+    tokens_per_s_error_pct: float | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in ESTIMATE_VERDICTS:

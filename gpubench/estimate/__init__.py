@@ -26,6 +26,7 @@ from gpubench.estimate.analytical import (
 )
 from gpubench.estimate.fit import verdict
 from gpubench.estimate.shape import ModelShape, model_shape
+from gpubench.estimate.throughput import predict_throughput, with_prediction
 from gpubench.estimate.traced import TraceUnavailable, trace_case
 
 if TYPE_CHECKING:
@@ -70,7 +71,8 @@ def estimate_peak_bytes(case: Case, profile: HardwareProfile) -> int:
 
 
 def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -> Estimate:
-    """Predict ``case``'s peak device memory on ``profile`` and whether it fits."""
+    """Predict ``case``'s peak device memory on ``profile`` and whether it fits, and its
+    tokens/s (:mod:`gpubench.estimate.throughput`: the bound and the published range)."""
     shape = model_shape(case)
     analysis = analyse(case, shape, profile.kind)
     traced = trace_step(case, profile.kind) if trace else TracedFigures()
@@ -79,7 +81,7 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
         notes.append(traced.note)
     peak, tensors, method = _chosen_peak(case, analysis, traced, shape, profile.kind)
     notes.append(f"peak at the {analysis.phase} (formulas)")
-    return Estimate(
+    estimate = Estimate(
         peak_bytes=peak,
         capacity_bytes=profile.memory_bytes,
         verdict=verdict(peak, tensors, profile.memory_bytes),
@@ -92,6 +94,7 @@ def estimate_case(case: Case, profile: HardwareProfile, *, trace: bool = True) -
         host_breakdown=analysis.host_breakdown,
         notes=notes,
     )
+    return with_prediction(estimate, predict_throughput(case, profile, shape))
 
 
 def _chosen_peak(

@@ -24,6 +24,7 @@ import dataclasses
 
 from gpubench.contracts.result import Estimate, Result
 from gpubench.estimate.parts import OUTSIDE_ALLOCATOR
+from gpubench.estimate.throughput import compared_throughput
 
 CUDA_SOURCE = "cuda-reserved"
 HOST_SOURCE = "host-rss-above-runtime"
@@ -52,7 +53,8 @@ def measured_peak(result: Result) -> tuple[int, str] | None:
 
 def compared(estimate: Estimate, result: Result) -> Estimate:
     """``estimate`` with the measured figure of ``result`` and its error filled, where
-    ``result`` has one."""
+    ``result`` has one; and the predicted tokens/s's error (:mod:`~.throughput`)."""
+    estimate = compared_throughput(estimate, result)
     measured = measured_peak(result)
     if measured is None:
         return estimate

@@ -28,6 +28,7 @@ from gpubench.report.diagnostics import (
     phase_rows,
     reading_rows,
 )
+from gpubench.report.prediction import PredictionRow, prediction_rows, sources
 from gpubench.report.projection import ProjectionInputs, projection_frame
 from gpubench.report.provenance import (
     EnvironmentColumn,
@@ -88,6 +89,9 @@ class Report:
     charts: Mapping[str, Chart]  # title -> inline SVG and its caption
     projection: ProjectionInputs
     projections: tuple[dict[str, Any], ...]
+    # predicted tokens/s per case and profile, beside the measured where both exist
+    predictions: tuple[PredictionRow, ...]
+    prediction_sources: tuple[str, ...]  # each method and source of the predictions, once
     advice: tuple[Advice, ...]
     comparisons: tuple[CaseComparison, ...]
     comparison_columns: tuple[tuple[str, str, bool], ...]  # (row key, heading, numeric)
@@ -214,6 +218,7 @@ def build_report(data: ReportData) -> Report:
         if data.projection.active
         else []
     )
+    predictions = prediction_rows(cases)
     return Report(
         run_ids=tuple(dict.fromkeys(r.run_id for r in results if r.run_id)),
         profiles=profiles,
@@ -230,6 +235,8 @@ def build_report(data: ReportData) -> Report:
         charts=chart_svgs,
         projection=data.projection,
         projections=tuple(projections),
+        predictions=tuple(predictions),
+        prediction_sources=tuple(sources(predictions)),
         advice=tuple(advise(cases)),
         comparisons=tuple(found),
         comparison_columns=columns(found),

@@ -1,5 +1,7 @@
 """Projections: how long, and at what price, training a given amount would take on each
-case's measured throughput.
+case's measured throughput, or, for a case estimated and not run
+(``--gpubench-estimate-only``), on its predicted range (``Estimate.tokens_per_s_low`` and
+``_high``: :mod:`gpubench.estimate.throughput`), marked predicted, its hours a range.
 
     hours = tokens / tokens_per_s / 3600 + checkpoints * checkpoint_save_s / 3600
     checkpoints = floor(optimizer steps / checkpoint_interval_steps)
@@ -199,17 +201,34 @@ def _short(tokens: float) -> str:
     return f"{tokens:g}"
 
 
+def projected_rates(result: Result) -> tuple[float, float | None, bool] | None:
+    """(tokens/s, the predicted range's high end or None, predicted) a case is projected
+    on: its measured median; for a prediction predicted to fit, its range's low end (the
+    longest hours) and high end; None where it has neither."""
+    if result.ran and result.tokens_per_s:
+        return result.tokens_per_s, None, False
+    estimate = result.estimate
+    if result.predicted and result.status == "ok" and estimate is not None:
+        low, high = estimate.tokens_per_s_low, estimate.tokens_per_s_high
+        if low and high:
+            return low, high, True
+    return None
+
+
 def projection_frame(results: Sequence[Result], inputs: ProjectionInputs) -> pd.DataFrame:
-    """One row per case that measured a throughput and target: hours (checkpoints
-    included), the checkpoints taken, the cost where a price is known, and whether the
-    hours exceed ``max_hours``."""
+    """One row per case that measured (or, estimated only, predicted) a throughput and
+    target: hours (checkpoints included), the checkpoints taken, the cost where a price is
+    known, and whether the hours exceed ``max_hours``. A predicted row's ``hours`` and
+    ``cost_usd`` are at the range's low tokens/s, ``hours_low`` and ``cost_usd_low`` at its
+    high one; a measured row has None there."""
     import pandas as pd
 
     rows = []
     for result in results:
-        tps = result.tokens_per_s
-        if not result.ran or not tps:
+        rates = projected_rates(result)
+        if rates is None:
             continue
+        tps, tps_high, predicted = rates
         per_gpu = inputs.price_per_hour or result.profile.usd_per_hour
         price = per_gpu * result.case.nproc * result.case.nnodes if per_gpu is not None else None
         per_step = result.metrics.tokens_per_step or result.case.tokens_per_step
@@ -217,19 +236,27 @@ def projection_frame(results: Sequence[Result], inputs: ProjectionInputs) -> pd.
             checkpoints = 0
             if inputs.checkpoint_interval_steps and inputs.checkpoint_save_s:
                 checkpoints = math.floor(tokens / per_step / inputs.checkpoint_interval_steps)
-            hours = tokens / tps / 3600 + checkpoints * (inputs.checkpoint_save_s or 0) / 3600
+            saving = checkpoints * (inputs.checkpoint_save_s or 0) / 3600
+            hours = tokens / tps / 3600 + saving
+            hours_low = tokens / tps_high / 3600 + saving if tps_high else None
             rows.append(
                 {
                     "case": result.case.id,
                     "profile": result.profile.name,
                     "status": result.status,
+                    "predicted": predicted,
                     "target": label,
                     "tokens": tokens,
                     "tokens_per_s": tps,
+                    "tokens_per_s_high": tps_high,
                     "checkpoints": checkpoints,
                     "hours": hours,
+                    "hours_low": hours_low,
                     "usd_per_hour": price,
                     "cost_usd": hours * price if price is not None else None,
+                    "cost_usd_low": (
+                        hours_low * price if price is not None and hours_low is not None else None
+                    ),
                     "over_limit": inputs.max_hours is not None and hours > inputs.max_hours,
                 }
             )

@@ -13,6 +13,7 @@ report (``report.html``, ``report.md``, ``recommended.json``: :mod:`gpubench.rep
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from gpubench.baseline.compare import CaseVerdict
 from gpubench.baseline.gate import Gate
 from gpubench.baseline.rules import check_thresholds, gate_rules
-from gpubench.baseline.store import suite_name
+from gpubench.baseline.store import BaselineError, read_baseline, suite_name
 from gpubench.contracts.case import STEPS_AUTO, Case
 from gpubench.contracts.profiles import (
     HardwareProfile,
@@ -114,6 +115,23 @@ class BenchSession:
             for profile in self.profiles:
                 self.gate.baseline(profile.name, suite)
 
+    @functools.cached_property
+    def saved_results(self) -> tuple[Result, ...]:
+        """The measured Results the user already has, that a predicted tokens/s is
+        calibrated from (:func:`gpubench.estimate.throughput.calibrate`): every run of every
+        saved baseline, of every profile, under the baseline directory (read once; a file
+        that cannot be read costs only itself, with a warning)."""
+        found: list[Result] = []
+        root = self.options.gate.baseline_dir
+        for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
+            try:
+                baseline = read_baseline(path)
+            except BaselineError as exc:
+                warnings.warn(f"not calibrating from {path}: {exc}", stacklevel=2)
+                continue
+            found += [r for history in baseline.histories.values() for r in history if r.ran]
+        return tuple(found)
+
     def run(
         self,
         case: Case,
@@ -135,7 +153,12 @@ class BenchSession:
             # answered without tracing those (gpubench estimate shows both)
             trace = not formulas_model_exactly(case)
             result = predicted_result(
-                case, profile, nodeid=nodeid, run_id=self.store.run_id, trace=trace
+                case,
+                profile,
+                nodeid=nodeid,
+                run_id=self.store.run_id,
+                trace=trace,
+                measured=self.saved_results,
             )
         else:
             result = run_case(

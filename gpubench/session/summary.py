@@ -26,7 +26,19 @@ CASE = "case"
 FLAG = "flag"  # short markers, each explained below the table
 FLAG_WIDTH = 8  # kept free for the flag column even when no row has a flag yet
 PRECISION = "±%"  # the median tok/s's confidence interval, half-width / median
-ESSENTIAL = (CASE, "profile", "status", FLAG, "tok/s", PRECISION, "peak GiB", "loss", "time s")
+PREDICTED = "pred tok/s"  # an estimate-only case's predicted range, never a measurement
+ESSENTIAL = (
+    CASE,
+    "profile",
+    "status",
+    FLAG,
+    "tok/s",
+    PREDICTED,
+    PRECISION,
+    "peak GiB",
+    "loss",
+    "time s",
+)
 # added left to right while the table still fits the width
 OPTIONAL = ("cv%", "p10-p90", "steps", "mfu%", "step ms", "est err%", "mem", "params", "test")
 ORDER = (
@@ -35,6 +47,7 @@ ORDER = (
     "status",
     FLAG,
     "tok/s",
+    PREDICTED,
     PRECISION,
     "p10-p90",
     "cv%",
@@ -90,6 +103,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 "p10-p90": figures.rate_range(tps.p10, tps.p90)
                 if tps and spread
                 else figures.MISSING,
+                PREDICTED: _predicted_rate(r),
                 PRECISION: _precision(r),
                 # the step time's CV, from enough steps (how sure the median is: PRECISION)
                 "cv%": figures.percent(step.cv) if step and spread else figures.MISSING,
@@ -118,6 +132,15 @@ def _precision(result: Result) -> str:
     return f"±{figures.percent(m.precision_achieved)}" + (
         "!" if m.precision_reached is False else ""
     )
+
+
+def _predicted_rate(result: Result) -> str:
+    """An estimate-only case's predicted tokens/s range (:mod:`gpubench.estimate.throughput`);
+    an executed case's prediction is in the report, beside its measurement."""
+    e = result.estimate
+    if not result.predicted or e is None:
+        return figures.MISSING
+    return figures.rate_range(e.tokens_per_s_low, e.tokens_per_s_high)
 
 
 def _estimate_error(result: Result) -> str:
@@ -217,6 +240,12 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
         notes.append("flag implaus = an implausible measurement: see the report's advice")
     if any(r.predicted for r in results):
         notes.append("(predicted) = estimated, not run (--gpubench-estimate-only): no measurement")
+    if PREDICTED in columns and not _all_missing(frame[PREDICTED]):
+        notes.append(
+            f"{PREDICTED} = predicted, not measured: the expected tokens/s range of all ranks "
+            "below the roofline bound (published or calibrated MFU; the report names each "
+            "method and source)"
+        )
     hidden = [c for c in (*ESSENTIAL, *OPTIONAL) if c not in columns and not _all_missing(frame[c])]
     if hidden:
         notes.append(f"not shown at {width} columns: {', '.join(hidden)} (the report has them)")
