@@ -383,3 +383,21 @@ def test_other_hf_blocks_are_flagged_as_approximated() -> None:
     shape = model_shape(case)
     assert (shape.n_layer, shape.d_model, shape.ffn_dim) == (2, 64, 128)
     assert any("taken as GPT-2's" in a for a in shape.assumptions)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(engine="deepspeed", zero_stage=3, precision="bf16"),
+        dict(engine="fsdp", precision="bf16"),
+    ],
+)
+def test_states_shard_over_every_gpu_of_every_node(settings: dict[str, object]) -> None:
+    """Two nodes of two GPUs shard ZeRO's and FSDP's states four ways, as four GPUs on one
+    node do: the rendezvous joins the nodes into one world."""
+    shape = model_shape(make_case(model="gpt-mini"))
+    two_nodes = make_case(model="gpt-mini", nproc=2, nnodes=2, **settings)
+    one_node = make_case(model="gpt-mini", nproc=4, **settings)
+    assert model_states(two_nodes, shape, "cuda") == model_states(one_node, shape, "cuda")
+    halves = model_states(make_case(model="gpt-mini", nproc=2, **settings), shape, "cuda")
+    assert model_states(two_nodes, shape, "cuda").optimizer_states < halves.optimizer_states

@@ -40,10 +40,10 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     assert f"{smoke}[gpt-mini-bf16-ckpt-b4-s64-n6-lr0.001-maxwarm4-cpu]" in ids
     assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
-    # 10 smoke + 20 ladder + 6 readiness + 8 warm-up probe + 17 estimator + 6 batch probe
-    # + 2 L4 diagnostic + 6 multi-GPU launch, + the ladder's, the launch's and the
+    # 10 smoke + 20 ladder + 24 ladder offload + 6 readiness + 8 warm-up probe + 17 estimator
+    # + 6 batch probe + 2 L4 diagnostic + 6 multi-GPU launch, + the ladder's, the launch's and the
     # readiness gate's go/no-go
-    assert len(ids) == 2 * 78
+    assert len(ids) == 2 * 102
     assert all("_go_no_go[" in i for i in ids[-6:])  # after every case they judge
 
 
@@ -95,8 +95,38 @@ def test_every_suite_answers_every_builtin_profile_green_by_estimate(tmp_path: P
         if recorded["outcome"] == "xfailed":  # a finding: not fitting, or inside the margin
             assert result.status != "ok" or "margin" in recorded["reason"], recorded
     answers = {(g.test, g.profile): g.answer for g in report.go_no_go}
-    assert answers[("test_ladder_go_no_go", "rtx3060")] == "NO-GO"
+    # with its offload cells the ladder has a configuration per size on 12 and 16 GB cards
+    assert answers[("test_ladder_go_no_go", "rtx3060")] == "GO"
+    assert answers[("test_ladder_go_no_go", "rtx5080")] == "GO"
     assert answers[("test_ladder_go_no_go", "h100-sxm")] == "GO"
+
+
+def test_the_ladder_names_what_fits_and_stays_no_go_below_its_most_offloaded_cells(
+    tmp_path: Path,
+) -> None:
+    """GO on a 16 GB card names gpt-1b's offloaded configurations (and the host RAM they
+    need); a 6 GiB card, under every size's most offloaded cell plus the margin from
+    gpt2-medium up, is NO-GO naming those sizes."""
+    proc = _pytest(
+        "suites/test_model_ladder.py",
+        "--gpu-profile",
+        "rtx5080,rtx3060:6GiB",
+        "--gpubench-estimate-only",
+        "-q",
+        "-rxP",
+        "--gpubench-dir",
+        str(tmp_path),
+        "--gpubench-progress",
+        "off",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    go = proc.stdout[proc.stdout.index("test_ladder_go_no_go[rtx5080]") :]
+    assert "gpt-1b: gpt-1b-bf16-zero2-offopt-s512-n30-deepspeed (host RAM 15.1 GiB)" in go
+    assert "gpt-1b-bf16-ckpt-offparam-s512-n30-fsdp (host RAM" in go
+    assert (
+        "NO-GO on rtx3060: no configuration of gpt2-medium, gpt-500m, gpt-1b fits with "
+        "2 GiB free" in proc.stdout
+    )
 
 
 def test_the_l4_diagnostic_runs_on_cpu_and_its_report_explains_the_run(tmp_path: Path) -> None:

@@ -240,7 +240,7 @@ def torch_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates
     under torchrun [torch DDP]."""
     n = shape.n_params
     notes: tuple[str, ...] = ()
-    ddp = FP32 * n if case.nproc > 1 else 0
+    ddp = FP32 * n if world_size(case) > 1 else 0
     if ddp:
         notes = ("DDP keeps gradient buckets the size of the gradients (engine_buffers)",)
     return ModelStates(
@@ -267,8 +267,13 @@ def adamw_workspace_bytes(case: Case, shape: ModelShape, device_kind: str, stepp
     return 2 * FP32 * min(stepped, shape.largest_tensor_params)
 
 
+def world_size(case: Case) -> int:
+    """The ranks a case's model states are sharded over: every GPU of every node."""
+    return case.nproc * case.nnodes
+
+
 def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
-    """ZeRO stage ``z`` over ``W = nproc`` ranks [ZeRO section 3.1, DS]:
+    """ZeRO stage ``z`` over ``W = nproc x nnodes`` ranks [ZeRO section 3.1, DS]:
 
     - weights in the model dtype (``p`` bytes), partitioned at stage 3;
     - with bf16/fp16, fp32 master weights (stage 0: whole; 1-3: ``1/W``); with fp32 and
@@ -282,7 +287,7 @@ def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelSt
       stage 3 with ``offload_params`` the weights) to pinned host memory: each rank's
       partition, so the node holds ``W`` of them.
     """
-    flags, n, w = case.flags, shape.n_params, case.nproc
+    flags, n, w = case.flags, shape.n_params, world_size(case)
     z = flags.zero_stage
     p = FP32 if flags.precision == "fp32" else HALF
     if z == 0:
@@ -340,7 +345,7 @@ def _deepspeed_unpartitioned(
     mixed = p == HALF
     # under torchrun DeepSpeed all-reduces the gradients flattened a bucket at a time
     # (engine.allreduce_gradients, allreduce_bucket_size 5e8 elements by default)
-    allreduce = min(ZERO_BUCKET_ELEMENTS, n) * p if case.nproc > 1 else 0
+    allreduce = min(ZERO_BUCKET_ELEMENTS, n) * p if world_size(case) > 1 else 0
     return ModelStates(
         parameters=p * n,
         master_weights=FP32 * n if mixed else 0,
@@ -369,7 +374,7 @@ def fsdp_units(shape: ModelShape) -> tuple[int, int]:
 
 
 def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
-    """FSDP2 full sharding over ``W = nproc`` ranks [FSDP section 3.2], as ZeRO-3:
+    """FSDP2 full sharding over ``W = nproc x nnodes`` ranks [FSDP section 3.2], as ZeRO-3:
 
     - fp32 parameters, gradients (``reduce_dtype`` fp32) and AdamW's two states, ``1/W``
       each: ``16 n / W`` bytes; no master copy, the sharded fp32 parameters are what AdamW
@@ -385,7 +390,7 @@ def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
       memory and the optimizer steps there (``CPUOffloadPolicy``); the device keeps the
       gathered working set.
     """
-    flags, n, w = case.flags, shape.n_params, case.nproc
+    flags, n, w = case.flags, shape.n_params, world_size(case)
     p = FP32 if flags.precision == "fp32" else HALF
     part = -(-n // w)  # ceil(n / W); FSDP2 pads each parameter's dim 0 to a multiple of W
     root, block = fsdp_units(shape)

@@ -195,11 +195,17 @@ def build_hf_model(case: Case, device: torch.device | str) -> BuiltModel:
             f"valid keys: {', '.join(valid)}"
         )
     settings = _hf_settings(case, defaults, overrides)
-    config = transformers.AutoConfig.for_model(model_type, **settings)
-
     attn = "sdpa" if case.flags.attention == "sdpa" else "eager"
-    with torch.device(device):
-        module = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    try:  # the architecture refuses what it cannot build (n_embd=768 with n_head=5)
+        config = transformers.AutoConfig.for_model(model_type, **settings)
+        with torch.device(device):
+            module = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    except ValueError as exc:
+        asked = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "its default config"
+        raise ModelBuildError(
+            f"model {case.model!r} cannot be built with {asked} (attention={attn!r}): "
+            + " ".join(str(exc).split())
+        ) from exc
     if case.flags.grad_ckpt:
         _enable_checkpointing(module)
     module = module.to(device)
