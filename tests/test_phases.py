@@ -33,7 +33,10 @@ from gpubench.worker.trackers.timing import StepTimer
 CPU = resolve_profile("cpu")
 TINY = dict(model="gpt-tiny", batch_size=2, seq_len=16, steps=6, warmup=2)
 TORCH_PHASES = {"data", "forward", "backward", "clip", "optimizer", "rest"}
-SLEEP_S = 0.02  # the planted data source's wait per micro-batch
+# the planted data source's wait per micro-batch: long beside a tiny step even on a loaded machine
+# (CI saw a 0.8 s step with two test runs on its 2 cores: 2 x 20 ms was 5 % of it, under the
+# input-bound advice's 10 %)
+SLEEP_S = 0.2
 
 
 def run_in_process(case: Case) -> Result:
