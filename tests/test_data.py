@@ -177,3 +177,34 @@ def test_loss_falls_on_the_learnable_stream(one_thread: None) -> None:
 def test_loss_stays_at_ln_v_on_the_random_stream(one_thread: None) -> None:
     losses, stream = _train_gpt_tiny("random", steps=100)
     assert np.mean(losses[-20:]) > stream.uniform_loss - 0.03
+
+
+@pytest.mark.parametrize("kind", ["learnable", "random"])
+def test_a_saved_data_position_continues_with_the_batch_that_followed(kind: str) -> None:
+    stream = TokenStream(kind, 64, 2, 8, seed=3, device="cpu")
+    stream.next_batch()
+    saved = {name: value.clone() for name, value in stream.state_dict().items()}
+    following = stream.next_batch()
+    resumed = TokenStream(kind, 64, 2, 8, seed=3, device="cpu")
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.next_batch()[0], following[0])
+    assert not torch.equal(
+        TokenStream(kind, 64, 2, 8, seed=3, device="cpu").next_batch()[0], following[0]
+    )
+
+
+def test_held_out_batches_are_fixed_per_seed_shared_by_ranks_and_never_drawn() -> None:
+    # 64 tokens a row: a chain of 4 successors has 64 x 4^63 such rows, so a held-out row
+    # found in the training pool would be one drawn from it, not a coincidence
+    rank0 = TokenStream("learnable", 64, 2, 64, seed=5, device="cpu")
+    rank1 = TokenStream("learnable", 64, 2, 64, seed=5, device="cpu", rank=1, world_size=2)
+    held = rank0.held_out(3)
+    assert len(held) == 3 and all(x.shape == (2, 64) for x, _ in held)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(held, rank1.held_out(3), strict=True))
+    assert torch.equal(held[0][1][:, :-1], held[0][0][:, 1:])  # targets are the next tokens
+    pool = (
+        {tuple(row.tolist()) for row in rank0._pool[:, :-1]} if rank0._pool is not None else set()
+    )
+    assert not any(tuple(row.tolist()) in pool for x, _ in held for row in x)
+    other_seed = TokenStream("learnable", 64, 2, 64, seed=6, device="cpu").held_out(1)
+    assert not torch.equal(other_seed[0][0], held[0][0])

@@ -92,6 +92,35 @@ V7_CASE = {
 # v8's scale fields: no rank's own figures, no launch environment, before v8
 V8_FIELDS = {"ranks": [], "imbalance": []}
 V8_ENVIRONMENT = {"launch_env": {}, "launch_command": []}
+# v9's training correctness: no resume check, no quality comparison, no held-out evaluation,
+# no finer divergence figures (None, never "no spike"), no LR or loss-scale series; the case
+# trained at a constant learning rate on synthetic tokens (the defaults say so)
+V9_FIELDS = {"resume": None, "quality": None}
+V9_METRICS = {
+    **dict.fromkeys(
+        (
+            "eval_loss",
+            "eval_perplexity",
+            "eval_tokens",
+            "grad_spikes",
+            "clip_rate",
+            "clipped_steps",
+            "skipped_steps",
+            "loss_scale_min",
+            "loss_scale_final",
+        )
+    ),
+    "grad_spike_steps": [],
+}
+V9_SERIES = {"lr": [], "loss_scale": []}
+V9_CASE = {
+    "tokenizer": "byte",
+    "lr_schedule": "constant",
+    "lr_warmup_steps": 0,
+    "lr_decay_steps": None,
+    "resume_check": False,
+    "eval_batches": 0,
+}
 
 
 def v1_record() -> dict[str, Any]:
@@ -141,23 +170,23 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
     record = v1_record()
     assert record["schema_version"] == 1
     result = Result.from_dict(record)
-    assert result.schema_version == SCHEMA_VERSION == 8
+    assert result.schema_version == SCHEMA_VERSION == 9
     assert result.status == "ok" and result.case.model == "gpt-tiny"
     assert isinstance(result.profile, HardwareProfile) and result.profile.name == "cpu"
     assert result.profile.memory_bytes == 2 * 2**30
     assert result.estimate is None and result.repeat == 0
     assert result.metrics.peak_memory_source == "host-rss"
     assert result.tokens_per_s is not None and not result.series.partial  # it trained
-    series = {**record["series"], "partial": False, **V7_SERIES}
+    series = {**record["series"], "partial": False, **V7_SERIES, **V9_SERIES}
     assert not result.predicted and result.implausible == []
     assert result.metrics.mfu is None and result.metrics.runtime_rss_bytes is None
     assert record["metrics"]["noisy"] and record["metrics"]["step_time_s"]["n"] == 3
-    metrics = {**record["metrics"], **V4_METRICS, "noisy": False, **V7_METRICS}  # v6: no CV
+    metrics = {**record["metrics"], **V4_METRICS, "noisy": False, **V7_METRICS, **V9_METRICS}
     assert result.to_dict() == {
         **record,
-        "case": {**record["case"], **V7_CASE},
+        "case": {**record["case"], **V7_CASE, **V9_CASE},
         "environment": {**record["environment"], **V8_ENVIRONMENT},
-        "schema_version": 8,
+        "schema_version": 9,
         "repeat": 0,
         "series": series,
         "metrics": metrics,
@@ -165,6 +194,7 @@ def test_a_v1_result_loads_and_writes_back_the_same_but_for_later_fields() -> No
         "implausible": [],
         **V5_FIELDS,
         **V8_FIELDS,
+        **V9_FIELDS,
     }
 
 
@@ -179,7 +209,7 @@ def test_a_v2_oom_loses_its_throughput_and_keeps_its_steps_marked_partial() -> N
     assert result.metrics.measured_steps == 2 and result.error is not None
     assert "stopped after 3 steps" in result.describe()
     written = result.to_dict()
-    assert written["series"] == {**record["series"], "partial": True, **V7_SERIES}
+    assert written["series"] == {**record["series"], "partial": True, **V7_SERIES, **V9_SERIES}
     assert Result.from_dict(written) == result
 
 
@@ -187,12 +217,12 @@ def test_a_v3_record_reads_as_v4_with_nothing_measured_it_did_not_measure() -> N
     record = {**v2_oom_record(), "schema_version": 3}
     record["series"] = {**record["series"], "partial": True}
     result = Result.from_dict(record)
-    assert result.schema_version == 8 and not result.predicted and result.implausible == []
+    assert result.schema_version == 9 and not result.predicted and result.implausible == []
     assert all(result.to_dict()["metrics"][name] is None for name in V4_METRICS)
     assert Result.from_dict(result.to_dict()) == result
 
 
-def test_a_v4_result_reads_as_v8_warm_with_no_load_thresholds_or_diagnostics() -> None:
+def test_a_v4_result_reads_as_v9_warm_with_no_load_thresholds_or_diagnostics() -> None:
     record = json.loads(V4.read_text(encoding="utf-8"))
     assert record["schema_version"] == 4
     result = Result.from_dict(record)
@@ -201,15 +231,32 @@ def test_a_v4_result_reads_as_v8_warm_with_no_load_thresholds_or_diagnostics() -
     assert result.metrics.stop_reason == "steps" and result.metrics.precision_achieved is None
     assert result.to_dict() == {
         **record,
-        "schema_version": 8,
+        "schema_version": 9,
         **V5_FIELDS,
         **V8_FIELDS,
+        **V9_FIELDS,
         "environment": {**record["environment"], **V8_ENVIRONMENT},
-        "case": {**record["case"], **V7_CASE},
-        "metrics": {**record["metrics"], **V7_METRICS},
-        "series": {**record["series"], **V7_SERIES},
+        "case": {**record["case"], **V7_CASE, **V9_CASE},
+        "metrics": {**record["metrics"], **V7_METRICS, **V9_METRICS},
+        "series": {**record["series"], **V7_SERIES, **V9_SERIES},
     }
     assert result.metrics.peak_rss_bytes == record["metrics"]["peak_rss_bytes"]
+
+
+def test_a_v8_result_reads_as_v9_with_no_correctness_figures_it_did_not_measure() -> None:
+    """A v8 record (this version's, less what v9 added) loads: no resume check, no quality
+    comparison, and divergence figures that say "not measured", never "none found"."""
+    written = dataclasses.replace(full_result(), status="ok").to_dict()
+    v8 = {k: v for k, v in written.items() if k not in V9_FIELDS}
+    v8["schema_version"] = 8
+    v8["metrics"] = {k: v for k, v in v8["metrics"].items() if k not in V9_METRICS}
+    v8["series"] = {k: v for k, v in v8["series"].items() if k not in V9_SERIES}
+    v8["case"] = {k: v for k, v in v8["case"].items() if k not in V9_CASE}
+    result = Result.from_dict(v8)
+    assert result.resume is None and result.quality is None
+    assert result.metrics.grad_spikes is None and result.metrics.clip_rate is None
+    assert result.case.lr_schedule == "constant" and not result.case.resume_check
+    assert result.to_dict() == written
 
 
 def test_a_predicted_result_never_counts_as_ran() -> None:
@@ -320,8 +367,8 @@ def test_an_earlier_version_is_read_through_its_upgrade(monkeypatch: pytest.Monk
     result = Result.from_dict(v1_record())
     assert result.status == "diverged"
     record = v1_record()
-    record["schema_version"] = 9
-    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6, 7, 8"):
+    record["schema_version"] = 10
+    with pytest.raises(SchemaError, match="reads 1, 2, 3, 4, 5, 6, 7, 8, 9"):
         Result.from_dict(record)
 
 

@@ -23,9 +23,13 @@ from gpubench.contracts.catalog.spec import check_model_spec
 from gpubench.contracts.errors import CaseError
 from gpubench.contracts.schema import record_fields
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+# bf16: autocast over fp32 weights; bf16-pure: weights, gradients and optimizer states in bf16
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-pure")
 ATTENTION_KERNELS = ("sdpa", "math")
-DATA_SOURCES = ("learnable", "random")
+DATA_SOURCES = ("learnable", "random", "text")  # "text:PATH" reads PATH (a file or a folder)
+TEXT_DATA = "text"
+TOKENIZERS = ("byte", "bpe")  # text data only: bytes (vocabulary 256), or a BPE trained offline
+LR_SCHEDULES = ("constant", "cosine", "linear")  # after lr_warmup_steps of linear warm-up
 ENGINES = ("torch", "deepspeed", "fsdp")
 ZERO_STAGES = (0, 1, 2, 3)
 WARMUP_AUTO = "auto"
@@ -111,6 +115,30 @@ def _id_number(value: Any) -> str:
     return str(value)
 
 
+def _data(value: Any) -> None:
+    """``learnable``, ``random``, ``text`` (the default corpus) or ``text:PATH``."""
+    if isinstance(value, str) and value.startswith(TEXT_DATA + ":"):
+        if not value[len(TEXT_DATA) + 1 :].strip():
+            raise CaseError(f"data={value!r} names no path; use 'text' or 'text:PATH'")
+        return
+    if value not in DATA_SOURCES:
+        raise CaseError(
+            f"data={value!r} is not valid; valid values: {', '.join(DATA_SOURCES)}, "
+            "or 'text:PATH' (a text file or a folder of them)"
+        )
+
+
+def _resume_check(value: Any) -> None:
+    """False, True (save halfway through the measured steps) or the step to save after."""
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, int) or value < 1:
+        raise CaseError(
+            f"resume_check={value!r} must be True, False or the step (an integer >= 1) to "
+            "save the checkpoint after"
+        )
+
+
 def _boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise CaseError(f"{name}={value!r} must be True or False")
@@ -120,7 +148,8 @@ def _boolean(name: str, value: Any) -> None:
 class Flags:
     """Optimisation flags of the training step (the engine reads these)."""
 
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16 uses a GradScaler)
+    # fp32 | bf16 (autocast) | fp16 (autocast and a GradScaler) | bf16-pure (everything bf16)
+    precision: str = "fp32"
     grad_ckpt: bool = False  # activation (gradient) checkpointing per transformer block
     grad_accum: int = 1  # micro-batches accumulated per optimizer step
     compile: bool = False  # torch.compile the model
@@ -212,7 +241,10 @@ class Case:
     # steps="auto": the confidence interval's half-width / median aimed at (0.01: ±1 %);
     # None: the session's --gpubench-precision (default DEFAULT_PRECISION_TARGET)
     precision_target: float | None = None
-    data: str = "learnable"  # learnable (seeded Markov stream) | random (uniform tokens)
+    # learnable (seeded Markov stream) | random (uniform tokens) | text (the default corpus:
+    # the Python standard library's sources) | text:PATH (local text files)
+    data: str = "learnable"
+    tokenizer: str = "byte"  # text data: "byte" (vocabulary 256) or "bpe" (trained offline)
     engine: str = "torch"
     nproc: int = 1  # processes (GPUs) per case and node; >1 launches through torchrun
     nnodes: int = 1  # machines the case spans (torchrun's --nnodes); >1 needs a rendezvous
@@ -220,6 +252,17 @@ class Case:
     lr: float = 3e-4
     grad_clip: float | None = 1.0  # max grad norm, None: no clipping; the unclipped norm
     # is recorded either way
+    # the learning rate per optimizer step: lr_warmup_steps of linear warm-up from 0, then
+    # constant, or cosine / linear decay to LR_MIN_RATIO x lr at lr_decay_steps (None: the
+    # case's last step, max_steps for steps="auto")
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_decay_steps: int | None = None
+    # save a checkpoint, resume it in a fresh worker and compare the losses that follow with
+    # this run's (Result.resume): True saves halfway through the measured steps, a number
+    # after that step; False: no check
+    resume_check: bool | int = False
+    eval_batches: int = 0  # held-out batches evaluated after the last step (Metrics.eval_loss)
     vocab_size: int | None = None  # override the model's vocabulary (data and embedding)
     expect_params: int | None = None  # declared parameter count, checked (±10 %) in the worker
     model_config: tuple[tuple[str, Any], ...] = ()  # overrides passed to the model's config
@@ -258,7 +301,24 @@ class Case:
         if self.warmup != WARMUP_AUTO:
             _positive_int("warmup", self.warmup, minimum=0)
         _positive_int("max_warmup_steps", self.max_warmup_steps, minimum=0)
-        _choice("data", self.data, DATA_SOURCES)
+        _data(self.data)
+        _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        if self.tokenizer != "byte" and not self.text_data:
+            raise CaseError(
+                f"tokenizer={self.tokenizer!r} applies to text data only (data={self.data!r}); "
+                "use data='text' or data='text:PATH'"
+            )
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _positive_int("lr_warmup_steps", self.lr_warmup_steps, minimum=0)
+        if self.lr_decay_steps is not None:
+            _positive_int("lr_decay_steps", self.lr_decay_steps)
+            if self.lr_decay_steps <= self.lr_warmup_steps:
+                raise CaseError(
+                    f"lr_decay_steps={self.lr_decay_steps} must be above "
+                    f"lr_warmup_steps={self.lr_warmup_steps}"
+                )
+        _resume_check(self.resume_check)
+        _positive_int("eval_batches", self.eval_batches, minimum=0)
         _choice("engine", self.engine, ENGINES)
         _positive_int("nproc", self.nproc)
         _positive_int("nnodes", self.nnodes)
@@ -332,16 +392,27 @@ class Case:
             ("warmup", "warm"),
             ("max_warmup_steps", "maxwarm"),
             ("vocab_size", "vocab"),
+            ("lr_warmup_steps", "lrwarm"),
+            ("lr_decay_steps", "decay"),
         ):
             value = getattr(self, fname)
             if value != getattr(defaults, fname):
                 tokens.append(f"{short}none" if value is None else f"{short}{_id_number(value)}")
         tokens += [f"{key}{value}" for key, value in self.model_config]
         if self.data != defaults.data:
-            tokens.append(self.data)
+            tokens.append(self.data.replace(":", ".").replace("/", "."))
+        if self.tokenizer != defaults.tokenizer:
+            tokens.append(self.tokenizer)
+        if self.lr_schedule != defaults.lr_schedule:
+            tokens.append(self.lr_schedule)
         if self.engine != defaults.engine:
             tokens.append(self.engine)
         return "-".join(tokens)
+
+    @property
+    def text_data(self) -> bool:
+        """Whether the case trains on text (``data="text"`` or ``"text:PATH"``)."""
+        return self.data == TEXT_DATA or self.data.startswith(TEXT_DATA + ":")
 
     @property
     def tokens_per_step(self) -> int:

@@ -26,7 +26,7 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.schema import SchemaError, record_fields
 from gpubench.contracts.units import GiB
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 STATUSES = ("ok", "over_capacity", "oom", "diverged", "timeout", "crashed")
 RAN_STATUSES = ("ok", "over_capacity")  # the case trained to the end
 THROUGHPUT_FIELDS = ("tokens_per_s", "samples_per_s", "step_time_s")  # Metrics: a whole run's
@@ -105,6 +105,20 @@ def _v7_to_v8(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "ranks": [], "imbalance": []}
 
 
+def _v8_to_v9(record: dict[str, Any]) -> dict[str, Any]:
+    """v9 added training correctness (issue 20): the resume check (``resume``), the quality
+    comparison with a reference case (``quality``), the held-out evaluation
+    (``metrics.eval_loss``, ``eval_perplexity``, ``eval_tokens``), finer divergence
+    (``metrics.grad_spikes``, ``grad_spike_steps``, ``clip_rate``, ``clipped_steps``,
+    ``skipped_steps``, ``loss_scale_min``, ``loss_scale_final``; ``series.lr``,
+    ``series.loss_scale``), and on the case the learning-rate schedule (``lr_schedule``,
+    ``lr_warmup_steps``, ``lr_decay_steps``), ``tokenizer``, ``resume_check`` and
+    ``eval_batches``. A v8 record measured none of them (each reads as None or empty, never
+    as "no spike" or "nothing clipped"); its case trained at a constant learning rate on
+    synthetic tokens, which the case fields' defaults say."""
+    return {**record, "resume": None, "quality": None}
+
+
 # Readers of earlier versions: UPGRADES[v] turns a version-v record into a version-(v+1)
 # one. Every change to what a Result writes bumps SCHEMA_VERSION and adds its step here.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -115,6 +129,7 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     5: _v5_to_v6,
     6: _v6_to_v7,
     7: _v7_to_v8,
+    8: _v8_to_v9,
 }
 NOISY_CV = 0.05  # coefficient of variation above which a measurement is flagged noisy
 # The fewest measured steps a spread (CV, p10/p90, "noisy") is judged from. A CV estimated from
@@ -273,6 +288,20 @@ class Metrics:
     disk_read_bytes: int | None = None  # the process tree's, over the measured steps
     disk_write_bytes: int | None = None
     telemetry_interval_s: float | None = None  # the sampler's period
+    # -- training correctness (v9): the held-out evaluation after the last step
+    # (case.eval_batches batches the training never saw, gpubench.worker.engines.evaluate)
+    eval_loss: float | None = None  # mean next-token cross-entropy, nats per token
+    eval_perplexity: float | None = None  # exp(eval_loss)
+    eval_tokens: int | None = None  # target tokens it was averaged over
+    # finer divergence, over every step (warm-up included); None: not measured (before v9)
+    grad_spikes: int | None = None  # steps whose gradient norm jumped above the running median
+    grad_spike_steps: list[int] = field(default_factory=list)  # their 1-based step numbers
+    clip_rate: float | None = None  # share of steps whose norm was above grad_clip (None: no
+    # clipping, or not measured)
+    clipped_steps: int | None = None
+    skipped_steps: int | None = None  # fp16: optimizer steps the GradScaler skipped (overflow)
+    loss_scale_min: float | None = None  # fp16: the GradScaler's smallest and last loss scale
+    loss_scale_final: float | None = None
 
     DERIVED = ("loss_decreased", "noisy")  # written for readers of the JSON, recomputed here
 
@@ -347,6 +376,7 @@ class Metrics:
             for phase, stats in (fields.get("phases") or {}).items()
         }
         fields["throttle_reasons"] = dict(fields.get("throttle_reasons") or {})
+        fields["grad_spike_steps"] = list(fields.get("grad_spike_steps") or [])
         return cls(**fields)
 
 
@@ -430,6 +460,9 @@ class Series:
     # v7: the telemetry sampler's series over the measured steps: "t_s" (seconds since the
     # first measured step) and one list per reading, Metrics' names ("gpu_util", ...)
     telemetry: dict[str, list[float]] = field(default_factory=dict)
+    # v9: the learning rate each step used, and fp16's loss scale after each step ([]: none)
+    lr: list[float] = field(default_factory=list)
+    loss_scale: list[float] = field(default_factory=list)
 
     def loss_at(self, steps: int) -> float | None:
         """The loss after the first ``steps`` steps, counted from the first step whatever
@@ -580,6 +613,68 @@ class Estimate:
         return cls(**record_fields(cls, data, where))
 
 
+RESUME_VERDICTS = ("passed", "failed", "not_checked")
+
+
+@dataclass(frozen=True)
+class ResumeCheck:
+    """The resume check (``case.resume_check``): the run saved a checkpoint after
+    ``save_step``, a fresh worker loaded it and trained the steps that followed, and its
+    losses were compared with this run's own losses of those steps."""
+
+    verdict: str  # "passed", "failed", or "not_checked" (``note`` says why)
+    save_step: int | None = None  # the checkpoint holds the state after this step (1-based)
+    comparison: str = ""  # "bitwise" or "relative" (deterministic kernels or not)
+    tolerance: float | None = None  # the largest relative difference allowed ("relative")
+    reference_loss: list[float] = field(default_factory=list)  # this run, steps after save
+    resumed_loss: list[float] = field(default_factory=list)  # the resumed worker's
+    max_relative_diff: float | None = None  # largest |resumed - reference| / |reference|
+    differences: list[str] = field(default_factory=list)  # what differs, said with figures
+    save_s: float | None = None  # seconds to write the checkpoint
+    load_s: float | None = None  # seconds to read it back in the fresh worker
+    checkpoint_bytes: int | None = None  # on disk
+    checkpoint_format: str = ""  # "torch.save", "deepspeed", "torch.distributed.checkpoint"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in RESUME_VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r}; valid: {', '.join(RESUME_VERDICTS)}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "resume") -> ResumeCheck:
+        fields = record_fields(cls, data, where)
+        for name in ("reference_loss", "resumed_loss", "differences"):
+            fields[name] = list(fields.get(name) or [])
+        return cls(**fields)
+
+
+QUALITY_VERDICTS = ("within", "outside", "not_compared")
+
+
+@dataclass(frozen=True)
+class QualityCheck:
+    """This case's held-out loss against its matrix's reference case (same model, data and
+    seed; ``quality_reference=``): within ``threshold`` (a fraction, 0.02: 2 %) or not."""
+
+    verdict: str  # "within", "outside", or "not_compared" (``note`` says why)
+    reference: str = ""  # the reference case's id
+    eval_loss: float | None = None  # this case's held-out loss
+    reference_eval_loss: float | None = None
+    perplexity: float | None = None
+    reference_perplexity: float | None = None
+    relative_diff: float | None = None  # (eval_loss - reference's) / reference's
+    threshold: float | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.verdict not in QUALITY_VERDICTS:
+            raise ValueError(f"verdict={self.verdict!r}; valid: {', '.join(QUALITY_VERDICTS)}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "quality") -> QualityCheck:
+        return cls(**record_fields(cls, data, where))
+
+
 @dataclass(frozen=True)
 class Result:
     case: Case
@@ -619,6 +714,10 @@ class Result:
     # why one rank stands apart from the others (slower, more memory, less busy), each
     # said with its figures; []: balanced, or one rank
     imbalance: list[str] = field(default_factory=list)
+    # the resume check (case.resume_check), None: not asked for
+    resume: ResumeCheck | None = None
+    # held-out loss against the matrix's quality reference, None: no reference declared
+    quality: QualityCheck | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -725,6 +824,8 @@ class Result:
                 "gate_thresholds": dict(self.gate_thresholds),
                 "ranks": [dataclasses.asdict(rank) for rank in self.ranks],
                 "imbalance": list(self.imbalance),
+                "resume": dataclasses.asdict(self.resume) if self.resume else None,
+                "quality": dataclasses.asdict(self.quality) if self.quality else None,
             }
         )
 
@@ -741,6 +842,8 @@ class Result:
             ("error", ErrorInfo),
             ("estimate", Estimate),
             ("machine_load", MachineLoad),
+            ("resume", ResumeCheck),
+            ("quality", QualityCheck),
         ):
             if fields.get(name) is not None:
                 fields[name] = optional.from_dict(fields[name], f"result.{name}")

@@ -72,6 +72,7 @@ def conditional_entropy(probs: np.ndarray) -> float:
 CHAIN_SEED = 1  # the Markov chain: the same on every rank (derived with rank 0)
 POOL_SEED = 2  # the learnable stream's pool of sequences, per rank
 ROWS_SEED = 3  # the batch generator (pool rows, or the random stream's tokens), per rank
+HELD_OUT_SEED = 4  # held-out batches (the quality check's): the same on every rank
 
 
 def _derived_seed(seed: int, purpose: int, rank: int) -> int:
@@ -114,6 +115,7 @@ class TokenStream:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.kind = kind
+        self.seed = seed
         self.vocab_size = vocab_size
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -136,6 +138,35 @@ class TokenStream:
                 self.successors, self.successor_probs, n_rows, seq_len + 1, pool_rng
             )
             self._pool = torch.from_numpy(pool).to(self.device)
+
+    # -- what every data source has beside next_batch ---------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The data position: the batch generator's state (the pool is rebuilt from the seed),
+        tensors only, so ``torch.load(weights_only=True)`` reads it back."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from a saved :meth:`state_dict`: the next batch is the one that followed."""
+        self._generator.set_state(state["generator"])
+
+    def held_out(self, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n_batches`` batches the training never draws, the same on every rank and for every
+        case of one seed and shape: the learnable stream's are walked on the same chain from
+        their own seed (a pool of their own), the random stream's are uniform tokens."""
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(_derived_seed(self.seed, HELD_OUT_SEED, 0))
+        shape = (n_batches * self.batch_size, self.seq_len + 1)
+        if self.successors is None or self.successor_probs is None:
+            tokens = torch.randint(self.vocab_size, shape, generator=generator)
+        else:
+            rng = np.random.default_rng(_derived_seed(self.seed, HELD_OUT_SEED, 0))
+            rows = sample_chain(self.successors, self.successor_probs, shape[0], shape[1], rng)
+            tokens = torch.from_numpy(rows).long()
+        tokens = tokens.to(self.device)
+        return [
+            (part[:, :-1].contiguous(), part[:, 1:].contiguous())
+            for part in tokens.split(self.batch_size)
+        ]
 
     @property
     def pool_rows(self) -> int:

@@ -51,6 +51,7 @@ from gpubench.worker.engines.deepspeed_setup import set_up_deepspeed, start_deep
 from gpubench.worker.engines.distributed import Ranks
 from gpubench.worker.engines.loop import TrainStep
 from gpubench.worker.engines.recipe import lm_loss, max_grad_norm
+from gpubench.worker.engines.schedule import lr_scheduler
 
 if TYPE_CHECKING:
     from gpubench.worker.data.synthetic import TokenStream
@@ -77,6 +78,8 @@ class DeepSpeedEngine(TrainingEngine):
             model=model.module,
             model_parameters=[p for p in model.module.parameters() if p.requires_grad],
             config=deepspeed_config(case, ctx.profile, model.n_params),
+            # DeepSpeed steps the schedule with the optimizer and keeps it in its checkpoints
+            lr_scheduler=lambda optimizer: lr_scheduler(case, optimizer),
         )
         if case.flags.compile:
             engine.compile()
@@ -149,3 +152,7 @@ class DeepSpeedTrainStep:
         self.mark("optimizer")
         self.engine.step()
         return grad_norm
+
+    def lr(self) -> float:
+        """The learning rate the next step uses (the schedule's, Series.lr)."""
+        return float(self.engine.get_lr()[0])

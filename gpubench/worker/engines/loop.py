@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     import torch
 
 # One optimizer step: (mean micro-batch loss, unclipped gradient norm), 0-d tensors or floats.
-# It marks its phases on the run's clock, ctx.phases (gpubench.worker.measure.phases).
+# It marks its phases on the run's clock, ctx.phases (gpubench.worker.measure.phases). An
+# engine's step also has ``lr()``: the learning rate its next step uses (Series.lr).
 TrainStep = Callable[[], "tuple[torch.Tensor | float, torch.Tensor | float]"]
 
 FP16_PATIENCE = 3  # consecutive non-finite fp16 losses the GradScaler may skip before "diverged"
@@ -48,6 +49,7 @@ class StepLog:
     loss: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     allocated_bytes: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)  # the learning rate each step used
     warmup_steps: int = 0
     measured_steps: int = 0
     steady_state_detected: bool = False
@@ -90,6 +92,7 @@ class StepLog:
             grad_norm=list(self.grad_norm),
             allocated_bytes=list(self.allocated_bytes),
             phase_s={phase: list(seconds) for phase, seconds in self.phase_s.items()},
+            lr=list(self.lr),
             partial=not trained_to_end and bool(self.step_time_s),
         )
 
@@ -177,10 +180,13 @@ def training_loop(
     memory_in_use = memory_probe(device_memory)
     stop = StopRule(case)
     log.precision_target = stop.target
+    lr_of: Callable[[], float] | None = getattr(train_step, "lr", None)
 
     while not log.stop_reason:
         if load is not None and not warmup.active and not load.started:
             load.start()
+        if lr_of is not None:
+            log.lr.append(lr_of())  # a Python float in the optimizer's param group: no sync
         with timer:
             loss_t, grad_norm_t = train_step()
         step_time = timer.last_s

@@ -12,7 +12,7 @@ The step marks its phases on the run's clock (``ctx.phases``,
 backward, DDP's all-reduce on the last micro-batch included); then ``clip`` (the
 GradScaler's unscale and ``clip_grad_norm_``, the unclipped norm with it), ``optimizer``
 (the optimizer's step, through the GradScaler for fp16) and ``rest`` (the loss
-accumulation, the GradScaler's update, ``zero_grad``).
+accumulation, the GradScaler's update, the learning-rate schedule's step, ``zero_grad``).
 Under torchrun (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (NCCL on CUDA, gloo on CPU) before it is compiled.
 """
@@ -33,6 +33,7 @@ from gpubench.worker.engines.recipe import (
     lm_loss,
     max_grad_norm,
 )
+from gpubench.worker.engines.schedule import lr_scheduler
 
 if TYPE_CHECKING:
     from gpubench.worker.data.synthetic import TokenStream
@@ -82,6 +83,7 @@ class TorchTrainStep:
         self.model = model
         self.stream = stream
         self.optimizer = optimizer
+        self.scheduler = lr_scheduler(case, optimizer)  # stepped after each optimizer step
         self.params = params
         self.ddp = ddp  # DistributedDataParallel wrapper under torchrun, else None
         self.mark = ctx.phases.mark  # "from here on the step is in <phase>"
@@ -130,8 +132,14 @@ class TorchTrainStep:
         else:
             self.optimizer.step()
             self.mark("rest")
+        self.scheduler.step()  # also after a step the GradScaler skipped: the schedule counts
+        # optimizer steps taken, as DeepSpeed's does
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def lr(self) -> float:
+        """The learning rate the next step uses (the schedule's, Series.lr)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _clip_grad_norm(self) -> torch.Tensor:
         """Clip the gradients to ``max_norm``; the unclipped global norm (an FSDP step
