@@ -6,9 +6,10 @@ answer: :func:`xfail_unless_fits` shows it to pytest as an expected failure with
 the reason (``XFAIL`` in the terminal, ``skipped`` with the reason in JUnit XML),
 so the run stays green and the finding is still read. A defect is red:
 :func:`assert_healthy` fails a case that crashed, hung or diverged, whose figures
-are implausible (MFU, the parameter count), or whose loss did not fall on the
-learnable stream. A regression against the baseline is red too, even where the
-test called its result a finding (the plugin's gate decides that after the test).
+are implausible (MFU, the parameter count), whose loss did not fall on the
+learnable stream, or whose resume check failed. A regression against the baseline is
+red too, even where the test called its result a finding (the plugin's gate decides
+that after the test).
 
     @LADDER
     def test_ladder(gpubench_result, gpubench_profile):
@@ -22,7 +23,7 @@ predicts: its estimated peak against the capacity.
 from __future__ import annotations
 
 from gpubench.contracts.profiles import HardwareProfile
-from gpubench.contracts.result import Result
+from gpubench.contracts.result import Result, ResumeCheck
 from gpubench.contracts.text import safe_text
 from gpubench.contracts.units import format_bytes
 
@@ -37,12 +38,23 @@ def _describe(result: Result) -> str:
 
 def assert_healthy(result: Result) -> None:
     """AssertionError naming the defect: a crash, a hang, a divergence, an implausible
-    figure, or a loss that did not fall on learnable data in a case that trained."""
+    figure, a loss that did not fall on learnable data in a case that trained, or a failed
+    resume check (``case.resume_check``: each difference named)."""
     # raised, not asserted: pytest's rewritten assert would print the Result's repr raw
     if result.status in DEFECTS or result.implausible:
         raise AssertionError(_describe(result))
     if result.ran and result.case.data == "learnable" and not result.metrics.loss_decreased:
         raise AssertionError(f"loss did not fall: {_describe(result)}")
+    failed_resume = resume_failure(result.resume)
+    if failed_resume:
+        raise AssertionError(safe_text(f"{failed_resume}: {result.describe()}"))
+
+
+def resume_failure(check: ResumeCheck | None) -> str | None:
+    """``resume check failed: <each difference>`` for a failed resume check; None otherwise."""
+    if check is None or check.verdict != "failed":
+        return None
+    return safe_text("resume check failed: " + "; ".join(check.differences or [check.note]))
 
 
 def fit_finding(result: Result, profile: HardwareProfile, margin_bytes: int = 0) -> str | None:

@@ -16,6 +16,7 @@ collected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import secrets
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from gpubench.contracts.profiles import HardwareProfile, ProfileError
 from gpubench.contracts.result import Result
 from gpubench.declaration import GO_NO_GO_MARKER, MARKER, Matrix
 from gpubench.options import PYTEST_DEST_PREFIX, add_pytest_options
+from gpubench.outcomes import resume_failure
 from gpubench.probe import BatchProbe, probe_batch_size
 from gpubench.runner.signals import interrupt_on_sigterm
 from gpubench.session.bench import BenchSession
@@ -39,6 +41,7 @@ from gpubench.session.devices import DeviceError, DevicePlan, XdistWorker
 from gpubench.session.finish import finish
 from gpubench.session.progress import LiveProgress, choose_display
 from gpubench.session.properties import case_properties, test_outcome
+from gpubench.session.quality import QualityRule, quality_failure
 from gpubench.session.settings import reports_dir, session_options
 from gpubench.session.shard import select
 from gpubench.storage import Invocation, new_run_id, unwritable_reason
@@ -49,6 +52,9 @@ VERDICT_KEY = pytest.StashKey[Any]()  # the case's CaseVerdict, for the call pha
 # a go/no-go test's cases: (profile, case id) of each collected to run this session
 GO_NO_GO_CASES_KEY = pytest.StashKey[list[tuple[str, str]]]()
 UNDO_SIGTERM_KEY = pytest.StashKey[Callable[[], None]]()
+QUALITY_RULE_KEY = pytest.StashKey[QualityRule]()  # a case's comparison with its reference
+QUALITY_CHECK_KEY = pytest.StashKey[Any]()  # its QualityCheck, for the call phase
+RESUME_CHECK_KEY = pytest.StashKey[Any]()  # its ResumeCheck, for the call phase
 GATE_MARKER = "gpubench_gate"
 RESULT_FIXTURE = "gpubench_result"
 PROBE_FIXTURE = "gpubench_probe"  # runs workers too: counted with the cases
@@ -178,6 +184,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         suite = Path(metafunc.definition.path).stem
         bench.check_gate(declared, f"@pytest.mark.{GATE_MARKER}", suite)
         bench.case_owners.claim(suite, metafunc.definition.nodeid, matrix)
+        matrix.check_quality()  # every case's quality reference found now, or a CaseError
         params = case_params(
             matrix,
             profiles,
@@ -228,6 +235,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     deselected or skipped case is not waited for). Every xdist worker orders its items the
     same way, so a worker reaching a go/no-go test has no case of it still queued."""
     _shard(config, items)
+    _quality_references_first(items)
     go_no_go = [item for item in items if item.get_closest_marker(GO_NO_GO_MARKER)]
     if not go_no_go:
         return
@@ -244,6 +252,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keys = [(profile.name, case.id) for case in matrix]
         item.stash[GO_NO_GO_CASES_KEY] = [key for key in keys if key in runs]
     items[:] = [item for item in items if item not in go_no_go] + go_no_go
+
+
+def _quality_references_first(items: list[pytest.Item]) -> None:
+    """Each case with a quality reference (``matrix(quality_reference=...)``) learns it and
+    whether it runs in this session; within each test, its references move ahead of its
+    other cases (in the places its items held), so a reference's Result is in before a case
+    compares with it. Every xdist worker orders alike, so a worker reaching a case has run
+    every reference queued before it, and waits only for another worker's."""
+    found: dict[tuple[str, str, str], tuple[pytest.Item, Case]] = {}  # (test, profile, id)
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case, profile = params.get("gpubench_case"), params.get("gpubench_profile")
+        if isinstance(case, Case) and isinstance(profile, HardwareProfile):
+            found[(item.nodeid.split("[", 1)[0], profile.name, case.id)] = (item, case)
+    references = set()
+    for (test, profile_name, _), (item, case) in found.items():
+        matrix = sum((m.args[0] for m in item.iter_markers(MARKER)), Matrix(()))
+        pair = matrix.quality_reference(case)
+        if pair is None:
+            continue
+        reference = found.get((test, profile_name, pair[0]), (None, None))[0]
+        runs = reference is not None and not reference.get_closest_marker("skip")
+        item.stash[QUALITY_RULE_KEY] = QualityRule(pair[0], pair[1], reference_runs=runs)
+        if reference is not None:
+            references.add(reference)
+    places: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        places.setdefault(item.nodeid.split("[", 1)[0], []).append(index)
+    for indices in places.values():
+        ordered = sorted((items[i] for i in indices), key=lambda item: item not in references)
+        for index, item in zip(indices, ordered, strict=True):
+            items[index] = item
 
 
 def _is_case(item: pytest.Item) -> bool:
@@ -326,7 +366,14 @@ def gpubench_result(
     bench = request.config.stash[SESSION_KEY]
     marker = request.node.get_closest_marker(GATE_MARKER)
     thresholds = marker.kwargs if marker else None
-    result = bench.run(gpubench_case, gpubench_profile, request.node.nodeid, thresholds=thresholds)
+    quality = request.node.stash.get(QUALITY_RULE_KEY, None)
+    if quality is not None and getattr(request.config, "workerinput", None) is not None:
+        quality = dataclasses.replace(quality, wait_s=bench.options.timeout_s + 60)
+    result = bench.run(
+        gpubench_case, gpubench_profile, request.node.nodeid, thresholds=thresholds, quality=quality
+    )
+    request.node.stash[QUALITY_CHECK_KEY] = result.quality
+    request.node.stash[RESUME_CHECK_KEY] = result.resume
     verdict = bench.judge(result, thresholds)
     request.node.stash[VERDICT_KEY] = verdict
     request.node.user_properties.extend(case_properties(result, verdict, bench.cases_total))
@@ -390,12 +437,18 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 def _regression(item: pytest.Item) -> str | None:
+    """The case's regression against its baseline, its quality outside the threshold
+    against its reference (:mod:`gpubench.session.quality`) and a failed resume check
+    (the case asked for it: a checkpoint that does not resume fails whatever the test's
+    body says); None when none."""
+    quality = quality_failure(item.stash.get(QUALITY_CHECK_KEY, None))
+    resume = resume_failure(item.stash.get(RESUME_CHECK_KEY, None))
     verdict = item.stash.get(VERDICT_KEY, None)
     if verdict is None or not verdict.regressed:
-        return None
+        return "\n".join(filter(None, [quality, resume])) or None
     from gpubench.baseline.table import describe_regression
 
-    return describe_regression(verdict)
+    return "\n".join(filter(None, [describe_regression(verdict), quality, resume]))
 
 
 @pytest.hookimpl(wrapper=True)

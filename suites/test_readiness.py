@@ -12,6 +12,11 @@ turn the next into an OOM, and the statuses map one to one: ``ok`` (PASS),
 offload) are the baseline the switches are judged against. PASS* and OOM are
 the gate's answers, shown as XFAIL with the reason; the go/no-go test says GO
 when a ZeRO-2 cell passes.
+
+The seed trusted a 20-hour run only after a checkpoint-resume check: the ZeRO-2 cells
+save after half their measured steps, resume in a fresh worker and compare the next
+steps' losses (``resume_check=True``, Result.resume); a cell whose resume check fails
+fails its test with what differed, and is no GO.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ ZERO2_OFFLOAD_BY_CHECKPOINTING = gpubench.matrix(
     **CELL,
     engine="deepspeed",
     zero_stage=2,
+    resume_check=True,  # the seed's checkpoint-resume loss continuity
     offload_optimizer=[False, True],
     grad_ckpt=[False, True],
 )
@@ -51,9 +57,17 @@ def test_readiness_cell(gpubench_result: Result, gpubench_profile: HardwareProfi
 
 @gpubench.go_no_go(ZERO2_OFFLOAD_BY_CHECKPOINTING)
 def test_readiness_go_no_go(gpubench_results: list[Result], gpubench_profile: HardwareProfile):
-    """GO when a ZeRO-2 cell fits the card (PASS); NO-GO otherwise: the seed's gate."""
-    passing = [r.case.id for r in gpubench_results if r.status == "ok"]
+    """GO when a ZeRO-2 cell fits the card (PASS) and resumes from its checkpoint with the
+    same losses; NO-GO otherwise: the seed's gate."""
+    passing = [
+        r.case.id
+        for r in gpubench_results
+        if r.status == "ok" and not (r.resume and r.resume.verdict == "failed")
+    ]
     if not passing:
-        cells = ", ".join(f"{r.case.id}: {r.status}" for r in gpubench_results)
+        cells = ", ".join(
+            f"{r.case.id}: {r.status}" + (f", resume {r.resume.verdict}" if r.resume else "")
+            for r in gpubench_results
+        )
         pytest.xfail(f"NO-GO on {gpubench_profile.name}: no ZeRO-2 cell fits ({cells})")
     print(f"GO on {gpubench_profile.name}: {', '.join(passing)}")

@@ -97,3 +97,20 @@ def test_estimate_probe_bisects_a_cap_and_compares_ranks_with_the_estimate() -> 
     assert "smallest cap that trains" in cap and " %" in cap
     rss = run_script("estimate_probe.py", "rss", '[{"nproc": 2}]', "--with", tiny)
     assert "gpt-tiny-fp32-b2-s16-n2-x2-warm0-fsdp: estimate" in rss and "measured" in rss
+
+
+def test_calibration_predicts_each_thread_count_from_the_other(tmp_path: Path) -> None:
+    out_file = tmp_path / "calibration.json"
+    stdout = run_script(
+        "calibration.py", "--models", "gpt-tiny", "--repeats", "1", "--out", str(out_file)
+    )
+    assert "|error|: median" in stdout
+    rows = json.loads(out_file.read_text())
+    assert {(r["from_threads"], r["to_threads"]) for r in rows} == {(1, 2), (2, 1)}
+    for row in rows:
+        assert row["predicted_low"] <= row["predicted_high"] and row["error_pct"] is not None
+
+
+def test_correctness_figures_reproduce_a_resume_check() -> None:
+    stdout = run_script("correctness.py", "resume", "--engines", "torch")
+    assert "| passed | bitwise |" in stdout

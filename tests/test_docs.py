@@ -91,7 +91,8 @@ RULES = (
         "builds wheels for, and installs them on, an offline GPU machine",
     ),
     Rule(
-        r"python benchmarks/(harness_overhead|report_render|adaptive_stop|estimate_probe)\.py .*",
+        r"python benchmarks/(harness_overhead|report_render|adaptive_stop|estimate_probe"
+        r"|calibration|correctness)\.py .*",
         NOT_RUN,
         "a benchmark of minutes: tests/test_benchmarks.py runs it small",
     ),

@@ -86,7 +86,8 @@ def test_the_head_is_its_own_part() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "settings"),
-    [("cpu", {}), ("cpu", {"precision": "bf16"}), ("cpu", {"attention": "math"}),
+    [("cpu", {}), ("cpu", {"precision": "bf16"}), ("cpu", {"precision": "bf16-pure"}),
+     ("cpu", {"attention": "math"}),
      ("cpu", {"grad_ckpt": True, "grad_accum": 2}),
      ("cuda", {"precision": "bf16", "attention": "math", "grad_ckpt": True})],
 )  # fmt: skip

@@ -91,8 +91,10 @@ def test_report_against_a_baseline_judges_by_the_gates_rules(
 
 
 def test_report_projection_options_and_their_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no pyproject.toml: no [tool.gpubench.projection] (the
+    # repository's own sets epochs and a data set's size for its suites)
     out = tmp_path / "r.html"
     args = ["report", str(RUN_SMALL), "-o", str(out), "--train-tokens", "10B", "--max-hours", "72"]
     assert main(args) == 0

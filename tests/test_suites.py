@@ -38,7 +38,7 @@ def test_suites_collect_on_cpu_and_gpu_profiles() -> None:
     ids = [line for line in proc.stdout.splitlines() if "::" in line]
     smoke = "suites/test_cpu_smoke.py::test_precision_and_checkpointing"
     assert f"{smoke}[gpt-mini-bf16-ckpt-b4-s64-n6-lr0.001-maxwarm4-cpu]" in ids
-    assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-rtx5080]" in i for i in ids)
+    assert any("test_ladder[gpt-1b-bf16-ckpt-s512-n30-warm10-rtx5080]" in i for i in ids)
     assert any("zero2-offopt" in i and i.endswith("-rtx5080]") for i in ids)
     # 10 smoke + 20 ladder + 24 ladder offload + 6 readiness + 8 warm-up probe + 17 estimator
     # + 6 batch probe + 2 L4 diagnostic + 6 multi-GPU launch, + the ladder's, the launch's and the
@@ -121,8 +121,8 @@ def test_the_ladder_names_what_fits_and_stays_no_go_below_its_most_offloaded_cel
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     go = proc.stdout[proc.stdout.index("test_ladder_go_no_go[rtx5080]") :]
-    assert "gpt-1b: gpt-1b-bf16-zero2-offopt-s512-n30-deepspeed (host RAM 15.1 GiB)" in go
-    assert "gpt-1b-bf16-ckpt-offparam-s512-n30-fsdp (host RAM" in go
+    assert "gpt-1b: gpt-1b-bf16-zero2-offopt-s512-n30-warm10-deepspeed (host RAM 15.1 GiB)" in go
+    assert "gpt-1b-bf16-ckpt-offparam-s512-n30-warm10-fsdp (host RAM" in go
     assert (
         "NO-GO on rtx3060: no configuration of gpt2-medium, gpt-500m, gpt-1b fits with "
         "2 GiB free" in proc.stdout

@@ -22,6 +22,7 @@ from gpubench.storage import read_results
 from gpubench.validation import checks as C
 from gpubench.validation import diagnostic_checks as D
 from gpubench.validation import plan as P
+from gpubench.validation import training_checks as T
 from gpubench.validation.plan import plan_for
 
 DATA = Path(__file__).parent / "data" / "validation"
@@ -346,9 +347,74 @@ def test_the_smoke_kit_runs_green_on_cpu_and_writes_at_most_8_files(tmp_path: Pa
     assert evidence["complete"] and evidence["scale"] == "smoke"
     statuses = {c["name"]: c["status"] for c in evidence["checks"]}
     assert statuses["capacity-emulation"] == "pass" and statuses["bf16"] == "pass"
+    assert statuses["bf16-pure"] == "pass" and statuses["resume-check"] == "pass"
+    assert statuses["fp16-loss-scale"] == "skip"
     assert statuses["harness-ratio"] == "skip" and evidence["figures"]["harness"]["ratio"] > 0
     assert evidence["summary"]["fail"] == 0
     names = {r.case.id for r in read_results(out / "results.jsonl")}
     assert names == set(plan_for("smoke").cases())
     assert "matmul" in (out / "kernel-profile.txt").read_text()
     assert "| capacity-emulation | pass |" in (out / "validation.md").read_text()
+
+
+# -- training correctness's GPU checks (issue 20), on planted Results ------------------------------
+
+
+def test_the_fp16_loss_scale_check_reads_the_scale_of_every_step(smoke: dict[str, Result]) -> None:
+    from gpubench.contracts.result import Metrics
+
+    base = smoke[P.BF16]
+    n = len(base.series.loss)
+    scales = [65536.0, 32768.0] + [32768.0] * (n - 2)
+    fp16 = dataclasses.replace(
+        base,
+        metrics=dataclasses.replace(
+            base.metrics, loss_scale_min=32768.0, loss_scale_final=32768.0, skipped_steps=1
+        ),
+        series=dataclasses.replace(base.series, loss_scale=scales),
+    )
+    check = T.fp16_loss_scale({P.FP16: fp16})
+    assert check.status == "pass" and "1 skipped" in check.detail
+    unrecorded = dataclasses.replace(fp16, metrics=Metrics(), series=base.series)
+    failed = T.fp16_loss_scale({P.FP16: unrecorded})
+    assert failed.status == "fail" and f"0 loss scales for {n} steps" in failed.detail
+    assert T.fp16_loss_scale({}).status == "fail"
+
+
+def test_the_bf16_pure_check_states_both_held_out_losses(smoke: dict[str, Result]) -> None:
+    base = smoke[P.BF16]
+
+    def evaluated(loss: float | None) -> Result:
+        return dataclasses.replace(base, metrics=dataclasses.replace(base.metrics, eval_loss=loss))
+
+    check = T.bf16_pure({P.BF16: evaluated(4.0), P.BF16_PURE: evaluated(4.12)})
+    assert check.status == "pass" and "(+3.00 %)" in check.detail
+    assert T.bf16_pure({P.BF16: evaluated(4.0), P.BF16_PURE: evaluated(None)}).status == "fail"
+    assert T.bf16_pure({P.BF16: evaluated(4.0)}).status == "fail"
+
+
+def test_the_resume_check_passes_only_a_passed_check(smoke: dict[str, Result]) -> None:
+    from gpubench.contracts.result import ResumeCheck
+
+    base = smoke[P.ZERO2]
+    passed = ResumeCheck(
+        "passed",
+        save_step=6,
+        comparison="relative",
+        tolerance=1e-2,
+        reference_loss=[4.0, 3.9],
+        resumed_loss=[4.0, 3.9001],
+        max_relative_diff=2.6e-5,
+        save_s=4.2,
+        load_s=3.1,
+        checkpoint_bytes=7_100_000_000,
+        checkpoint_format="deepspeed",
+    )
+    ok = T.resume_check({P.RESUME: dataclasses.replace(base, resume=passed)})
+    assert ok.status == "pass" and "7.10 GB" in ok.detail and "relative" in ok.detail
+    failed = dataclasses.replace(passed, verdict="failed", differences=["data position differs"])
+    bad = T.resume_check({P.RESUME: dataclasses.replace(base, resume=failed)})
+    assert bad.status == "fail" and "data position differs" in bad.detail
+    assert T.resume_check({P.RESUME: base}).status == "fail"  # no check recorded
+    on_cpu = by_name(T.training_checks({}, plan_for("smoke").skipped))
+    assert on_cpu["fp16-loss-scale"].status == "skip"

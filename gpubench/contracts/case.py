@@ -139,6 +139,27 @@ def _resume_check(value: Any) -> None:
         )
 
 
+def _deepspeed_bf16_pure(flags: Flags) -> None:
+    """DeepSpeed keeps bf16 weights and optimizer states only in its ZeRO optimizer, and not
+    with optimizer offload (gpubench/worker/engines/deepspeed_config.py says how)."""
+    if flags.precision != "bf16-pure":
+        return
+    if flags.zero_stage == 0:
+        raise CaseError(
+            "precision='bf16-pure' with engine='deepspeed' needs zero_stage 1, 2 or 3: "
+            "DeepSpeed 0.19.8 keeps bf16 master weights and optimizer states "
+            "(bf16_master_weights_and_grads) only in its ZeRO optimizer; at zero_stage=0 "
+            "it keeps fp32 master weights, which is precision='bf16'"
+        )
+    if flags.offload_optimizer:
+        raise CaseError(
+            "precision='bf16-pure' with engine='deepspeed' cannot offload the optimizer: "
+            "DeepSpeed 0.19.8's DeepSpeedCPUAdam keeps fp32 optimizer states unless built "
+            "with fp32_optimizer_states=False, which its config cannot ask for; use "
+            "offload_optimizer=False, or precision='bf16'"
+        )
+
+
 def _boolean(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise CaseError(f"{name}={value!r} must be True or False")
@@ -344,6 +365,7 @@ class Case:
         named = [f"zero_stage={flags.zero_stage}"] if flags.zero_stage else []
         named += [n for n in ("offload_optimizer", "offload_params") if getattr(flags, n)]
         if self.engine == "deepspeed":
+            _deepspeed_bf16_pure(flags)
             if flags.offload_params and flags.zero_stage != 3:
                 raise CaseError(
                     f"offload_params=True needs zero_stage=3 with engine='deepspeed' "

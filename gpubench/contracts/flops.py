@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from gpubench.contracts.profiles import HardwareProfile
 
 FORMULA = "6N + 12·L·d·T per token (PaLM, Chowdhery et al. 2022, appendix B)"
-TENSOR_CORE_PRECISIONS = ("bf16", "fp16")  # autocast to a tensor-core dtype
+# matmuls in a tensor-core dtype: autocast bf16/fp16, or a model cast to bf16 (bf16-pure)
+TENSOR_CORE_PRECISIONS = ("bf16", "fp16", "bf16-pure")
 
 
 def training_flops_per_token(
@@ -82,9 +83,9 @@ def case_flops_per_token(case: Case) -> float | None:
 
 def peak_flops(profile: HardwareProfile, precision: str, *, tf32: bool = False) -> float | None:
     """The profile's dense peak FLOP/s for ``precision``: the tensor-core BF16/FP16 figure
-    under autocast, the FP32 one otherwise; None when the profile has no figure, and for
-    FP32 with TF32 matmuls allowed (they run on tensor cores, a rate no profile states:
-    the FP32 figure would make the MFU up to 8x too high)."""
+    under autocast or bf16-pure, the FP32 one otherwise; None when the profile has no
+    figure, and for FP32 with TF32 matmuls allowed (they run on tensor cores, a rate no
+    profile states: the FP32 figure would make the MFU up to 8x too high)."""
     if precision in TENSOR_CORE_PRECISIONS:
         return profile.bf16_flops
     return None if tf32 else profile.fp32_flops

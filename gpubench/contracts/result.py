@@ -790,6 +790,11 @@ class Result:
         said = self.error.message if self.error else None
         parts += [f"implausible: {reason}" for reason in self.implausible if reason != said]
         parts += [f"imbalanced: {sentence}" for sentence in self.imbalance]
+        if self.resume is not None and self.resume.verdict != "passed":
+            why = "; ".join(self.resume.differences) or self.resume.note
+            parts.append(f"resume check {self.resume.verdict.replace('_', ' ')}: {why}")
+        if self.quality is not None and self.quality.verdict == "outside":
+            parts.append(f"quality outside: {self.quality.note}")
         conditions = (busy_sentence(self.machine_load), cold_sentence(self.cold_start))
         parts += [sentence for sentence in conditions if sentence]
         return ", ".join(parts)

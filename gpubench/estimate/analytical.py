@@ -114,11 +114,11 @@ def precision_of(case: Case) -> Precision:
     fp32 [torch autocast fp32 list]; the residual adds fp32 + bf16 -> fp32); DeepSpeed's
     bf16/fp16 casts the model itself, every tensor 16-bit (engines/deepspeed_config.py), and
     so does FSDP's mixed precision policy, which computes with the gathered 16-bit
-    parameters [FSDP]."""
+    parameters [FSDP]. bf16-pure casts the model itself in every engine: every tensor bf16."""
     precision = case.flags.precision
     if precision == "fp32":
         return Precision(FP32, FP32, FP32, FP32, autocast=False)
-    if case.engine in ("deepspeed", "fsdp"):
+    if case.engine in ("deepspeed", "fsdp") or precision == "bf16-pure":
         return Precision(HALF, HALF, HALF, HALF, autocast=False)
     return Precision(FP32, HALF, FP32, FP32, autocast=True)
 
@@ -203,6 +203,14 @@ def logits_and_loss_bytes(case: Case, shape: ModelShape, prec: Precision) -> int
 
 
 # -- model states [ZeRO], [DS], [torch] ----------------------------------------------------------
+def state_bytes(case: Case) -> int:
+    """Bytes an element of the weights, gradients and AdamW states take in a torch or FSDP
+    step: 2 for bf16-pure (the model cast to bf16 before its optimizer is made, so AdamW
+    makes its states in bf16 too, [torch] ``torch.zeros_like(p)``), else 4 (fp32 weights,
+    whatever autocast computes in)."""
+    return HALF if case.flags.precision == "bf16-pure" else FP32
+
+
 @dataclass(frozen=True)
 class ModelStates:
     """Per-rank device and host bytes of the weights, gradients and optimizer."""
@@ -236,35 +244,38 @@ def model_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates
 
 def torch_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
     """fp32 weights and gradients and fp32 AdamW ``exp_avg``/``exp_avg_sq`` whatever the
-    precision (autocast casts copies, :func:`autocast_copy_bytes`); DDP's buckets
-    under torchrun [torch DDP]."""
-    n = shape.n_params
+    precision (autocast casts copies, :func:`autocast_copy_bytes`), all bf16 for bf16-pure
+    (:func:`state_bytes`: 2 + 2 + 2 x 2 bytes a parameter, no fp32 master copy); DDP's
+    buckets, in the gradients' dtype, under torchrun [torch DDP]."""
+    n, e = shape.n_params, state_bytes(case)
     notes: tuple[str, ...] = ()
-    ddp = FP32 * n if world_size(case) > 1 else 0
+    ddp = e * n if world_size(case) > 1 else 0
     if ddp:
         notes = ("DDP keeps gradient buckets the size of the gradients (engine_buffers)",)
     return ModelStates(
-        parameters=FP32 * n,
+        parameters=e * n,
         master_weights=0,
-        grads_model=FP32 * n,
+        grads_model=e * n,
         grads_fp32=0,
         grads_fp32_persistent=False,
-        optimizer_states=2 * FP32 * n,
+        optimizer_states=2 * e * n,
         engine_buffers=ddp,
-        optimizer_workspace=adamw_workspace_bytes(case, shape, device_kind, stepped=n),
+        optimizer_workspace=adamw_workspace_bytes(case, shape, device_kind, stepped=n, element=e),
         notes=notes,
     )
 
 
-def adamw_workspace_bytes(case: Case, shape: ModelShape, device_kind: str, stepped: int) -> int:
-    """torch AdamW's temporary ``denom`` (fp32): none fused; one per parameter with foreach
-    (CUDA's default); ``sqrt`` and the quotient of one tensor at a time with the single-tensor
-    loop (CPU's default) [torch]."""
+def adamw_workspace_bytes(
+    case: Case, shape: ModelShape, device_kind: str, stepped: int, element: int = FP32
+) -> int:
+    """torch AdamW's temporary ``denom`` (in the states' dtype, ``element`` bytes): none
+    fused; one per parameter with foreach (CUDA's default); ``sqrt`` and the quotient of one
+    tensor at a time with the single-tensor loop (CPU's default) [torch]."""
     if case.flags.fused_adamw:
         return 0
     if device_kind == "cuda":
-        return FP32 * stepped
-    return 2 * FP32 * min(stepped, shape.largest_tensor_params)
+        return element * stepped
+    return 2 * element * min(stepped, shape.largest_tensor_params)
 
 
 def world_size(case: Case) -> int:
@@ -281,6 +292,8 @@ def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelSt
     - gradients in the model dtype, whole at stages 0-1, ``1/W`` at 2-3, plus an fp32
       partition with 16-bit weights;
     - AdamW's two fp32 states, ``1/W`` from stage 1;
+    - bf16-pure (stages 1-3): the master partition and AdamW's states in bf16, no separate
+      fp32 gradient partition (bf16_master_weights_and_grads, bf16_optimizer_states);
     - one reduce bucket (stages 1-2) or the gathered largest layer, ``4 x`` its parameters
       (stage 3, DeepSpeed's own ``largest_layer_memory``);
     - offload moves master weights, states and the fp32 gradient partition (and at
@@ -293,16 +306,19 @@ def deepspeed_states(case: Case, shape: ModelShape, device_kind: str) -> ModelSt
     if z == 0:
         return _deepspeed_unpartitioned(case, shape, device_kind, p)
     part = -(-n // w)  # ceil(n / W): DeepSpeed pads the flat buffer to W equal partitions
-    master = FP32 * part
-    grads_fp32 = FP32 * part if p == HALF else 0  # fp32 weights: .to(fp32) is the same tensor
-    states = 2 * FP32 * part
+    # bf16-pure: the master partition, its gradient and AdamW's states in bf16
+    # (bf16_master_weights_and_grads, bf16_optimizer_states; engines/deepspeed_config.py)
+    m = HALF if flags.precision == "bf16-pure" else FP32
+    master = m * part
+    grads_fp32 = FP32 * part if p == HALF and m == FP32 else 0  # .to(m) is the same tensor
+    states = 2 * m * part
     grads_model = p * n if z == 1 else p * part
     params = p * part if z == 3 else p * n
     bucket = min(ZERO_BUCKET_ELEMENTS, n) * p
     buffers = 4 * shape.largest_layer_params if z == 3 else bucket  # [DS] largest_layer_memory
     # torch AdamW steps on one flat fp32 partition: a single tensor of ``part`` elements
     flat = dataclasses.replace(shape, largest_tensor_params=part)
-    flat_workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part)
+    flat_workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part, element=m)
     host: dict[str, int] = {}
     notes: list[str] = []
     if flags.offload_optimizer:
@@ -377,8 +393,9 @@ def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
     """FSDP2 full sharding over ``W = nproc x nnodes`` ranks [FSDP section 3.2], as ZeRO-3:
 
     - fp32 parameters, gradients (``reduce_dtype`` fp32) and AdamW's two states, ``1/W``
-      each: ``16 n / W`` bytes; no master copy, the sharded fp32 parameters are what AdamW
-      steps on and what ``MixedPrecisionPolicy`` casts when it gathers [FSDP];
+      each: ``16 n / W`` bytes (bf16-pure: all bf16, reduced in bf16, ``8 n / W``); no
+      master copy, the sharded parameters are what AdamW steps on and what
+      ``MixedPrecisionPolicy`` casts when it gathers [FSDP];
     - the gathered working set (engine buffers) in the compute dtype ``p``: the root's
       parameters (kept gathered from forward to backward), one block's and the next block's
       prefetched [FSDP section 4.2]; the root's unsharded gradients (the head's backward
@@ -392,17 +409,18 @@ def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
     """
     flags, n, w = case.flags, shape.n_params, world_size(case)
     p = FP32 if flags.precision == "fp32" else HALF
+    e = state_bytes(case)  # bf16-pure: sharded states bf16, reduced in bf16 (fsdp_engine.py)
     part = -(-n // w)  # ceil(n / W); FSDP2 pads each parameter's dim 0 to a multiple of W
     root, block = fsdp_units(shape)
     gathered = p * (root + 2 * block)
-    unsharded_grads = p * root + (p + FP32) * block
+    unsharded_grads = p * root + (p + e) * block
     flat = dataclasses.replace(shape, largest_tensor_params=-(-shape.largest_tensor_params // w))
     notes = [
         f"FSDP units: root {root:,} parameters, block {block:,}; gathered in "
         f"{'fp32' if p == FP32 else flags.precision}, one block prefetched"
     ]
-    params, grads, states = FP32 * part, FP32 * part, 2 * FP32 * part
-    workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part)
+    params, grads, states = e * part, e * part, 2 * e * part
+    workspace = adamw_workspace_bytes(case, flat, device_kind, stepped=part, element=e)
     host: dict[str, int] = {}
     if flags.offload_params:
         host = {
@@ -413,7 +431,10 @@ def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
         params = grads = states = workspace = 0
         notes.append("FSDP CPUOffloadPolicy: sharded states and the AdamW step on the host")
     if flags.grad_accum > 1:
-        notes.append("FSDP without gradient sync accumulates unsharded fp32 gradients")
+        notes.append(
+            "FSDP without gradient sync accumulates unsharded "
+            f"{'bf16' if e == HALF else 'fp32'} gradients"
+        )
     return ModelStates(
         parameters=params,
         master_weights=0,
@@ -425,7 +446,7 @@ def fsdp_states(case: Case, shape: ModelShape, device_kind: str) -> ModelStates:
         optimizer_workspace=workspace,
         host=host,
         notes=tuple(notes),
-        grads_accumulated=FP32 * n,
+        grads_accumulated=e * n,
         buffers_at_step=0,
     )
 

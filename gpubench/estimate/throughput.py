@@ -146,7 +146,9 @@ def ranks(case: Case) -> int:
 def bytes_per_token(case: Case, n_params: int) -> float:
     """The fewest bytes one rank moves per token it trains (the module doc's floor)."""
     flags = case.flags
-    sixteen_bit = case.engine == "deepspeed" and flags.precision in TENSOR_CORE_PRECISIONS
+    sixteen_bit = flags.precision == "bf16-pure" or (
+        case.engine == "deepspeed" and flags.precision in TENSOR_CORE_PRECISIONS
+    )
     weight = 2 if sixteen_bit else 4  # bytes a weight (and a gradient) is stored in
     sharded = (case.engine == "deepspeed" and flags.zero_stage > 0) or case.engine == "fsdp"
     optimizer = 0.0 if flags.offload_optimizer else ADAMW_BYTES * n_params

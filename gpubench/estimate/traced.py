@@ -248,9 +248,11 @@ def build_fake_model(case: Case, fake_mode: Any) -> BuiltModel:
     parameters and buffers then replaced by ``fake_mode``'s tensors on the trace device,
     tied weights kept tied. (Built under the fake mode itself, ``module.to`` fails: it
     swaps each fake parameter, and a fake tensor refuses the swap.)"""
+    from gpubench.worker.engines.recipe import cast_model
     from gpubench.worker.models import build_model
 
     built = build_model(case, "meta")
+    cast_model(case, built.module)  # bf16-pure: as the engine's build casts it
     with fake_mode:
         _meta_to_fake(built.module, TRACE_DEVICE)
     return built
@@ -296,7 +298,11 @@ def trace_training_steps(
     (foreach) implementation, whose temporaries span all parameters at once (on CPU torch
     loops per tensor; fused wins when flagged), and the kernels of :func:`cuda_kernels`
     (autocast's float32 ops, dropout's bool mask, SDPA's fused kernels under dropout)."""
+    from gpubench.worker.engines.recipe import MODEL_DTYPES, cast_model
+
     built.module.train()
+    if case.flags.precision in MODEL_DTYPES and not _is_fake(built.module):
+        cast_model(case, built.module)  # a real model; a fake one was cast on meta
     params = [p for p in built.module.parameters() if p.requires_grad]
     optimizer = _adamw(case, params, foreach=as_cuda)
     if primed:
@@ -309,6 +315,12 @@ def trace_training_steps(
         step()
     peak, breakdown = tracker.peak_breakdown(device)
     return TracedStep(peak_bytes=peak, breakdown=breakdown, seconds=time.perf_counter() - started)
+
+
+def _is_fake(module: torch.nn.Module) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return any(isinstance(p, FakeTensor) for p in module.parameters())
 
 
 def engine_step(

@@ -12,6 +12,7 @@ it left out instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,15 @@ from gpubench.contracts.result import Result
 from gpubench.report import figures
 from gpubench.report.headroom import capacity_bytes, share_upper_bound
 from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread
+from gpubench.worker.measure.divergence import SPIKE_FACTOR, SPIKE_WINDOW
 
 HEADROOM_FRACTION = 0.5  # peak memory below this share of capacity: a larger batch fits
+# a judgement: clipping nearly every step of a run's second half means grad_clip, not the
+# learning rate, sets the step size once training is under way. Early steps are not judged:
+# a freshly initialised model's norm is above 1 for its first hundreds of steps (gpt-mini on
+# the learnable stream at 3e-4: 1.5-2.3 over 22 steps, every one clipped at 1.0)
+CLIP_RATE_HIGH = 0.9
+CLIP_ADVICE_MIN_STEPS = 100  # a run shorter than this is not advised on its clipping
 MAX_LISTED = 5  # findings listed one per line; more read as one line, the list folded
 
 
@@ -198,6 +206,51 @@ def loss_not_falling(results: Sequence[Result]) -> Advice | None:
         "",
         _too_few(learnable),
     )
+
+
+def late_clip_rate(result: Result) -> tuple[float, int] | None:
+    """(share clipped, steps judged) over the second half of a run of at least
+    :data:`CLIP_ADVICE_MIN_STEPS` steps with clipping; None otherwise."""
+    norms, clip = result.series.grad_norm, result.case.grad_clip
+    if clip is None or len(norms) < CLIP_ADVICE_MIN_STEPS:
+        return None
+    late = [n for n in norms[len(norms) // 2 :] if n is not None and math.isfinite(n)]
+    return (sum(n > clip for n in late) / len(late), len(late)) if late else None
+
+
+def gradients_unhealthy(results: Sequence[Result]) -> Advice | None:
+    """Gradient-norm spikes (gpubench.worker.measure.divergence), or nearly every step of a
+    long run's second half clipped."""
+    examined = [r for r in results if r.ran and r.metrics.grad_spikes is not None]
+    findings = []
+    for r in examined:
+        m, said = r.metrics, []
+        if m.grad_spikes:
+            said.append(f"{m.grad_spikes} spike(s) at step(s) {_steps(m.grad_spike_steps)}")
+        late = late_clip_rate(r)
+        if late is not None and late[0] > CLIP_RATE_HIGH:
+            said.append(
+                f"{figures.percent(late[0])} % of the last {late[1]} steps clipped at "
+                f"{r.case.grad_clip:g}"
+            )
+        if said:
+            findings.append(Finding(r, "; ".join(said)))
+    if not findings:
+        return None
+    return Advice(
+        "Gradient spikes or heavy clipping: lower the learning rate or lengthen its warm-up "
+        "before trusting a long run",
+        f"a gradient norm above {SPIKE_FACTOR:g}x the median of the {SPIKE_WINDOW} steps "
+        f"before it, or more than {figures.percent(CLIP_RATE_HIGH, 0)} % of the second half's "
+        f"steps clipped in a run of {CLIP_ADVICE_MIN_STEPS} steps or more",
+        tuple(findings),
+        tuple(examined),
+    )
+
+
+def _steps(steps: list[int], most: int = 8) -> str:
+    shown = ", ".join(str(step) for step in steps[:most])
+    return shown + (f" and {len(steps) - most} more" if len(steps) > most else "")
 
 
 def implausible_measurement(results: Sequence[Result]) -> Advice | None:
@@ -452,6 +505,7 @@ def kernel_bound(results: Sequence[Result]) -> Advice | None:
 RULES: tuple[Callable[[Sequence[Result]], Advice | None], ...] = (
     implausible_measurement,
     loss_not_falling,
+    gradients_unhealthy,
     precision_not_reached,
     warmup_not_steady,
     input_bound,

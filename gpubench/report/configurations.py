@@ -19,6 +19,9 @@ from gpubench.contracts.result import Result
 from gpubench.report.figures import STATUS_LABELS
 from gpubench.report.headroom import capacity_bytes, device_share
 from gpubench.report.pytest_outcomes import LABELS, Outcomes
+from gpubench.report.quality import COLUMNS as QUALITY_COLUMNS
+from gpubench.report.quality import KEYS as QUALITY_KEYS
+from gpubench.report.quality import quality_fields, reference_ids
 from gpubench.report.trust import has_spread, measured_steps
 
 
@@ -32,6 +35,7 @@ def matrix_frame(results: Sequence[Result], outcomes: Outcomes | None = None) ->
     """One row per Result; with ``outcomes``, pytest's outcome of its test beside its
     status (a case whose test failed is labelled so: the report never calls it PASS)."""
     outcomes = outcomes or Outcomes(())
+    references = reference_ids(results)  # the cases others' quality was compared with
     rows = []
     for r in results:
         outcome = outcomes.of(r)
@@ -79,6 +83,7 @@ def matrix_frame(results: Sequence[Result], outcomes: Outcomes | None = None) ->
                 "loss_start": m.loss_start,
                 "loss_end": m.loss_end,
                 "duration_s": r.duration_s,
+                **quality_fields(r, references),  # held-out loss, its reference's comparison
             }
         )
     frame = pd.DataFrame(rows)
@@ -108,6 +113,7 @@ COLUMNS = (
     ("step_cv", "step-time CV, %", True),
     ("loss_start", "loss start", True),
     ("loss_end", "loss end", True),
+    *QUALITY_COLUMNS,
     ("duration_s", "duration, s", True),
 )
 # figures a run may have measured none of (an estimate-only run: no throughput, no loss;
@@ -128,6 +134,7 @@ OPTIONAL = frozenset(
         "step_cv",
         "loss_start",
         "loss_end",
+        *QUALITY_KEYS,
     }
 )
 
@@ -143,6 +150,8 @@ def matrix_columns(frame: pd.DataFrame) -> tuple[tuple[str, str, bool], ...]:
             return bool(frame["profile"].nunique() > 1)
         if key == "mfu" and frame["implausible"].map(bool).any():
             return True
+        if key == "quality_diff":  # a reference or an uncompared case says so in words
+            return bool(frame["quality_verdict"].notna().any())
         return key not in OPTIONAL or bool(frame[key].notna().any())
 
     return tuple(column for column in COLUMNS if shown(column[0]))

@@ -40,6 +40,7 @@ from gpubench.report.provenance import (
 from gpubench.report.pytest_outcomes import LABELS, GoNoGo, Outcomes, go_no_go_rows
 from gpubench.report.ranks import RankRow, rank_rows
 from gpubench.report.recommendation import DEFAULT_SAFETY_MARGIN, ProfileVerdict, profile_verdicts
+from gpubench.report.resume import ResumeRow, ResumeStep, resume_rows, resume_steps
 from gpubench.storage import Invocation, TestOutcome
 
 
@@ -72,6 +73,7 @@ class CaseDetail:
     energy: tuple[tuple[str, str], ...] = ()
     telemetry_svg: str | None = None  # utilisation, power, temperature over time
     ranks: tuple[RankRow, ...] = ()  # each rank's figures (gpubench.report.ranks); (): one
+    resume: tuple[ResumeStep, ...] = ()  # the resume check's losses step by step; (): none
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Report:
     environments: tuple[EnvironmentColumn, ...]
     rerun: Rerun | None
     safety_margin: float
+    resume_checks: tuple[ResumeRow, ...] = ()  # each case's resume check (report/resume.py)
 
     @property
     def several_profiles(self) -> bool:
@@ -182,6 +185,7 @@ def _details(
             energy=energy_facts(r),
             telemetry_svg=charts.telemetry_chart(r, f"telemetry{index}"),
             ranks=rank_rows(r),
+            resume=resume_steps(r),
         )
         for index, r in enumerate(results)
     )
@@ -244,6 +248,7 @@ def build_report(data: ReportData) -> Report:
         environments=tuple(environment_columns(results)),
         rerun=rerun_command(results, data.invocations),
         safety_margin=data.safety_margin,
+        resume_checks=tuple(resume_rows(cases)),
     )
 
 

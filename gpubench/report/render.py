@@ -25,6 +25,8 @@ from gpubench.report.advice import MAX_LISTED
 from gpubench.report.charts import label
 from gpubench.report.configurations import anchor
 from gpubench.report.document import Report
+from gpubench.report.quality import KEYS as QUALITY_KEYS
+from gpubench.report.quality import quality_cell
 from gpubench.report.recommendation import (
     GO,
     LISTED_STANDINGS,
@@ -77,6 +79,8 @@ def matrix_cell(row: dict[str, Any], key: str) -> str:
         return figures.number(None if value is None else 1000 * value)
     if key == "step_cv":
         return figures.percent(value) + (" (noisy)" if row["noisy"] else "")
+    if key in QUALITY_KEYS:
+        return quality_cell(row, key)
     formats: dict[str, Any] = {
         "peak_bytes": figures.gib,
         "capacity_fraction": figures.percent,

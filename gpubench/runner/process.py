@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from gpubench.contracts.case import Case
 from gpubench.contracts.profiles import HardwareProfile
@@ -45,6 +46,7 @@ def run_case(
     keep_workdir: bool = False,
     poll_interval_s: float = 0.25,
     repeat: int = 0,
+    resume: Mapping[str, Any] | None = None,
 ) -> Result:
     """Run ``case`` against ``profile`` in a fresh worker process and return its Result.
 
@@ -54,11 +56,14 @@ def run_case(
     Progress events reach ``on_progress`` every ``poll_interval_s``; the
     worker's exit is seen at once, whatever the interval.
     ``repeat`` marks a rerun confirming a suspected regression (``Result.repeat``).
+    ``resume`` is the resume check's part for the worker (:mod:`gpubench.runner.resume`).
     Worker failures (crash, signal, timeout, garbage output, failure to start)
     come back as a Result; only bad arguments raise.
     """
     launcher = launcher if launcher is not None else launcher_for(case)
-    job = {"case": case.to_dict(), "profile": profile.to_dict(), "nodeid": nodeid}
+    job: dict[str, Any] = {"case": case.to_dict(), "profile": profile.to_dict(), "nodeid": nodeid}
+    if resume is not None:
+        job["resume"] = dict(resume)
 
     def answer(paths: WorkerPaths, worker: WorkerExit) -> tuple[Result, WorkerExit]:
         return _answer(case, profile, paths, worker, timeout_s), worker

@@ -34,7 +34,7 @@ from gpubench.contracts.profiles import (
     parse_profile_list,
 )
 from gpubench.contracts.protocol import write_text_atomic
-from gpubench.contracts.result import Result
+from gpubench.contracts.result import QualityCheck, Result
 from gpubench.contracts.text import safe_text
 from gpubench.estimate import formulas_model_exactly
 from gpubench.estimate.isolated import ESTIMATE_TIMEOUT_S, estimate_safely
@@ -42,9 +42,11 @@ from gpubench.estimate.measured import compared
 from gpubench.estimate.predicted import predicted_result
 from gpubench.runner import run_case
 from gpubench.runner.launchers import launcher_for
+from gpubench.runner.resume import ResumePlan
 from gpubench.session.collection import CaseOwners
 from gpubench.session.devices import DevicePlan
 from gpubench.session.progress import LiveProgress
+from gpubench.session.quality import QualityRule, compare_quality
 from gpubench.session.settings import REPORT_FILE, SessionOptions
 from gpubench.storage import (
     Invocation,
@@ -139,10 +141,12 @@ class BenchSession:
         nodeid: str | None = None,
         repeat: int = 0,
         thresholds: Mapping[str, float] | None = None,
+        quality: QualityRule | None = None,
     ) -> Result:
         """Run (or, estimate-only, predict) one case and append its Result, which records
         the gate thresholds it is judged by: the session's under the test's ``thresholds``
-        (``gpubench compare`` reads them back)."""
+        (``gpubench compare`` reads them back), and with ``quality`` its held-out loss
+        against its reference's (:mod:`gpubench.session.quality`)."""
         if not self._store_ready:
             self.store.create()
             self._store_ready = True
@@ -161,12 +165,21 @@ class BenchSession:
                 measured=self.saved_results,
             )
         else:
-            result = run_case(
+            launch = functools.partial(
+                run_case,
                 with_precision_target(case, self.options.precision_target),
                 profile,
                 timeout_s=case.timeout_s or self.options.timeout_s,
                 nodeid=nodeid,
                 run_id=self.store.run_id,
+                repeat=repeat,
+                launcher=launcher_for(
+                    case, self.options.rendezvous, profile=profile.name, repeat=repeat
+                ),
+                env=self.devices.env(case, profile),  # this xdist worker's GPUs
+            )
+            resume = ResumePlan.for_case(case, profile.name, self.store.dir, repeat)
+            result = launch(
                 on_progress=self.case_progress.update if self.case_progress else None,
                 keep_workdir=self.options.keep_workdirs,
                 workdir=(
@@ -174,16 +187,17 @@ class BenchSession:
                     if self.options.keep_workdirs
                     else None
                 ),
-                repeat=repeat,
-                launcher=launcher_for(
-                    case, self.options.rendezvous, profile=profile.name, repeat=repeat
-                ),
-                env=self.devices.env(case, profile),  # this xdist worker's GPUs
+                resume=resume.save_job() if resume else None,
             )
+            if resume is not None:  # a fresh worker resumes the checkpoint: not a case run
+                keep = self.options.keep_workdirs
+                result = resume.check(result, lambda job: launch(resume=job), keep=keep)
             limit = min(ESTIMATE_TIMEOUT_S, case.timeout_s or self.options.timeout_s)
             result = with_estimate(result, limit)
         gate_thresholds = self.gate.rules_for(thresholds).resolved()
         result = dataclasses.replace(result, gate_thresholds=gate_thresholds)
+        if quality is not None:  # before the append: results.jsonl holds the check
+            result = dataclasses.replace(result, quality=self.compare_quality(result, quality))
         self.store.append(result)
         if self.case_progress:
             self.case_progress.case_finished(result)
@@ -246,6 +260,15 @@ class BenchSession:
             elif time.monotonic() - idle_since > wait_s:
                 return found
             time.sleep(RESULTS_POLL_S)
+
+    def compare_quality(self, result: Result, rule: QualityRule) -> QualityCheck:
+        """``result``'s held-out loss against its reference's Result in this run, waiting
+        ``rule.wait_s`` for another xdist worker to append it (the collection orders a
+        reference before the cases compared with it)."""
+        key = (result.profile.name, rule.reference)
+        wait_s = rule.wait_s if rule.reference_runs else 0.0
+        reference = self.results_of({key}, wait_s=wait_s).get(key)
+        return compare_quality(result, reference, rule)
 
     def gate_summary_text(self, verdicts: list[CaseVerdict]) -> str:
         """The gate's Markdown summary of this run."""

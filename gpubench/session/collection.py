@@ -29,13 +29,27 @@ from gpubench.runner.launchers import Rendezvous
 from gpubench.session.devices import DevicePlan
 
 
+@functools.lru_cache(maxsize=32)
+def check_text_data(data: str) -> None:
+    """A text case's files, looked at once per ``data`` at collection (the first 8 KiB of
+    each: gpubench.worker.data.corpus), so a bad path fails before any worker starts."""
+    from gpubench.worker.data.corpus import TextSourceError, check_text_source
+
+    try:
+        check_text_source(data)
+    except TextSourceError as exc:
+        raise CaseError(str(exc)) from None
+
+
 def check_case_on_profile(case: Case, profile: HardwareProfile) -> None:
     """Raise :class:`CaseError` for a combination no run could honour."""
+    if case.text_data:
+        check_text_data(case.data)
     if profile.is_cpu and case.flags.precision == "fp16":
         raise CaseError(
             f"case {case.id!r}: precision='fp16' cannot run on profile {profile.name!r} "
             "(fp16 mixed precision with loss scaling is a CUDA training mode); "
-            "valid on cpu: fp32, bf16"
+            "valid on cpu: fp32, bf16, bf16-pure"
         )
     if profile.is_cpu and case.flags.tf32:
         raise CaseError(

@@ -19,7 +19,7 @@ import pandas as pd
 from gpubench.contracts.conditions import busy_sentence, cold_sentence
 from gpubench.contracts.plausibility import implausible_reasons, result_mfu
 from gpubench.contracts.result import Result
-from gpubench.report import figures
+from gpubench.report import figures, quality
 from gpubench.report.trust import MIN_MEASURED_STEPS, has_spread
 
 CASE = "case"
@@ -27,6 +27,7 @@ FLAG = "flag"  # short markers, each explained below the table
 FLAG_WIDTH = 8  # kept free for the flag column even when no row has a flag yet
 PRECISION = "±%"  # the median tok/s's confidence interval, half-width / median
 PREDICTED = "pred tok/s"  # an estimate-only case's predicted range, never a measurement
+QUALITY = "quality"  # held-out loss vs the quality reference's (gpubench.report.quality)
 ESSENTIAL = (
     CASE,
     "profile",
@@ -37,6 +38,7 @@ ESSENTIAL = (
     PRECISION,
     "peak GiB",
     "loss",
+    QUALITY,
     "time s",
 )
 # added left to right while the table still fits the width
@@ -58,6 +60,7 @@ ORDER = (
     "mem",
     "est err%",
     "loss",
+    QUALITY,
     "params",
     "time s",
     "test",
@@ -80,10 +83,13 @@ def _flags(result: Result) -> str:
         marks.append("cold")
     if result.imbalance:
         marks.append("imbal")
+    if result.resume is not None and result.resume.verdict == "failed":
+        marks.append("resume")
     return ",".join(marks)
 
 
 def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
+    references = quality.reference_ids(results)
     rows = []
     for r in results:
         m = r.metrics
@@ -115,6 +121,7 @@ def summary_frame(results: Sequence[Result]) -> pd.DataFrame:
                 # the estimate against what was measured (gpubench.estimate.measured)
                 "est err%": _estimate_error(r),
                 "loss": figures.loss_change(m.loss_start, m.loss_end),
+                QUALITY: quality.short_label(r, references),  # - where no case has a check
                 "params": figures.millions(m.n_params),
                 "time s": figures.seconds(r.duration_s),
                 "test": (r.nodeid or "").rsplit("::", 1)[-1].split("[", 1)[0],
@@ -235,9 +242,17 @@ def format_summary(results: Sequence[Result], width: int | None = None) -> str:
         r.estimate and r.estimate.error_pct is not None for r in results
     ):
         notes.append("est err% = memory estimate vs measured peak, 100 x (est - meas) / meas")
+    if QUALITY in columns and not _all_missing(frame[QUALITY]):
+        notes.append(
+            f"{QUALITY} = held-out loss vs the quality reference's, 100 x (eval - ref) / ref: "
+            "in = within the threshold, out = above it (the test fails), ref = the reference, "
+            "n/c = not compared (the report says why)"
+        )
     flags = {flag for r in results for flag in _flags(r).split(",") if flag}
     if "implaus" in flags:
         notes.append("flag implaus = an implausible measurement: see the report's advice")
+    if "resume" in flags:
+        notes.append("flag resume = the resume check failed: the report names what differs")
     if any(r.predicted for r in results):
         notes.append("(predicted) = estimated, not run (--gpubench-estimate-only): no measurement")
     if PREDICTED in columns and not _all_missing(frame[PREDICTED]):

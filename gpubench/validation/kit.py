@@ -45,6 +45,7 @@ from gpubench.validation.diagnostic_checks import diagnostic_checks
 from gpubench.validation.harness import HARNESS_TARGET, HarnessError, harness_ratio
 from gpubench.validation.kernel_profile import format_profile
 from gpubench.validation.plan import Plan, plan_for
+from gpubench.validation.training_checks import training_checks
 
 MAX_FILES = 8
 SUITE = Path(__file__).resolve().parent / "suite.py"
@@ -342,6 +343,7 @@ def judge(evidence: Evidence, results: list[Result], work: Path) -> dict[str, Re
     evidence.checks = case_checks(
         by_name, skipped_here(evidence.plan), evidence.device, evidence.plan.estimate_tolerance
     ) + diagnostic_checks(by_name)
+    evidence.checks += training_checks(by_name, skipped_here(evidence.plan))
     evidence.write()
     return by_name
 
@@ -374,7 +376,7 @@ def skipped_here(plan: Plan) -> dict[str, str]:
     skipped = dict(plan.skipped)
     if _version("deepspeed") is None:
         why = "DeepSpeed is not installed here (pip install 'gpubench[deepspeed]')"
-        skipped |= {"deepspeed-zero2": why, "deepspeed-zero2-offload": why}
+        skipped |= {"deepspeed-zero2": why, "deepspeed-zero2-offload": why, "resume-check": why}
     return skipped
 
 

@@ -26,6 +26,11 @@ ZERO2_OFFLOAD = "zero2-offload"
 FITS = "emulated-fits"
 TOO_BIG = "emulated-too-big"
 HARNESS = "harness"
+# training correctness (issue 20): pure bf16 beside autocast bf16, their held-out losses
+# compared; the readiness suite's ZeRO-2 cell saved, resumed in a fresh worker and compared
+BF16_PURE = "bf16-pure"
+RESUME = "resume-readiness"
+EVAL_BATCHES = 8
 # the memory estimator checked on a GPU: the readiness suite's cells, few steps (a peak is
 # reached in the first optimizer step; the second confirms it)
 ESTIMATE_500M = "estimate-500m"
@@ -71,7 +76,8 @@ def _gpu() -> Plan:
         scale="gpu",
         main_profile="auto",
         main={
-            BF16: dict(small, precision="bf16"),
+            BF16: dict(small, precision="bf16", eval_batches=EVAL_BATCHES),
+            BF16_PURE: dict(small, precision="bf16-pure", eval_batches=EVAL_BATCHES),
             FP16: dict(small, precision="fp16"),
             TF32: dict(small, precision="fp32", tf32=True),
             FUSED_ADAMW: dict(small, precision="bf16", fused_adamw=True),
@@ -98,6 +104,20 @@ def _gpu() -> Plan:
                 steps=10,
             ),
             **_readiness_cells(),
+            # suites/test_readiness.py's ZeRO-2 cell with its resume check: a ~7 GB
+            # checkpoint written, loaded in a fresh worker, 4 steps compared
+            RESUME: dict(
+                model="gpt-500m",
+                precision="bf16",
+                batch_size=4,
+                seq_len=1024,
+                grad_ckpt=True,
+                engine="deepspeed",
+                zero_stage=2,
+                steps=8,
+                warmup=2,
+                resume_check=True,
+            ),
         },
         emulated_profile="rtx3060",  # 12 GiB
         emulated={
@@ -137,7 +157,22 @@ def _smoke() -> Plan:
         main={
             # bf16 matmuls on an AVX2-only CPU are ~150x slower than fp32: a quarter of the tokens
             BF16: dict(
-                mini, precision="bf16", batch_size=4, seq_len=64, steps=4, max_warmup_steps=3
+                mini,
+                precision="bf16",
+                batch_size=4,
+                seq_len=64,
+                steps=4,
+                max_warmup_steps=3,
+                eval_batches=2,
+            ),
+            BF16_PURE: dict(
+                mini,
+                precision="bf16-pure",
+                batch_size=4,
+                seq_len=64,
+                steps=4,
+                max_warmup_steps=3,
+                eval_batches=2,
             ),
             FUSED_ADAMW: dict(mini, fused_adamw=True),
             # no torch.compile at this scale: inductor's C++ build of gpt-mini takes about a
@@ -145,6 +180,7 @@ def _smoke() -> Plan:
             REFERENCE: dict(mini, fused_adamw=True),
             ZERO2: dict(mini, engine="deepspeed", zero_stage=2),
             ZERO2_OFFLOAD: dict(mini, engine="deepspeed", zero_stage=2, offload_optimizer=True),
+            RESUME: dict(mini, engine="deepspeed", zero_stage=2, warmup=2, resume_check=True),
         },
         emulated_profile="cpu:512MiB",  # RLIMIT_DATA, the CPU stand-in for a smaller card
         emulated={
@@ -158,6 +194,7 @@ def _smoke() -> Plan:
         budget_s=1800.0,
         skipped={
             FP16: cpu_only,
+            "fp16-loss-scale": cpu_only,
             TF32: cpu_only + " (TF32 is an Ampere+ tensor-core mode)",
             "gpu-profile-auto": "the smoke scale runs on the cpu profile, not auto",
             "compile": "torch.compile on CPU builds C++ for about a minute on 2 cores; the "

@@ -24,8 +24,9 @@ from gpubench.contracts.profiles import HardwareProfile
 from gpubench.contracts.protocol import ProgressWriter
 from gpubench.contracts.result import Environment, ErrorInfo, Metrics, Result
 from gpubench.worker.capacity import CapacityLimit
-from gpubench.worker.engines.base import Measurement
+from gpubench.worker.engines.base import Measurement, TrainingEngine
 from gpubench.worker.models.built import ParameterCountMismatch
+from gpubench.worker.resume.job import ResumeJob
 
 
 def now_iso() -> str:
@@ -37,7 +38,8 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> Result:
     case = Case.from_dict(job["case"])
     profile = HardwareProfile.from_dict(job["profile"])
     started_at = now_iso()
-    measurement, capacity = measure_under_cap(case, profile, progress)
+    resume = ResumeJob.from_job(job)  # refuses a checkpoint outside the run's directory
+    measurement, capacity = measure_under_cap(case, profile, progress, resume)
     metrics = measurement.metrics
     if capacity is not None:
         metrics = dataclasses.replace(
@@ -69,7 +71,7 @@ def run_job(job: dict[str, Any], progress: ProgressWriter) -> Result:
 
 
 def measure_under_cap(
-    case: Case, profile: HardwareProfile, progress: ProgressWriter
+    case: Case, profile: HardwareProfile, progress: ProgressWriter, resume: ResumeJob | None = None
 ) -> tuple[Measurement, CapacityLimit | None]:
     """The engine's Measurement of ``case``, trained under the profile's memory cap, and
     the cap (None when it was never applied). An exception the engine did not classify
@@ -82,6 +84,10 @@ def measure_under_cap(
         from gpubench.worker.engines import get_engine
 
         engine = get_engine(case.engine)
+        if resume is not None:  # the resume check's save or load (gpubench.worker.resume)
+            if not isinstance(engine, TrainingEngine):
+                raise TypeError(f"engine {case.engine!r} cannot take part in a resume check")
+            engine.resume = resume
         engine.prepare(case, profile, progress)  # the framework's set-up (imports, ops): uncapped
         capacity = CapacityLimit.apply(profile)
         try:

@@ -30,6 +30,7 @@ from gpubench.contracts.result import ErrorInfo, Metrics, Series
 from gpubench.worker.engines.context import TrainingContext
 from gpubench.worker.engines.device import prepare_device, release_memory
 from gpubench.worker.engines.distributed import Ranks, start_process_group
+from gpubench.worker.engines.evaluate import HeldOutLoss, evaluate, with_held_out
 from gpubench.worker.engines.loop import StepLog, TrainStep, training_loop
 from gpubench.worker.engines.recipe import build_for_training
 from gpubench.worker.engines.run_metrics import training_metrics
@@ -40,8 +41,9 @@ from gpubench.worker.trackers.memory import DeviceMemoryTracker
 from gpubench.worker.trackers.telemetry import TELEMETRY_INTERVAL_S, Telemetry
 
 if TYPE_CHECKING:
-    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.data import DataStream
     from gpubench.worker.models.built import BuiltModel
+    from gpubench.worker.resume.job import ResumeJob
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class TrainingEngine:
         self._ranks: Ranks | None = None  # started by prepare(), taken by run()
         # what the set-up built that a later run finds ready (set_up_framework adds to it)
         self.cold_start: list[str] = []
+        self.held_out: HeldOutLoss | None = None  # case.eval_batches' loss, after the loop
+        # the resume check's part in this run (the job's): save at step k, or load and go on
+        self.resume: ResumeJob | None = None
 
     # -- what an engine supplies ------------------------------------------------------------
     def set_up_framework(
@@ -80,7 +85,7 @@ class TrainingEngine:
         threads: the runtime's, not the case's)."""
         return start_process_group(profile)
 
-    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: DataStream) -> TrainStep:
         """One optimizer step of ``model`` (built, size-checked, in training mode) on batches
         of ``stream``: the function the loop times."""
         raise NotImplementedError
@@ -132,6 +137,7 @@ class TrainingEngine:
         metrics = training_metrics(
             ctx, log, rss, device_memory, trained_to_end=trained_to_end, telemetry=telemetry
         )
+        metrics = with_held_out(metrics, self.held_out if trained_to_end else None)
         tokens_per_s = metrics.tokens_per_s.median if metrics.tokens_per_s else None
         progress.emit("done", log.steps, log.steps, tokens_per_s, metrics.peak_memory_bytes)
         series = replace(log.series(trained_to_end=trained_to_end), telemetry=telemetry.series())
@@ -161,4 +167,16 @@ class TrainingEngine:
         log.n_params, log.declared_params = model.n_params, model.declared_params
         log.model_flops_per_token = model.flops_per_token(ctx.case.seq_len)
         train_step = self.build_step(ctx, model, stream)
-        return training_loop(ctx, progress, log, device_memory, train_step, load)
+        if self.resume is not None and self.resume.mode == "load":
+            from gpubench.worker.resume.resumed import resumed_run
+
+            return resumed_run(ctx, progress, log, train_step, self.resume)
+        saver = None
+        if self.resume is not None:
+            from gpubench.worker.resume.save import CheckpointSaver
+
+            saver = CheckpointSaver(ctx, train_step, self.resume)
+        status = training_loop(ctx, progress, log, device_memory, train_step, load, saver)
+        if status == "ok":  # after the last step's clock: in no timed figure
+            self.held_out = evaluate(ctx, model, stream, train_step)
+        return status

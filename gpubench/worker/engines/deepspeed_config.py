@@ -5,6 +5,13 @@
   the torch engine's autocast (fp32 weights, bf16/fp16 matmuls), DeepSpeed
   keeps the model's weights in bf16/fp16 and fp32 master weights in the
   optimizer: the usual DeepSpeed set-up, and what its memory figures assume.
+  ``bf16-pure`` -> ``"bf16": {"enabled": true, "bf16_master_weights_and_grads": true,
+  "bf16_optimizer_states": true}``: DeepSpeed 0.19.8's ZeRO optimizer then keeps its
+  weight partition, gradients and AdamW's states in bf16, no fp32 copy
+  (``runtime/base_optimizer.py`` ``_configure_master_weights``). Its config refuses both
+  keys without ZeRO 1-3, and with optimizer offload its ``DeepSpeedCPUAdam`` would have to
+  be built with ``fp32_optimizer_states=False``, which the config's optimizer cannot ask
+  for: the Case refuses both at collection (``gpubench.contracts.case``).
 - ``zero_stage`` -> ``zero_optimization.stage``; ``offload_optimizer`` /
   ``offload_params`` -> ``offload_optimizer`` / ``offload_param`` with
   ``device: cpu`` (``pin_memory`` on CUDA only: pinned host memory serves
@@ -73,6 +80,12 @@ def deepspeed_config(
         config["bf16"] = {"enabled": True}
     elif flags.precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0}  # 0: dynamic loss scaling
+    elif flags.precision == "bf16-pure":
+        config["bf16"] = {
+            "enabled": True,
+            "bf16_master_weights_and_grads": True,
+            "bf16_optimizer_states": True,
+        }
     return config
 
 

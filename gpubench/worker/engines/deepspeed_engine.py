@@ -54,7 +54,7 @@ from gpubench.worker.engines.recipe import lm_loss, max_grad_norm
 from gpubench.worker.engines.schedule import lr_scheduler
 
 if TYPE_CHECKING:
-    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.data import DataStream
     from gpubench.worker.models.built import BuiltModel
 
 
@@ -69,7 +69,7 @@ class DeepSpeedEngine(TrainingEngine):
         self.cold_start += set_up_deepspeed(case, profile, progress)
         return start_deepspeed_group()
 
-    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: DataStream) -> TrainStep:
         import deepspeed
 
         case = ctx.case
@@ -101,7 +101,7 @@ class DeepSpeedTrainStep:
         self,
         ctx: TrainingContext,
         model: BuiltModel,
-        stream: TokenStream,
+        stream: DataStream,
         engine: Any,
         own_norm: bool,
     ) -> None:
@@ -156,3 +156,17 @@ class DeepSpeedTrainStep:
     def lr(self) -> float:
         """The learning rate the next step uses (the schedule's, Series.lr)."""
         return float(self.engine.get_lr()[0])
+
+    def loss_scale(self) -> float | None:
+        """fp16: the dynamic loss scale after the step (Series.loss_scale), the ``cur_scale``
+        of DeepSpeed's fp16 optimizer or ZeRO's loss scaler; None for bf16 and fp32."""
+        if not self.engine.fp16_enabled():
+            return None
+        optimizer = self.engine.optimizer
+        config = getattr(optimizer, "loss_scale_config", None)  # FP16_Optimizer (no ZeRO)
+        scale = config.cur_scale if config is not None else getattr(optimizer, "cur_scale", None)
+        return None if scale is None else float(scale)
+
+    def skipped_steps(self) -> int:
+        """Optimizer steps DeepSpeed skipped so far (an fp16 overflow; bf16's overflow check)."""
+        return int(self.engine.skipped_steps)

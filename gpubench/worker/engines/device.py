@@ -42,7 +42,7 @@ def prepare_device(case: Case, profile: HardwareProfile, local_rank: int = 0) ->
     if case.flags.precision == "fp16" and device.type != "cuda":
         raise ValueError(
             f"precision='fp16' needs a CUDA profile; profile {profile.name!r} is "
-            f"{profile.kind!r} (valid on cpu: fp32, bf16)"
+            f"{profile.kind!r} (valid on cpu: fp32, bf16, bf16-pure)"
         )
     torch.manual_seed(case.seed)
     if device.type == "cuda":

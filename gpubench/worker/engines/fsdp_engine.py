@@ -15,7 +15,12 @@ The case's flags, as the torch engine takes them where they apply:
   in that dtype (``param_dtype``) and reduce gradients in fp32 (``reduce_dtype``); the
   sharded parameters the optimizer steps on stay fp32. fp16 steps through
   ``ShardedGradScaler``, which agrees the inf check over the ranks (each sees only its
-  shard); collection refuses fp16 on a cpu profile.
+  shard); collection refuses fp16 on a cpu profile. bf16-pure: the model is cast to bf16
+  before it is sharded (every engine's build, :func:`~gpubench.worker.engines.recipe.cast_model`),
+  so the sharded parameters, their gradients and AdamW's states are bf16, and the policy
+  casts nothing (its defaults): gathers and compute in bf16, and gradients reduce-scattered
+  in bf16, their own dtype, as DDP all-reduces a bf16 model's gradients. An fp32
+  ``reduce_dtype`` would only round the sum back into a bf16 gradient, at twice the traffic.
 - ``grad_ckpt``: the model's own checkpointing (the built-in GPT checkpoints each block,
   :mod:`gpubench.worker.models.gpt`); FSDP gathers the block again for its recomputation.
 - ``grad_accum``: ``set_requires_gradient_sync(False)`` on all but the last micro-batch,
@@ -61,7 +66,7 @@ from gpubench.worker.engines.recipe import AUTOCAST_DTYPES, adamw
 from gpubench.worker.engines.torch_engine import TorchTrainStep
 
 if TYPE_CHECKING:
-    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.data import DataStream
     from gpubench.worker.models.built import BuiltModel
 
 
@@ -75,7 +80,7 @@ class FSDPEngine(TrainingEngine):
     ) -> Ranks:
         return start_fsdp_group(profile)
 
-    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: DataStream) -> TrainStep:
         """Shard ``model`` block by block, then the root; AdamW over the sharded parameters."""
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -105,7 +110,7 @@ class FSDPTrainStep(TorchTrainStep):
         self,
         ctx: TrainingContext,
         model: BuiltModel,
-        stream: TokenStream,
+        stream: DataStream,
         optimizer: torch.optim.Optimizer,
         params: list[torch.nn.Parameter],
         root: Any,
@@ -134,7 +139,8 @@ class FSDPTrainStep(TorchTrainStep):
 
 def mixed_precision(case: Case) -> Any:
     """FSDP2's ``MixedPrecisionPolicy`` for the case: 16-bit gathers and compute with fp32
-    gradient reduction for bf16/fp16, none for fp32 (the policy's defaults)."""
+    gradient reduction for bf16/fp16, none for fp32 and bf16-pure (the policy's defaults:
+    a bf16-pure model is bf16 already, reduced in bf16; see the module doc)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     dtype = AUTOCAST_DTYPES.get(case.flags.precision)

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 # One optimizer step: (mean micro-batch loss, unclipped gradient norm), 0-d tensors or floats.
 # It marks its phases on the run's clock, ctx.phases (gpubench.worker.measure.phases). An
-# engine's step also has ``lr()``: the learning rate its next step uses (Series.lr).
+# engine's step also has ``lr()``: the learning rate its next step uses (Series.lr), and
+# ``loss_scale()``: its loss scaler's scale after the step (Series.loss_scale), None without one;
+# a step may have ``skipped_steps()``: the optimizer steps its engine skipped so far (DeepSpeed).
 TrainStep = Callable[[], "tuple[torch.Tensor | float, torch.Tensor | float]"]
 
 FP16_PATIENCE = 3  # consecutive non-finite fp16 losses the GradScaler may skip before "diverged"
@@ -50,6 +52,8 @@ class StepLog:
     grad_norm: list[float] = field(default_factory=list)
     allocated_bytes: list[int] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # the learning rate each step used
+    loss_scale: list[float] = field(default_factory=list)  # fp16: the scale after each step
+    skipped_steps: int | None = None  # the engine's own count of skipped steps (DeepSpeed)
     warmup_steps: int = 0
     measured_steps: int = 0
     steady_state_detected: bool = False
@@ -93,6 +97,7 @@ class StepLog:
             allocated_bytes=list(self.allocated_bytes),
             phase_s={phase: list(seconds) for phase, seconds in self.phase_s.items()},
             lr=list(self.lr),
+            loss_scale=list(self.loss_scale),
             partial=not trained_to_end and bool(self.step_time_s),
         )
 
@@ -142,6 +147,20 @@ class DivergenceWatch:
         return self._run >= self.patience
 
 
+def record_scaler(
+    log: StepLog,
+    scale_of: Callable[[], float | None] | None,
+    skipped_of: Callable[[], int | None] | None,
+) -> None:
+    """After a step, outside the clock: the loss scaler's scale (a sync on CUDA) and the
+    engine's count of skipped steps, where the step has them."""
+    scale = scale_of() if scale_of is not None else None
+    if scale is not None:
+        log.loss_scale.append(float(scale))
+    if skipped_of is not None:
+        log.skipped_steps = skipped_of()
+
+
 def memory_probe(device_memory: DeviceMemoryTracker) -> Callable[[], int]:
     """Memory in use now: the device's allocated bytes on CUDA; on CPU, where host memory
     is the device's, this process's resident set."""
@@ -163,11 +182,13 @@ def training_loop(
     device_memory: DeviceMemoryTracker,
     train_step: TrainStep,
     load: MachineLoadTracker | None = None,
+    after_step: Callable[[StepLog, bool], None] | None = None,
 ) -> str:
     """Warm-up then measured steps, each recorded in ``log``, until the :class:`StopRule`
     says stop (``case.steps`` of them, or with ``steps="auto"`` until the median tokens/s
     is known to ``precision_target``, or a cap); ``load`` measures the machine from the
-    first measured step to the last.
+    first measured step to the last; ``after_step(log, warming_up)`` runs between two steps,
+    outside the clock (the resume check's save: gpubench.worker.resume.save).
 
     Returns ``ok``, or ``diverged`` (:class:`DivergenceWatch`). An allocation
     failure propagates; the engine's run classifies it.
@@ -181,6 +202,8 @@ def training_loop(
     stop = StopRule(case)
     log.precision_target = stop.target
     lr_of: Callable[[], float] | None = getattr(train_step, "lr", None)
+    scale_of: Callable[[], float | None] | None = getattr(train_step, "loss_scale", None)
+    skipped_of: Callable[[], int | None] | None = getattr(train_step, "skipped_steps", None)
 
     while not log.stop_reason:
         if load is not None and not warmup.active and not load.started:
@@ -195,6 +218,7 @@ def training_loop(
         # outside the clock: these reads synchronise on CUDA
         loss, grad_norm, memory = float(loss_t), float(grad_norm_t), memory_in_use()
         del loss_t, grad_norm_t
+        record_scaler(log, scale_of, skipped_of)
         phase = "warmup" if warmup.active else "measuring"
         log.add(step_time, loss, grad_norm, memory, warmup=warmup.active)
         steady = warmup.observe(step_time)
@@ -215,6 +239,8 @@ def training_loop(
         progress.emit(phase, log.steps, warmup.total_steps(log, total), tokens_per_s, memory)
         if diverging:
             return "diverged"
+        if after_step is not None:
+            after_step(log, warmup.active)
     if load is not None:
         load.stop()
     return "ok"

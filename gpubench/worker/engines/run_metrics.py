@@ -10,6 +10,7 @@ from gpubench.contracts.flops import case_peak_flops, mfu
 from gpubench.contracts.result import Metrics, Stats, loss_window
 from gpubench.worker.engines.context import TrainingContext
 from gpubench.worker.engines.loop import StepLog
+from gpubench.worker.measure.divergence import with_divergence
 from gpubench.worker.measure.phases import with_phases
 from gpubench.worker.measure.precision import with_precision
 from gpubench.worker.trackers.host import ProcessTreeRSS
@@ -88,6 +89,10 @@ def training_metrics(
         metrics, measured, tokens_per_step, stop_reason=stop_reason, target=target
     )
     metrics = with_phases(metrics, log.phase_s, log.warmup_steps, log.phase_timing)
+    # spikes, clip rate and fp16's loss scale, over every step (measure/divergence.py)
+    metrics = with_divergence(
+        metrics, log.grad_norm, ctx.case.grad_clip, log.loss_scale, log.skipped_steps
+    )
     metrics = with_model_flops(metrics, ctx, log.model_flops_per_token)
     # the telemetry's summaries, energy per token and $/Mtok (last: they read the tokens/s)
     world_size, price = ctx.ranks.world_size, ctx.profile.usd_per_hour

@@ -6,6 +6,9 @@ device, trackers, model build, loop and metrics are every engine's
 micro-batches of forward (under autocast for bf16/fp16), loss and backward
 (DDP all-reduces on the last one only), then the unclipped gradient norm with
 ``clip_grad_norm_`` and the optimizer step (through the GradScaler for fp16).
+bf16-pure runs no autocast: the model was cast to bf16 at its build
+(:func:`~gpubench.worker.engines.recipe.cast_model`), so its gradients and AdamW's states
+are bf16 too; the loss is still taken in fp32 (``lm_loss``).
 The step marks its phases on the run's clock (``ctx.phases``,
 :mod:`gpubench.worker.measure.phases`): per micro-batch ``data`` (``next_batch``),
 ``forward`` (logits under autocast and the loss), ``backward`` (scaling the loss and its
@@ -36,7 +39,7 @@ from gpubench.worker.engines.recipe import (
 from gpubench.worker.engines.schedule import lr_scheduler
 
 if TYPE_CHECKING:
-    from gpubench.worker.data.synthetic import TokenStream
+    from gpubench.worker.data import DataStream
     from gpubench.worker.models.built import BuiltModel
 
 
@@ -45,7 +48,7 @@ class TorchEngine(TrainingEngine):
 
     name = "torch"
 
-    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: TokenStream) -> TrainStep:
+    def build_step(self, ctx: TrainingContext, model: BuiltModel, stream: DataStream) -> TrainStep:
         """The case's optimizer step on ``model``, wrapped in DDP under torchrun and
         compiled when flagged. benchmarks/inprocess_step.py times it against a bare loop's."""
         case, device = ctx.case, ctx.device
@@ -73,7 +76,7 @@ class TorchTrainStep:
         self,
         ctx: TrainingContext,
         model: BuiltModel,
-        stream: TokenStream,
+        stream: DataStream,
         optimizer: torch.optim.Optimizer,
         params: list[torch.nn.Parameter],
         ddp: Any = None,
@@ -140,6 +143,10 @@ class TorchTrainStep:
     def lr(self) -> float:
         """The learning rate the next step uses (the schedule's, Series.lr)."""
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def loss_scale(self) -> float | None:
+        """The GradScaler's scale after the step (Series.loss_scale); None without one."""
+        return None if self.scaler is None else float(self.scaler.get_scale())
 
     def _clip_grad_norm(self) -> torch.Tensor:
         """Clip the gradients to ``max_norm``; the unclipped global norm (an FSDP step
