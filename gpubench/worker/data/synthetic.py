@@ -89,7 +89,51 @@ def _derived_seed(seed: int, purpose: int, rank: int) -> int:
     return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-class TokenStream:
+class SeededStream:
+    """What every data source shares: its shape checked, this rank's batch generator seeded
+    from the case seed, and that generator's state as the data position (the resume check
+    saves and restores it)."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        device: torch.device | str,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        self.seed = seed
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.device = torch.device(device)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(_derived_seed(seed, ROWS_SEED, rank))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The data position: the batch generator's state (what the batches are drawn from is
+        rebuilt from the seed, or read again from the cache), tensors only, so
+        ``torch.load(weights_only=True)`` reads it back."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from a saved :meth:`state_dict`: the next batch is the one that followed."""
+        self._generator.set_state(state["generator"])
+
+    def held_out_generator(self) -> torch.Generator:
+        """A CPU generator for held-out batches: the same on every rank, apart from the
+        training's draws."""
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(_derived_seed(self.seed, HELD_OUT_SEED, 0))
+        return generator
+
+
+class TokenStream(SeededStream):
     """Batches (x, y) of token ids, y being x shifted left by one token."""
 
     def __init__(
@@ -105,24 +149,12 @@ class TokenStream:
     ) -> None:
         if kind not in DATA_SOURCES:
             raise ValueError(f"data kind={kind!r} is not valid; valid: {', '.join(DATA_SOURCES)}")
-        for name, value, minimum in (
-            ("vocab_size", vocab_size, 2),
-            ("batch_size", batch_size, 1),
-            ("seq_len", seq_len, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size={vocab_size!r} must be an integer >= 2")
+        super().__init__(batch_size, seq_len, seed, device, rank, world_size)
         self.kind = kind
-        self.seed = seed
         self.vocab_size = vocab_size
-        self.batch_size = batch_size
-        self.seq_len = seq_len
-        self.device = torch.device(device)
         self.uniform_loss = math.log(vocab_size)  # cross-entropy of a uniform guess, nats
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(_derived_seed(seed, ROWS_SEED, rank))
 
         self.successors: np.ndarray | None = None  # [V, K] learnable chain, for inspection
         self.successor_probs: np.ndarray | None = None  # [K]
@@ -139,22 +171,11 @@ class TokenStream:
             )
             self._pool = torch.from_numpy(pool).to(self.device)
 
-    # -- what every data source has beside next_batch ---------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The data position: the batch generator's state (the pool is rebuilt from the seed),
-        tensors only, so ``torch.load(weights_only=True)`` reads it back."""
-        return {"generator": self._generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Continue from a saved :meth:`state_dict`: the next batch is the one that followed."""
-        self._generator.set_state(state["generator"])
-
     def held_out(self, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` batches the training never draws, the same on every rank and for every
         case of one seed and shape: the learnable stream's are walked on the same chain from
         their own seed (a pool of their own), the random stream's are uniform tokens."""
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(_derived_seed(self.seed, HELD_OUT_SEED, 0))
+        generator = self.held_out_generator()
         shape = (n_batches * self.batch_size, self.seq_len + 1)
         if self.successors is None or self.successor_probs is None:
             tokens = torch.randint(self.vocab_size, shape, generator=generator)

@@ -21,11 +21,11 @@ import sys
 
 import torch
 
-from gpubench.worker.data.synthetic import HELD_OUT_SEED, ROWS_SEED, _derived_seed
+from gpubench.worker.data.synthetic import SeededStream
 from gpubench.worker.data.tokenizer import EncodedCorpus, encoded_corpus
 
 
-class TextStream:
+class TextStream(SeededStream):
     """Batches (x, y) of a text corpus's token ids, y being x shifted left by one token."""
 
     def __init__(
@@ -40,17 +40,9 @@ class TextStream:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        super().__init__(batch_size, seq_len, seed, device, rank, world_size)
         self.kind = data
         self.tokenizer = tokenizer
-        self.seed = seed
-        self.batch_size = batch_size
-        self.seq_len = seq_len
-        self.device = torch.device(device)
         self.corpus: EncodedCorpus = encoded_corpus(data, tokenizer, model_vocab_size)
         self.vocab_size = self.corpus.vocab_size  # the tokenizer's: every id is below it
         self.model_vocab_size = model_vocab_size
@@ -59,8 +51,6 @@ class TextStream:
         self._check_fits(model_vocab_size)
         self._train = torch.from_numpy(self.corpus.train).to(self.device)  # [n_train]
         self._windows = self._train.unfold(0, seq_len + 1, 1)  # [n_train - T, T + 1], a view
-        self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(_derived_seed(seed, ROWS_SEED, rank))
         if rank == 0:
             self._announce()
 
@@ -92,20 +82,10 @@ class TextStream:
         )
 
     # -- what every data source has beside next_batch ---------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The data position: the window generator's state (the corpus is read again from
-        the cache), tensors only, so ``torch.load(weights_only=True)`` reads it back."""
-        return {"generator": self._generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Continue from a saved :meth:`state_dict`: the next batch is the one that followed."""
-        self._generator.set_state(state["generator"])
-
     def held_out(self, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``n_batches`` batches from the held-out chunks, which the training never sees: the
         same on every rank and for every case of one data, tokenizer, seed and shape."""
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(_derived_seed(self.seed, HELD_OUT_SEED, 0))
+        generator = self.held_out_generator()
         tokens = torch.from_numpy(self.corpus.held_out)
         windows = tokens.unfold(0, self.seq_len + 1, 1)  # [n_held_out - T, T + 1]
         rows = torch.randint(windows.shape[0], (n_batches * self.batch_size,), generator=generator)
