@@ -3,7 +3,8 @@
 - ``quality``: held-out loss of gpt-tiny on the learnable stream (batch 8 x 32, 40 steps
   at lr 3e-3, 64 held-out sequences) in fp32 (the reference), bf16 autocast, bf16-pure and
   fp32 at a far too high learning rate (1.0), per seed, each against the fp32 reference:
-  the margin the quality check's 2 % threshold has. Losses, not timings: a busy machine
+  the margin the quality check's 2 % threshold has; beside it the training loss's first and
+  last steps and the clip rate (``grad_clip`` 1.0). Losses, not timings: a busy machine
   does not change them.
 - ``resume``: the resume check of a small case per engine through the real worker (save
   after step 5 of 8, the steps after it resumed in a fresh worker), with its verdict, save
@@ -42,8 +43,10 @@ VARIANTS = {
 def quality(seeds: list[int]) -> None:
     from in_process import train  # tests/in_process.py: an engine run in this process
 
-    print("| case | seed | held-out loss | vs reference |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "| case | seed | training loss, first -> last | clip rate | held-out loss | vs reference |"
+    )
+    print("| --- | ---: | --- | ---: | ---: | ---: |")
     for seed in seeds:
         reference = None
         for label, settings in VARIANTS.items():
@@ -57,7 +60,10 @@ def quality(seeds: list[int]) -> None:
                 else ""
             )
             shown = f"{loss:.4f}" if loss is not None else result.status
-            print(f"| {label} | {seed} | {shown} | {versus} |", flush=True)
+            m = result.metrics
+            trained = f"{m.loss_start:.3f} -> {m.loss_end:.3f}" if m.loss_end is not None else "-"
+            clipped = f"{m.clip_rate:.2f}" if m.clip_rate is not None else "-"
+            print(f"| {label} | {seed} | {trained} | {clipped} | {shown} | {versus} |", flush=True)
 
 
 def _resumed(launch: functools.partial, job: dict) -> object:
