@@ -293,10 +293,11 @@ def test_is_oom_classification() -> None:
         RuntimeError("can't start new thread"),  # Python's threading
         RuntimeError("rank 1: Resource temporarily unavailable"),  # std::thread, EAGAIN
         OSError(11, "Resource temporarily unavailable"),
+        RuntimeError("could not create a primitive"),  # oneDNN, status not in the message
     ],
 )
-def test_a_thread_that_cannot_start_is_oom_only_under_the_host_cap(exc: Exception) -> None:
-    assert is_oom(exc, host_capped=True)  # its stack is data under RLIMIT_DATA
+def test_a_failure_for_want_of_room_is_oom_only_under_the_host_cap(exc: Exception) -> None:
+    assert is_oom(exc, host_capped=True)  # stacks, JIT code: data under RLIMIT_DATA
     assert not is_oom(exc, host_capped=False)  # elsewhere it is no allocation failure
 
 

@@ -36,6 +36,13 @@ THREAD_START_MARKERS = (
     "resource temporarily unavailable",
 )
 
+# oneDNN (torch's mkldnn kernels on x86) reports every failed primitive creation with
+# this one message, whatever its status: out_of_memory among them, when the room for the
+# primitive's JIT-compiled code or scratchpad is refused. Seen under the cpu:64MiB cap
+# of tests/test_probe.py on a CI machine (batch 11 of gpt-tiny, 2026-12-03) and never
+# without a cap; so, like a thread start, an allocation failure only under the host cap.
+PRIMITIVE_CREATION_MARKERS = ("could not create a primitive",)
+
 
 def looks_like_thread_start_failure(text: str) -> bool:
     """Whether a message reads as a thread that could not be started.
@@ -59,13 +66,22 @@ def host_memory_capped() -> bool:
     return soft != resource.RLIM_INFINITY
 
 
+def looks_like_primitive_creation_failure(text: str) -> bool:
+    """Whether a message reads as a oneDNN primitive that could not be created."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in PRIMITIVE_CREATION_MARKERS)
+
+
 def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
     """Whether ``exc`` is an allocation failure (device or host), not a bug.
 
-    A thread that could not start counts too while the host's memory is capped
-    (``host_capped``; by default, whether a finite ``RLIMIT_DATA`` is in force
-    now): under that cap its stack is an allocation like any tensor's, and
-    gloo, DDP and the autograd engine start threads as they need them.
+    Two failures count too while the host's memory is capped (``host_capped``; by
+    default, whether a finite ``RLIMIT_DATA`` is in force now), since under that cap
+    each is most likely a refused allocation: a thread that could not start (its
+    stack is an allocation like any tensor's, and gloo, DDP and the autograd engine
+    start threads as they need them) and a oneDNN primitive that could not be
+    created (its code and scratchpad are allocations; oneDNN's message does not say
+    which status it got).
     """
     torch = sys.modules.get("torch")  # not imported: no torch error can have been raised
     if isinstance(exc, MemoryError) or (
@@ -79,4 +95,6 @@ def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
         return True
     if host_capped is None:
         host_capped = host_memory_capped()
-    return host_capped and looks_like_thread_start_failure(message)
+    return host_capped and (
+        looks_like_thread_start_failure(message) or looks_like_primitive_creation_failure(message)
+    )
