@@ -91,6 +91,21 @@ def test_adaptive_stop_compares_auto_runs_with_a_long_one(tmp_path: Path) -> Non
     assert 0 <= summary["overall"]["coverage"] <= 1
 
 
+def test_machine_drift_runs_the_stop_rule_on_a_fixed_loop(tmp_path: Path) -> None:
+    out_file = tmp_path / "drift.json"
+    stdout = run_script(
+        "machine_drift.py",
+        *("--step-ms", "1", "--repeats", "2", "--max-steps", "50", "--long-factor", "1.2"),
+        *("--out", str(out_file)),
+    )
+    assert "1 ms steps: long 60 steps" in stdout
+    (size,) = json.loads(out_file.read_text())["step_sizes"]
+    assert [r["steps"] for r in size["repeats"]] == [50, 50]  # the cap is the first check
+    assert size["long"]["steps"] == 60 and size["long"]["reached"] is None
+    assert len(size["ratios"]) == 2 and 0 <= size["within_1pct"] <= 1
+    assert size["products_per_step"] >= 1
+
+
 def test_estimate_probe_bisects_a_cap_and_compares_ranks_with_the_estimate() -> None:
     tiny = '{"model": "gpt-tiny", "batch_size": 2, "seq_len": 16, "engine": "fsdp"}'
     cap = run_script("estimate_probe.py", "cap", '[{"precision": "fp32"}]', "--with", tiny)

@@ -92,7 +92,7 @@ RULES = (
     ),
     Rule(
         r"python benchmarks/(harness_overhead|report_render|adaptive_stop|estimate_probe"
-        r"|calibration|correctness)\.py .*",
+        r"|calibration|correctness|machine_drift)\.py .*",
         NOT_RUN,
         "a benchmark of minutes: tests/test_benchmarks.py runs it small",
     ),
