@@ -30,6 +30,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,45 @@ def run(case: Case, profile: HardwareProfile) -> dict[str, Any]:
     }
 
 
+def against_a_long_run(
+    auto: Callable[[], dict[str, Any]],
+    fixed: Callable[[int], dict[str, Any]],
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``args.repeats`` adaptive runs (``auto``) and, between their two halves (so both see
+    the machine's drift), one ``fixed`` run of ``args.long_factor`` times their median steps."""
+    half = args.repeats // 2
+    repeats = [auto() for _ in range(half)]
+    typical = statistics.median(r["steps"] for r in repeats) if repeats else args.max_steps
+    long = fixed(max(2, round(args.long_factor * typical)))
+    repeats += [auto() for _ in range(args.repeats - half)]
+    return repeats, long
+
+
+def figures(repeats: list[dict[str, Any]], long: dict[str, Any]) -> dict[str, Any]:
+    """How the repeats compare with the long run (each run: median, low, high, precision,
+    steps, reached)."""
+    reference = long["median"]
+    medians = [r["median"] for r in repeats]
+    fractions = [r["steps"] / long["steps"] for r in repeats]
+    precisions = [r["precision"] for r in repeats if r["precision"] is not None]
+    return {
+        "within_1pct": statistics.fmean(abs(m / reference - 1) <= 0.01 for m in medians),
+        "coverage": statistics.fmean(
+            r["low"] is not None and r["low"] <= reference <= r["high"] for r in repeats
+        ),
+        "steps_fraction_median": statistics.median(fractions),
+        "steps_fraction_max": max(fractions),
+        "reached": statistics.fmean(bool(r["reached"]) for r in repeats),
+        # the machine's drift between runs against what one run's interval can see: repeats
+        # whose medians spread wider than their own intervals disagree by the machine's state
+        "between_runs_cv": (
+            statistics.stdev(medians) / statistics.fmean(medians) if len(medians) > 1 else None
+        ),
+        "within_run_precision_median": statistics.median(precisions) if precisions else None,
+    }
+
+
 def configuration(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     auto = make_case(
         **base,
@@ -67,40 +107,13 @@ def configuration(base: dict[str, Any], args: argparse.Namespace) -> dict[str, A
         max_steps=args.max_steps,
         max_seconds=args.max_seconds,
     )
-    half = args.repeats // 2
     profile = resolve_profile(args.profile)
-    repeats = [run(auto, profile) for _ in range(half)]
-    typical = statistics.median(r["steps"] for r in repeats) if repeats else args.max_steps
-    long_steps = max(2, round(args.long_factor * typical))
-    long = run(make_case(**base, steps=long_steps), profile)
-    repeats += [run(auto, profile) for _ in range(args.repeats - half)]
-    reference = long["median"]
-    within = [abs(r["median"] / reference - 1) <= 0.01 for r in repeats]
-    covered = [r["low"] is not None and r["low"] <= reference <= r["high"] for r in repeats]
-    fractions = [r["steps"] / long["steps"] for r in repeats]
-    return {
-        "case": auto.id,
-        "long": long,
-        "repeats": repeats,
-        "within_1pct": sum(within) / len(repeats),
-        "coverage": sum(covered) / len(repeats),
-        "steps_fraction_median": statistics.median(fractions),
-        "steps_fraction_max": max(fractions),
-        "reached": sum(bool(r["reached"]) for r in repeats) / len(repeats),
-        # the machine's drift between runs against what one run's interval can see: repeats
-        # whose medians spread wider than their own intervals disagree by the machine's state
-        "between_runs_cv": (
-            statistics.stdev(r["median"] for r in repeats)
-            / statistics.fmean(r["median"] for r in repeats)
-            if len(repeats) > 1
-            else None
-        ),
-        "within_run_precision_median": statistics.median(
-            r["precision"] for r in repeats if r["precision"] is not None
-        )
-        if any(r["precision"] is not None for r in repeats)
-        else None,
-    }
+    repeats, long = against_a_long_run(
+        lambda: run(auto, profile),
+        lambda steps: run(make_case(**base, steps=steps), profile),
+        args,
+    )
+    return {"case": auto.id, "long": long, "repeats": repeats, **figures(repeats, long)}
 
 
 def overall_figures(results: list[dict[str, Any]]) -> dict[str, Any]:

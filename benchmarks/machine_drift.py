@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from adaptive_stop import against_a_long_run, figures  # this folder: the same protocol
 
 from gpubench.contracts.case import make_case
 from gpubench.worker.measure.precision import StopRule, median_interval
@@ -81,25 +81,16 @@ def run(products: int, steps: int | str, args: argparse.Namespace) -> dict[str, 
 
 def step_size(step_ms: float, args: argparse.Namespace) -> dict[str, Any]:
     products = products_per_step(step_ms)
-    half = args.repeats // 2
-    repeats = [run(products, "auto", args) for _ in range(half)]
-    typical = statistics.median(r["steps"] for r in repeats) if repeats else args.max_steps
-    long = run(products, max(2, round(args.long_factor * typical)), args)
-    repeats += [run(products, "auto", args) for _ in range(args.repeats - half)]
-    reference = long["median"]
-    medians = [r["median"] for r in repeats]
+    repeats, long = against_a_long_run(
+        lambda: run(products, "auto", args), lambda steps: run(products, steps, args), args
+    )
     return {
         "step_ms": step_ms,
         "products_per_step": products,
         "long": long,
         "repeats": repeats,
-        "ratios": [m / reference for m in medians],
-        "within_1pct": statistics.fmean(abs(m / reference - 1) <= 0.01 for m in medians),
-        "coverage": statistics.fmean(r["low"] <= reference <= r["high"] for r in repeats),
-        "reached": statistics.fmean(bool(r["reached"]) for r in repeats),
-        "between_runs_cv": statistics.stdev(medians) / statistics.fmean(medians),
-        "within_run_precision_median": statistics.median(r["precision"] for r in repeats),
-        "steps_fraction_max": max(r["steps"] for r in repeats) / long["steps"],
+        "ratios": [r["median"] / long["median"] for r in repeats],
+        **figures(repeats, long),
     }
 
 

@@ -23,10 +23,14 @@ OOM_MARKERS = (
 )
 
 
+def _reads_as(text: str, markers: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in markers)
+
+
 def looks_like_oom(text: str) -> bool:
     """Whether a message or a line of output reads as an allocation failure."""
-    lowered = text.lower()
-    return any(marker in lowered for marker in OOM_MARKERS)
+    return _reads_as(text, OOM_MARKERS)
 
 
 # What a failed thread start reads as: Python's threading ("can't start new thread") and
@@ -43,17 +47,8 @@ THREAD_START_MARKERS = (
 # without a cap; so, like a thread start, an allocation failure only under the host cap.
 PRIMITIVE_CREATION_MARKERS = ("could not create a primitive",)
 
-
-def looks_like_thread_start_failure(text: str) -> bool:
-    """Whether a message reads as a thread that could not be started.
-
-    Under the worker's ``RLIMIT_DATA`` cap (``cpu`` profiles) a thread's stack
-    is data, so a thread that cannot start for want of room under the cap is an
-    allocation failure like any other; :func:`host_memory_capped` tells whether
-    such a cap is in force.
-    """
-    lowered = text.lower()
-    return any(marker in lowered for marker in THREAD_START_MARKERS)
+# What reads as an allocation failure only while the host's memory is capped.
+UNDER_CAP_OOM_MARKERS = THREAD_START_MARKERS + PRIMITIVE_CREATION_MARKERS
 
 
 def host_memory_capped() -> bool:
@@ -64,12 +59,6 @@ def host_memory_capped() -> bool:
         return False
     soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
     return soft != resource.RLIM_INFINITY
-
-
-def looks_like_primitive_creation_failure(text: str) -> bool:
-    """Whether a message reads as a oneDNN primitive that could not be created."""
-    lowered = text.lower()
-    return any(marker in lowered for marker in PRIMITIVE_CREATION_MARKERS)
 
 
 def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
@@ -95,6 +84,4 @@ def is_oom(exc: BaseException, host_capped: bool | None = None) -> bool:
         return True
     if host_capped is None:
         host_capped = host_memory_capped()
-    return host_capped and (
-        looks_like_thread_start_failure(message) or looks_like_primitive_creation_failure(message)
-    )
+    return host_capped and _reads_as(message, UNDER_CAP_OOM_MARKERS)
